@@ -1,0 +1,144 @@
+/**
+ * Runs `node dist/cli.js serve` as a child process on a free loopback port with a fresh
+ * DATA_DIR, so the load generator never shares the server's event loop.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { request } from 'undici';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+export function log(msg: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface ServerProcess {
+  child: ChildProcess;
+  pid: number;
+  origin: string;
+  dataDir: string;
+  /** Directory of the .cpuprofile written on exit, when profiling. */
+  cpuProfDir?: string;
+  /** Server log lines at warn level or above (LOG_LEVEL=warn, so every line). */
+  logLines: string[];
+  exited: boolean;
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  cpuProfile?: boolean;
+}
+
+export async function startServer(opts: StartOptions = {}): Promise<ServerProcess> {
+  const port = await freePort();
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custos-bench-'));
+  const nodeArgs: string[] = [];
+  let cpuProfDir: string | undefined;
+  if (opts.cpuProfile) {
+    cpuProfDir = path.join(dataDir, 'cpuprof');
+    fs.mkdirSync(cpuProfDir);
+    nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`);
+  }
+  const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'dist', 'cli.js'), 'serve'], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logLines: string[] = [];
+  const collect = (stream: NodeJS.ReadableStream | null, name: string) => {
+    let buf = '';
+    stream?.setEncoding('utf8');
+    stream?.on('data', (chunk: string) => {
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (!line.trim()) continue;
+        if (logLines.length < 1000) logLines.push(line);
+        if (logLines.length <= 20) process.stderr.write(`[server ${name}] ${line.slice(0, 500)}\n`);
+      }
+    });
+  };
+  collect(child.stdout, 'stdout');
+  collect(child.stderr, 'stderr');
+
+  const exitPromise = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const proc: ServerProcess = {
+    child,
+    pid: child.pid ?? -1,
+    origin: `http://127.0.0.1:${port}`,
+    dataDir,
+    cpuProfDir,
+    logLines,
+    exited: false,
+    async stop() {
+      if (proc.exited) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => { if (!proc.exited) child.kill('SIGKILL'); }, 10_000);
+      await exitPromise;
+      clearTimeout(timer);
+    },
+  };
+  child.once('exit', (code, signal) => {
+    proc.exited = true;
+    if (code !== 0 && signal !== 'SIGTERM') log(`server exited (code ${code}, signal ${signal})`);
+  });
+
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (proc.exited) throw new Error(`server exited during start-up:\n${logLines.join('\n')}`);
+    try {
+      const res = await request(`${proc.origin}/fhir/metadata`, { headersTimeout: 2000, bodyTimeout: 2000 });
+      await res.body.dump();
+      if (res.statusCode === 200) break;
+    } catch { /* not yet listening */ }
+    if (Date.now() > deadline) {
+      await proc.stop();
+      throw new Error('server did not answer GET /fhir/metadata within 30 s');
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return proc;
+}
+
+/** VmRSS / VmHWM of a process, in MiB (Linux /proc). */
+export function processMemory(pid: number): { rss_mb: number | null; hwm_mb: number | null } {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (key: string) => {
+      const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status);
+      return m ? Math.round((Number(m[1]) / 1024) * 10) / 10 : null;
+    };
+    return { rss_mb: kb('VmRSS'), hwm_mb: kb('VmHWM') };
+  } catch {
+    return { rss_mb: null, hwm_mb: null };
+  }
+}
+
+/** Sizes of the SQLite files in DATA_DIR, in MiB. */
+export function dbFileSizes(dataDir: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const name of fs.readdirSync(dataDir)) {
+    if (!name.startsWith('custos.db')) continue;
+    out[name] = Math.round((fs.statSync(path.join(dataDir, name)).size / 1048576) * 100) / 100;
+  }
+  return out;
+}

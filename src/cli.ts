@@ -1,0 +1,75 @@
+#!/usr/bin/env node
+import { loadConfig } from './config.js';
+import { createLogger } from './logger.js';
+import { startServer } from './server.js';
+
+const HELP = `custos - FHIR R4 server with encrypted storage, patient consent and ledger anchoring
+
+Usage: custos <command> [options]
+
+Commands:
+  serve            Start the FHIR server (base URL /fhir)
+  help             Show this help
+
+Environment (read once at start):
+  PORT             HTTP port (default 8080; 0 = any free port)
+  HOST             Interface to bind (default 127.0.0.1)
+  DATA_DIR         Database and keys (default ./data; created on first start)
+  BASE_URL         Public FHIR base URL (default http://HOST:PORT/fhir)
+  LOG_LEVEL        pino level: fatal, error, warn, info, debug, trace (default info)
+  CUSTOS_MASTER_KEY  Base64 32-byte master key (default: DATA_DIR/keys/master.key, generated, mode 0600)
+  SEARCH_DEFAULT_COUNT, SEARCH_MAX_COUNT  Search page size default (20) and maximum (1000)
+
+Examples:
+  custos serve
+  PORT=8081 DATA_DIR=./data2 custos serve
+  curl http://127.0.0.1:8080/fhir/metadata
+`;
+
+async function serve(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel);
+  const running = await startServer(config, { logger });
+  logger.info({ url: `${running.url}/fhir`, dataDir: config.dataDir, baseUrl: config.baseUrl }, 'custos listening');
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    running.close().then(() => process.exit(0), (err: unknown) => {
+      logger.error({ err }, 'error during shutdown');
+      process.exit(1);
+    });
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    process.stdout.write(HELP);
+    return cmd ? 0 : 1;
+  }
+  if (cmd === '--version' || cmd === '-v') {
+    process.stdout.write('custos 0.1.0\n');
+    return 0;
+  }
+  if (cmd === 'serve') {
+    if (rest.includes('--help') || rest.includes('-h')) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    await serve();
+    return -1;
+  }
+  process.stderr.write(`custos: unknown command "${cmd}"\n\n${HELP}`);
+  return 2;
+}
+
+main(process.argv.slice(2)).then((code) => {
+  if (code >= 0) process.exit(code);
+}, (err: unknown) => {
+  process.stderr.write(`custos: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});

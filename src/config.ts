@@ -1,0 +1,42 @@
+import path from 'node:path';
+
+/** All configuration, read once from the environment (12-factor) and passed down. */
+export interface Config {
+  port: number;
+  host: string;
+  dataDir: string;
+  baseUrl: string;
+  logLevel: string;
+  /** Base64 32-byte master key; when unset, DATA_DIR/keys/master.key is used (created on first start). */
+  masterKey?: string;
+  search: { defaultCount: number; maxCount: number };
+  /** Largest accepted request body. */
+  maxBodyBytes: number;
+}
+
+function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got "${raw}"`);
+  return n;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const port = intFrom(env, 'PORT', 8080);
+  const host = env.HOST || '127.0.0.1';
+  const urlHost = host.includes(':') ? `[${host}]` : host;
+  return {
+    port,
+    host,
+    dataDir: path.resolve(env.DATA_DIR || './data'),
+    baseUrl: (env.BASE_URL || `http://${urlHost}:${port}/fhir`).replace(/\/+$/, ''),
+    logLevel: env.LOG_LEVEL || 'info',
+    masterKey: env.CUSTOS_MASTER_KEY || undefined,
+    search: {
+      defaultCount: intFrom(env, 'SEARCH_DEFAULT_COUNT', 20),
+      maxCount: intFrom(env, 'SEARCH_MAX_COUNT', 1000),
+    },
+    maxBodyBytes: intFrom(env, 'MAX_BODY_BYTES', 16 * 1024 * 1024),
+  };
+}

@@ -1,0 +1,74 @@
+import type { CapabilityStatement, CapabilityStatementRestResource, CapabilityStatementRestResourceSearchParam } from '@medplum/fhirtypes';
+import { isParamBlinded } from '../store/index.js';
+import { getResourceTypes, getTypeSearchParameters } from './definitions.js';
+
+const SUPPORTED_TYPES = new Set(['token', 'string', 'date', 'number', 'quantity', 'reference', 'uri']);
+/** Resource-level parameters that are columns or not indexed by this server. */
+const SKIPPED = new Set(['_compartment']);
+
+let cached: { baseUrl: string; cs: CapabilityStatement } | undefined;
+
+function searchParams(type: string): CapabilityStatementRestResourceSearchParam[] {
+  return Object.entries(getTypeSearchParameters(type))
+    .filter(([code, sp]) => !SKIPPED.has(code) && SUPPORTED_TYPES.has(sp.type ?? ''))
+    .map(([code, sp]) => ({
+      name: code,
+      definition: sp.url,
+      type: sp.type!,
+      ...(isParamBlinded(type, code)
+        ? { documentation: 'Blinded (HMAC) index: equality and starts-with only; :contains, _sort and range prefixes are refused with 400.' }
+        : {}),
+    }))
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+function resourceEntry(type: CapabilityStatementRestResource['type']): CapabilityStatementRestResource {
+  const params = searchParams(type);
+  const refs = params.filter((p) => p.type === 'reference').map((p) => `${type}:${p.name}`);
+  return {
+    type,
+    profile: `http://hl7.org/fhir/StructureDefinition/${type}`,
+    interaction: ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create', 'search-type'].map((code) => ({ code: code as 'read' })),
+    versioning: 'versioned-update',
+    readHistory: true,
+    updateCreate: true,
+    conditionalCreate: true,
+    conditionalRead: 'modified-since',
+    conditionalUpdate: true,
+    conditionalDelete: 'single',
+    searchInclude: ['*', ...refs],
+    searchRevInclude: ['*'],
+    searchParam: params,
+    operation: [{ name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' }],
+  };
+}
+
+/** What this server implements, and nothing more. */
+export function buildCapabilityStatement(baseUrl: string): CapabilityStatement {
+  if (cached?.baseUrl === baseUrl) return cached.cs;
+  const cs: CapabilityStatement = {
+    resourceType: 'CapabilityStatement',
+    status: 'active',
+    date: '2026-11-28',
+    publisher: 'Custos',
+    kind: 'instance',
+    software: { name: 'Custos', version: '0.1.0' },
+    implementation: { description: 'Custos FHIR R4 server (encrypted store)', url: baseUrl },
+    fhirVersion: '4.0.1',
+    format: ['json', 'application/fhir+json'],
+    patchFormat: ['application/json-patch+json'],
+    rest: [{
+      mode: 'server',
+      documentation: 'JSON only. Search: token, string, reference, date, number, quantity and uri parameters; '
+        + 'composite and special parameters, _has, _list, _text, _content and _filter are not supported. '
+        + 'Index values that identify a person (names, addresses, telecom, identifiers, birth dates, free-text strings in '
+        + 'patient data) are blinded with HMAC: they support equality and starts-with (and :exact) but not :contains, '
+        + '_sort, or range prefixes on birthdate, which are refused with a 400 OperationOutcome.',
+      resource: getResourceTypes().map((t) => resourceEntry(t as CapabilityStatementRestResource['type'])),
+      interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
+      operation: [],
+    }],
+  };
+  cached = { baseUrl, cs };
+  return cs;
+}

@@ -1,0 +1,452 @@
+import { randomUUID } from 'node:crypto';
+import jsonpatch from 'fast-json-patch';
+import type { Bundle, BundleEntry, Parameters, Resource } from '@medplum/fhirtypes';
+import { VersionConflictError } from '../store/index.js';
+import type { HistoryQuery, Store, StoredVersion, StoreReader, StoreTransaction } from '../store/index.js';
+import { processBundle } from './bundle.js';
+import { buildCapabilityStatement } from './capability.js';
+import { getPatientCompartmentParams, isResourceType } from './definitions.js';
+import { allOk, badRequest, FhirError, gone, notFound, notSupported, preconditionFailed } from './outcome.js';
+import type { AccessPolicy, AccessRequest } from './principal.js';
+import type { FhirRequest, FhirResponse } from './request.js';
+import { parseSearch } from './search/parse.js';
+import { runSearch } from './search/execute.js';
+import { assertResourceShape, assertValid, assertValidId, validationIssues } from './validate.js';
+
+export interface RouterOptions {
+  store: Store;
+  baseUrl: string;
+  search: { defaultCount: number; maxCount: number };
+  policy: AccessPolicy;
+}
+
+const HISTORY_DEFAULT_COUNT = 50;
+
+/** W/"3" -> 3; anything else is a 400 (an If-Match that cannot match anything). */
+export function parseETag(tag: string): number {
+  const m = /^(?:W\/)?"?(\d+)"?$/.exec(tag.trim());
+  if (!m) throw badRequest(`Invalid ETag "${tag.slice(0, 40)}": expected W/"<versionId>"`);
+  return Number(m[1]);
+}
+
+export const etagOf = (v: StoredVersion) => `W/"${v.versionId}"`;
+const httpDate = (iso: string) => new Date(iso).toUTCString();
+
+/**
+ * Executes one FHIR interaction against the store. HTTP and Bundle entries both come here,
+ * so every interaction behaves the same whichever way it arrives. With `tx`, all reads and
+ * writes happen inside that transaction (transaction Bundles); otherwise each write is its own.
+ */
+export class FhirRouter {
+  constructor(private readonly opts: RouterOptions) {}
+
+  get baseUrl(): string {
+    return this.opts.baseUrl;
+  }
+
+  async handle(req: FhirRequest, tx?: StoreTransaction): Promise<FhirResponse> {
+    const segs = req.path.split('/').filter((s) => s.length > 0);
+    const [first, second, third, fourth] = segs;
+    const m = req.method;
+
+    if (segs.length === 0) {
+      if (m === 'POST') return this.bundle(req, tx);
+      if (m === 'GET') throw notSupported('Search across all resource types is not supported; search a type, e.g. GET [base]/Observation?...');
+      throw methodNotAllowed(m, '[base]');
+    }
+    if (first === 'metadata' && segs.length === 1) {
+      if (m !== 'GET') throw methodNotAllowed(m, 'metadata');
+      return { status: 200, body: buildCapabilityStatement(this.opts.baseUrl) };
+    }
+    if (first === '_history' && segs.length === 1) {
+      if (m !== 'GET') throw methodNotAllowed(m, '_history');
+      await this.authorize(req, { interaction: 'history' });
+      return this.history(req, {}, tx);
+    }
+    if (!first || !isResourceType(first)) {
+      throw new FhirError(404, 'not-supported', `Unknown resource type "${(first ?? '').slice(0, 80)}"`);
+    }
+    const type = first;
+    if (segs.length === 1) {
+      switch (m) {
+        case 'GET': return this.search(req, type, tx);
+        case 'POST': return this.create(req, type, tx);
+        case 'PUT': return this.conditionalUpdate(req, type, tx);
+        case 'DELETE': return this.conditionalDelete(req, type, tx);
+        case 'PATCH': return this.conditionalPatch(req, type, tx);
+      }
+    }
+    if (second === '_search' && segs.length === 2) {
+      if (m !== 'POST' && m !== 'GET') throw methodNotAllowed(m, `${type}/_search`);
+      return this.search(req, type, tx);
+    }
+    if (second === '_history' && segs.length === 2) {
+      if (m !== 'GET') throw methodNotAllowed(m, `${type}/_history`);
+      await this.authorize(req, { interaction: 'history', resourceType: type });
+      return this.history(req, { resourceType: type }, tx);
+    }
+    if (second === '$validate' && segs.length === 2) {
+      if (m !== 'POST') throw methodNotAllowed(m, `${type}/$validate`);
+      return this.validate(req, type);
+    }
+    if (!second) throw notFound(`No route for ${m} ${req.path}`);
+    if (second.startsWith('$')) throw notSupported(`Operation ${second} is not supported on ${type}`);
+    assertValidId(second);
+    const id = second;
+    if (segs.length === 2) {
+      switch (m) {
+        case 'GET': return this.read(req, type, id, tx);
+        case 'PUT': return this.update(req, type, id, tx);
+        case 'PATCH': return this.patch(req, type, id, tx);
+        case 'DELETE': return this.delete(req, type, id, tx);
+        default: throw methodNotAllowed(m, `${type}/[id]`);
+      }
+    }
+    if (third === '_history') {
+      if (m !== 'GET') throw methodNotAllowed(m, `${type}/[id]/_history`);
+      if (segs.length === 3) {
+        await this.authorize(req, { interaction: 'history', resourceType: type, id });
+        return this.history(req, { resourceType: type, id }, tx);
+      }
+      if (segs.length === 4 && fourth) return this.vread(req, type, id, fourth, tx);
+    }
+    if (third === '$validate' && segs.length === 3) {
+      if (m !== 'POST') throw methodNotAllowed(m, `${type}/[id]/$validate`);
+      return this.validate(req, type, id);
+    }
+    if (third && segs.length === 3 && type === 'Patient' && isResourceType(third)) {
+      if (m !== 'GET') throw methodNotAllowed(m, 'Patient/[id]/[type]');
+      return this.search(req, third, tx, { resourceType: 'Patient', id });
+    }
+    if (third && segs.length === 3 && isResourceType(third)) {
+      throw notSupported(`Compartment searches are supported for the Patient compartment only, not ${type}`);
+    }
+    throw notFound(`No route for ${m} ${req.path.slice(0, 200)}`);
+  }
+
+  private async authorize(req: FhirRequest, request: AccessRequest): Promise<void> {
+    await this.opts.policy.authorize(req.principal, request);
+  }
+
+  private inTx<T>(tx: StoreTransaction | undefined, fn: (tx: StoreTransaction) => Promise<T>): Promise<T> {
+    return tx ? fn(tx) : this.opts.store.transaction(fn);
+  }
+
+  private written(v: StoredVersion, status: number): FhirResponse {
+    return {
+      status,
+      body: v.resource,
+      etag: etagOf(v),
+      lastModified: httpDate(v.lastUpdated),
+      location: `${this.opts.baseUrl}/${v.resourceType}/${v.id}/_history/${v.versionId}`,
+    };
+  }
+
+  private found(v: StoredVersion): FhirResponse {
+    return { status: 200, body: v.resource, etag: etagOf(v), lastModified: httpDate(v.lastUpdated) };
+  }
+
+  /** Runs a search inside the write transaction (conditional operations) and returns the matches. */
+  private async matches(reader: StoreReader, type: string, query: string, what: string): Promise<StoredVersion[]> {
+    const params = [...new URLSearchParams(query.startsWith('?') ? query.slice(1) : query)];
+    if (params.length === 0) throw badRequest(`${what} needs search criteria`);
+    const parsed = parseSearch(type, params, { strict: true, defaultCount: 2, maxCount: 2 });
+    parsed.query.count = 2;
+    parsed.query.offset = 0;
+    parsed.query.total = 'none';
+    return (await reader.search(parsed.query)).matches;
+  }
+
+  private async create(req: FhirRequest, type: string, tx?: StoreTransaction): Promise<FhirResponse> {
+    await this.authorize(req, { interaction: 'create', resourceType: type });
+    const resource = assertResourceShape(req.body, type);
+    assertValid(resource);
+    return this.inTx(tx, async (t) => {
+      if (req.headers.ifNoneExist) {
+        const existing = await this.matches(t, type, req.headers.ifNoneExist, 'If-None-Exist');
+        if (existing.length > 1) throw preconditionFailed(`If-None-Exist matched ${existing.length > 1 ? 'more than one' : ''} ${type}: the criteria are not selective enough`);
+        if (existing.length === 1) return this.found(existing[0]!);
+      }
+      const id = req.assignedId ?? randomUUID();
+      const v = await t.write({ resourceType: type, id, resource: { ...resource, id } });
+      return this.written(v, 201);
+    });
+  }
+
+  private async read(req: FhirRequest, type: string, id: string, tx?: StoreTransaction): Promise<FhirResponse> {
+    await this.authorize(req, { interaction: 'read', resourceType: type, id });
+    const v = await (tx ?? this.opts.store).read(type, id);
+    if (!v) throw notFound(`${type}/${id} is not known`);
+    if (v.deleted) throw deletedError(v);
+    if (req.headers.ifNoneMatch && req.headers.ifNoneMatch.split(',').some((t) => t.trim() === '*' || safeETag(t) === v.versionId)) {
+      return { status: 304, etag: etagOf(v), lastModified: httpDate(v.lastUpdated) };
+    }
+    if (req.headers.ifModifiedSince) {
+      const since = Date.parse(req.headers.ifModifiedSince);
+      if (!Number.isNaN(since) && Math.floor(Date.parse(v.lastUpdated) / 1000) * 1000 <= since) {
+        return { status: 304, etag: etagOf(v), lastModified: httpDate(v.lastUpdated) };
+      }
+    }
+    return this.found(v);
+  }
+
+  private async vread(req: FhirRequest, type: string, id: string, vid: string, tx?: StoreTransaction): Promise<FhirResponse> {
+    await this.authorize(req, { interaction: 'vread', resourceType: type, id });
+    if (!/^[1-9]\d{0,15}$/.test(vid)) throw badRequest(`Invalid version id "${vid.slice(0, 40)}"`);
+    const v = await (tx ?? this.opts.store).vread(type, id, Number(vid));
+    if (!v) {
+      const cur = await (tx ?? this.opts.store).read(type, id);
+      throw notFound(cur ? `${type}/${id} has no version ${vid}` : `${type}/${id} is not known`);
+    }
+    if (v.deleted) throw deletedError(v);
+    return this.found(v);
+  }
+
+  private async update(req: FhirRequest, type: string, id: string, tx?: StoreTransaction): Promise<FhirResponse> {
+    await this.authorize(req, { interaction: 'update', resourceType: type, id });
+    const resource = assertResourceShape(req.body, type);
+    if (resource.id === undefined) throw badRequest('The resource in an update must have an id matching the URL', [`${type}.id`]);
+    if (resource.id !== id) throw badRequest(`Resource id "${String(resource.id).slice(0, 80)}" does not match the URL id "${id}"`, [`${type}.id`]);
+    assertValid(resource);
+    const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
+    return this.inTx(tx, (t) => this.writeUpdate(t, type, id, resource, ifMatch));
+  }
+
+  private async writeUpdate(t: StoreTransaction, type: string, id: string, resource: Resource, ifMatch: number | undefined): Promise<FhirResponse> {
+    const cur = await t.read(type, id);
+    try {
+      const v = await t.write({ resourceType: type, id, resource, ifMatch });
+      return this.written(v, !cur || cur.deleted ? 201 : 200);
+    } catch (err) {
+      if (err instanceof VersionConflictError) {
+        throw preconditionFailed(`Version conflict on ${type}/${id}: If-Match expected version ${err.expected}, the current version is ${err.actual ?? 'none (not found)'}`);
+      }
+      throw err;
+    }
+  }
+
+  private async conditionalUpdate(req: FhirRequest, type: string, tx?: StoreTransaction): Promise<FhirResponse> {
+    await this.authorize(req, { interaction: 'update', resourceType: type });
+    if (req.query.length === 0) throw methodNotAllowed('PUT', type + ' (an update needs an id or search criteria)');
+    const resource = assertResourceShape(req.body, type);
+    assertValid(resource);
+    const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
+    return this.inTx(tx, async (t) => {
+      const found = await this.matches(t, type, new URLSearchParams(req.query).toString(), 'Conditional update');
+      if (found.length > 1) throw preconditionFailed(`Conditional update matched more than one ${type}`);
+      if (found.length === 1) {
+        const id = found[0]!.id;
+        if (resource.id !== undefined && resource.id !== id) throw badRequest(`Resource id "${resource.id}" does not match the ${type}/${id} the criteria matched`, [`${type}.id`]);
+        return this.writeUpdate(t, type, id, { ...resource, id }, ifMatch);
+      }
+      const id = resource.id ?? randomUUID();
+      assertValidId(id);
+      return this.writeUpdate(t, type, id, { ...resource, id }, ifMatch);
+    });
+  }
+
+  private async patch(req: FhirRequest, type: string, id: string, tx?: StoreTransaction): Promise<FhirResponse> {
+    await this.authorize(req, { interaction: 'patch', resourceType: type, id });
+    const ops = assertJsonPatch(req);
+    const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
+    return this.inTx(tx, (t) => this.applyPatch(t, type, id, ops, ifMatch));
+  }
+
+  private async conditionalPatch(req: FhirRequest, type: string, tx?: StoreTransaction): Promise<FhirResponse> {
+    await this.authorize(req, { interaction: 'patch', resourceType: type });
+    if (req.query.length === 0) throw methodNotAllowed('PATCH', type + ' (a patch needs an id or search criteria)');
+    const ops = assertJsonPatch(req);
+    const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
+    return this.inTx(tx, async (t) => {
+      const found = await this.matches(t, type, new URLSearchParams(req.query).toString(), 'Conditional patch');
+      if (found.length === 0) throw notFound(`Conditional patch matched no ${type}`);
+      if (found.length > 1) throw preconditionFailed(`Conditional patch matched more than one ${type}`);
+      return this.applyPatch(t, type, found[0]!.id, ops, ifMatch);
+    });
+  }
+
+  private async applyPatch(t: StoreTransaction, type: string, id: string, ops: jsonpatch.Operation[], ifMatch: number | undefined): Promise<FhirResponse> {
+    const cur = await t.read(type, id);
+    if (!cur) throw notFound(`${type}/${id} is not known`);
+    if (cur.deleted) throw deletedError(cur);
+    if (ifMatch !== undefined && ifMatch !== cur.versionId) {
+      throw preconditionFailed(`Version conflict on ${type}/${id}: If-Match expected version ${ifMatch}, the current version is ${cur.versionId}`);
+    }
+    let patched: Resource;
+    try {
+      patched = jsonpatch.applyPatch(structuredClone(cur.resource!), ops, true, false).newDocument;
+    } catch (err) {
+      const e = err as { name?: string; message?: string };
+      // A failed "test" op is a precondition that did not hold.
+      if (e.name === 'TEST_OPERATION_FAILED') throw new FhirError(422, 'processing', `JSON Patch test failed: ${firstLine(e.message)}`);
+      throw new FhirError(422, 'processing', `JSON Patch could not be applied: ${firstLine(e.message)}`);
+    }
+    if (patched.resourceType !== type || patched.id !== id) throw new FhirError(422, 'processing', 'JSON Patch may not change resourceType or id');
+    const issues = validationIssues(patched);
+    if (issues.length > 0) throw FhirError.fromIssues(422, issues);
+    // Pin the version we patched so a concurrent write in another connection can't be lost.
+    return this.writeUpdate(t, type, id, patched, cur.versionId);
+  }
+
+  private async delete(req: FhirRequest, type: string, id: string, tx?: StoreTransaction): Promise<FhirResponse> {
+    await this.authorize(req, { interaction: 'delete', resourceType: type, id });
+    const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
+    return this.inTx(tx, async (t) => {
+      const cur = await t.read(type, id);
+      if (!cur) throw notFound(`${type}/${id} is not known`);
+      if (cur.deleted) return { status: 204, etag: etagOf(cur) };
+      if (ifMatch !== undefined && ifMatch !== cur.versionId) {
+        throw preconditionFailed(`Version conflict on ${type}/${id}: If-Match expected version ${ifMatch}, the current version is ${cur.versionId}`);
+      }
+      const v = await t.write({ resourceType: type, id, ifMatch: cur.versionId });
+      return { status: 204, etag: etagOf(v), lastModified: httpDate(v.lastUpdated) };
+    });
+  }
+
+  private async conditionalDelete(req: FhirRequest, type: string, tx?: StoreTransaction): Promise<FhirResponse> {
+    await this.authorize(req, { interaction: 'delete', resourceType: type });
+    if (req.query.length === 0) throw methodNotAllowed('DELETE', type + ' (a delete needs an id or search criteria)');
+    return this.inTx(tx, async (t) => {
+      const found = await this.matches(t, type, new URLSearchParams(req.query).toString(), 'Conditional delete');
+      if (found.length > 1) throw preconditionFailed(`Conditional delete matched more than one ${type}; this server deletes one resource at a time`);
+      if (found.length === 0) return { status: 204, outcome: allOk(`No ${type} matched; nothing deleted`) };
+      const v = await t.write({ resourceType: type, id: found[0]!.id, ifMatch: found[0]!.versionId });
+      return { status: 204, etag: etagOf(v), lastModified: httpDate(v.lastUpdated) };
+    });
+  }
+
+  private async search(req: FhirRequest, type: string, tx: StoreTransaction | undefined, compartment?: { resourceType: string; id: string }): Promise<FhirResponse> {
+    await this.authorize(req, { interaction: 'search', resourceType: type });
+    const parsed = parseSearch(type, req.query, {
+      strict: req.headers.handling === 'strict',
+      defaultCount: this.opts.search.defaultCount,
+      maxCount: this.opts.search.maxCount,
+    });
+    if (compartment) {
+      assertValidId(compartment.id);
+      const params = getPatientCompartmentParams(type);
+      if (type === 'Patient') parsed.query.ids = [compartment.id];
+      else if (params.length === 0) throw notSupported(`${type} is not in the Patient compartment`);
+      else parsed.query.compartment = { ...compartment, params };
+    }
+    const selfPath = compartment ? `${compartment.resourceType}/${compartment.id}/${type}` : type;
+    const bundle = await runSearch(tx ?? this.opts.store, parsed, { baseUrl: this.opts.baseUrl, selfPath, query: req.query });
+    return { status: 200, body: bundle };
+  }
+
+  private async history(req: FhirRequest, scope: { resourceType?: string; id?: string }, tx?: StoreTransaction): Promise<FhirResponse> {
+    const reader = tx ?? this.opts.store;
+    const q: HistoryQuery = { ...scope, count: HISTORY_DEFAULT_COUNT, offset: 0 };
+    for (const [k, v] of req.query) {
+      if (k === '_count') q.count = Math.min(parseCount(v), this.opts.search.maxCount);
+      else if (k === '_since') q.since = parseInstant(v, '_since');
+      else if (k === '_offset') q.offset = parseCount(v, '_offset');
+      else if (k === '_before') q.before = parseInstant(v, '_before');
+      else if (k === '_format' || k === '_pretty') continue;
+      else if (k === '_at' || k === '_list') throw notSupported(`History parameter ${k} is not supported`);
+      else throw badRequest(`Unknown history parameter "${k.slice(0, 60)}"`);
+    }
+    if (scope.id) {
+      const cur = await reader.read(scope.resourceType!, scope.id);
+      if (!cur) throw notFound(`${scope.resourceType}/${scope.id} is not known`);
+    }
+    // Pin the first page's instant into the paging links so new writes don't shift later pages.
+    q.before ??= new Date().toISOString();
+    const result = await reader.history(q);
+    const path = scope.id ? `${scope.resourceType}/${scope.id}/_history` : scope.resourceType ? `${scope.resourceType}/_history` : '_history';
+    const link = (offset: number) => {
+      const p = new URLSearchParams();
+      if (q.since) p.set('_since', q.since);
+      p.set('_before', q.before!);
+      p.set('_count', String(q.count));
+      p.set('_offset', String(offset));
+      return `${this.opts.baseUrl}/${path}?${p.toString()}`;
+    };
+    const links: Bundle['link'] = [{ relation: 'self', url: link(q.offset) }];
+    if (q.offset + result.versions.length < result.total) links.push({ relation: 'next', url: link(q.offset + q.count) });
+    if (q.offset > 0) links.push({ relation: 'previous', url: link(Math.max(0, q.offset - q.count)) });
+    const entry: BundleEntry[] = result.versions.map((v) => historyEntry(this.opts.baseUrl, v));
+    return { status: 200, body: { resourceType: 'Bundle', type: 'history', total: result.total, link: links, ...(entry.length ? { entry } : {}) } as Bundle };
+  }
+
+  private async validate(req: FhirRequest, type: string, id?: string): Promise<FhirResponse> {
+    await this.authorize(req, { interaction: 'operation', resourceType: type, operation: '$validate' });
+    let body = req.body as Resource | undefined;
+    if (body?.resourceType === 'Parameters') {
+      const p = (body as Parameters).parameter?.find((x) => x.name === 'resource');
+      if (!p?.resource) throw badRequest('$validate Parameters must carry the resource in a "resource" parameter');
+      body = p.resource;
+    }
+    const resource = assertResourceShape(body, type);
+    if (id !== undefined && resource.id !== id) throw badRequest(`Resource id "${resource.id ?? ''}" does not match the URL id "${id}"`, [`${type}.id`]);
+    const issues = validationIssues(resource);
+    if (issues.length > 0) throw FhirError.fromIssues(400, issues);
+    return { status: 200, body: allOk(`${type} is valid`) };
+  }
+
+  private async bundle(req: FhirRequest, tx?: StoreTransaction): Promise<FhirResponse> {
+    if (tx) throw badRequest('A Bundle cannot be nested inside a transaction');
+    const body = await processBundle(req.body, {
+      handle: (r, t) => this.handle(r, t),
+      transaction: (fn) => this.opts.store.transaction(fn),
+      baseUrl: this.opts.baseUrl,
+      principal: req.principal,
+      newId: () => randomUUID(),
+    });
+    return { status: 200, body };
+  }
+}
+
+function historyEntry(baseUrl: string, v: StoredVersion): BundleEntry {
+  const url = `${v.resourceType}/${v.id}`;
+  const entry: BundleEntry = { fullUrl: `${baseUrl}/${url}` };
+  if (v.deleted) {
+    entry.request = { method: 'DELETE', url };
+    entry.response = { status: '204 No Content', etag: etagOf(v), lastModified: v.lastUpdated };
+  } else {
+    entry.resource = v.resource;
+    entry.request = v.versionId === 1 ? { method: 'POST', url: v.resourceType } : { method: 'PUT', url };
+    entry.response = { status: v.versionId === 1 ? '201 Created' : '200 OK', etag: etagOf(v), lastModified: v.lastUpdated };
+  }
+  return entry;
+}
+
+function deletedError(v: StoredVersion): FhirError {
+  return gone(`${v.resourceType}/${v.id} was deleted (version ${v.versionId}, ${v.lastUpdated})`);
+}
+
+function methodNotAllowed(method: string, what: string): FhirError {
+  return new FhirError(405, 'not-supported', `${method} is not allowed on ${what}`);
+}
+
+function safeETag(tag: string): number | undefined {
+  try { return parseETag(tag); } catch { return undefined; }
+}
+
+function firstLine(s: string | undefined): string {
+  return (s ?? 'invalid patch').split('\n')[0]!.slice(0, 300);
+}
+
+function parseCount(v: string, name = '_count'): number {
+  if (!/^\d{1,9}$/.test(v)) throw badRequest(`${name} must be a non-negative integer, got "${v.slice(0, 40)}"`);
+  return Number(v);
+}
+
+function parseInstant(v: string, name: string): string {
+  if (!/^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/.test(v) || Number.isNaN(Date.parse(v))) {
+    throw badRequest(`${name} must be a FHIR instant (e.g. 2024-01-31T12:00:00Z), got "${v.slice(0, 60)}"`);
+  }
+  return new Date(Date.parse(v)).toISOString();
+}
+
+function assertJsonPatch(req: FhirRequest): jsonpatch.Operation[] {
+  const ct = req.headers.contentType;
+  if (ct !== undefined && ct !== 'application/json-patch+json') {
+    throw new FhirError(415, 'not-supported', `PATCH needs Content-Type application/json-patch+json (JSON Patch); got ${ct}. FHIRPath Patch and XML Patch are not supported`);
+  }
+  const ops = req.body;
+  if (!Array.isArray(ops) || ops.length === 0) throw badRequest('A JSON Patch body is a non-empty array of operations');
+  const err = jsonpatch.validate(ops as jsonpatch.Operation[]);
+  if (err) throw badRequest(`Invalid JSON Patch operation ${err.index ?? ''}: ${firstLine(err.message)}`);
+  return ops as jsonpatch.Operation[];
+}

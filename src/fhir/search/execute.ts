@@ -1,0 +1,103 @@
+import type { Bundle, BundleEntry, BundleLink, Resource } from '@medplum/fhirtypes';
+import type { StoredVersion, StoreReader } from '../../store/index.js';
+import { applyElements, applySummary } from '../shape.js';
+import type { IncludeSpec, ParsedSearch } from './parse.js';
+
+/** Included resources per search page are bounded so one page cannot fan out without limit. */
+const MAX_INCLUDES = 1000;
+
+export interface SearchContext {
+  baseUrl: string;
+  /** Path of the search below the base, e.g. 'Observation' or 'Patient/1/Observation'. */
+  selfPath: string;
+  /** The request's parameters, for paging links. */
+  query: Array<[string, string]>;
+}
+
+/** Runs a parsed search and assembles the searchset Bundle (matches, includes, paging links, outcome). */
+export async function runSearch(reader: StoreReader, parsed: ParsedSearch, ctx: SearchContext): Promise<Bundle> {
+  const q = parsed.query;
+  const summaryCount = parsed.summary === 'count';
+  if (summaryCount) {
+    q.count = 0;
+    q.total = 'accurate';
+  }
+  const result = await reader.search(q);
+  const entry: BundleEntry[] = result.matches.map((v) => ({
+    fullUrl: fullUrl(ctx.baseUrl, v),
+    resource: shape(v.resource!, parsed),
+    search: { mode: 'match' },
+  }));
+  if (!summaryCount && result.matches.length > 0) {
+    const seen = new Set(result.matches.map(ref));
+    const included = await includes(reader, result.matches, parsed.include, parsed.revinclude);
+    for (const v of included) {
+      if (seen.has(ref(v))) continue;
+      seen.add(ref(v));
+      entry.push({ fullUrl: fullUrl(ctx.baseUrl, v), resource: v.resource, search: { mode: 'include' } });
+    }
+  }
+  if (parsed.unknown.length > 0) {
+    entry.push({
+      search: { mode: 'outcome' },
+      resource: {
+        resourceType: 'OperationOutcome',
+        issue: parsed.unknown.map((u) => ({ severity: 'warning', code: 'not-supported', diagnostics: `Search parameter ${u} is not supported and was ignored` })),
+      } as Resource,
+    });
+  }
+  const bundle: Bundle = { resourceType: 'Bundle', type: 'searchset', link: links(ctx, parsed, result.hasMore) };
+  if (result.total !== undefined) bundle.total = result.total;
+  // FHIR JSON has no empty arrays.
+  if (entry.length > 0) bundle.entry = entry;
+  return bundle;
+}
+
+const ref = (v: StoredVersion) => `${v.resourceType}/${v.id}`;
+const fullUrl = (base: string, v: StoredVersion) => `${base}/${v.resourceType}/${v.id}`;
+
+function shape(resource: Resource, parsed: ParsedSearch): Resource {
+  if (parsed.elements?.length) return applyElements(resource, parsed.elements);
+  if (parsed.summary === 'true' || parsed.summary === 'text' || parsed.summary === 'data') return applySummary(resource, parsed.summary);
+  return resource;
+}
+
+async function includes(reader: StoreReader, matches: StoredVersion[], include: IncludeSpec[], revinclude: IncludeSpec[]): Promise<StoredVersion[]> {
+  const out: StoredVersion[] = [];
+  let sources = matches;
+  for (const spec of include) {
+    const from = sources.filter((v) => spec.sourceType === '*' || v.resourceType === spec.sourceType).map(ref);
+    out.push(...(await reader.referencedBy(from, spec.param, spec.targetType, MAX_INCLUDES)));
+  }
+  for (const spec of revinclude) {
+    out.push(...(await reader.referencing(spec.sourceType, spec.param, matches.map(ref), MAX_INCLUDES)));
+  }
+  // One level of :iterate: includes of what was just included.
+  const iterating = include.filter((s) => s.iterate);
+  if (iterating.length > 0 && out.length > 0) {
+    sources = out.slice();
+    for (const spec of iterating) {
+      const from = sources.filter((v) => v.resourceType === spec.sourceType).map(ref);
+      out.push(...(await reader.referencedBy(from, spec.param, spec.targetType, MAX_INCLUDES)));
+    }
+  }
+  return out;
+}
+
+function links(ctx: SearchContext, parsed: ParsedSearch, hasMore: boolean): BundleLink[] {
+  const q = parsed.query;
+  const kept = ctx.query.filter(([k]) => k !== '_offset' && k !== '_count' && !parsed.unknown.includes(k));
+  const url = (offset: number) => {
+    const p = new URLSearchParams(kept);
+    p.set('_count', String(q.count));
+    if (offset > 0) p.set('_offset', String(offset));
+    return `${ctx.baseUrl}/${ctx.selfPath}?${p.toString()}`;
+  };
+  const out: BundleLink[] = [{ relation: 'self', url: url(q.offset) }];
+  if (q.count > 0) {
+    out.push({ relation: 'first', url: url(0) });
+    if (q.offset > 0) out.push({ relation: 'previous', url: url(Math.max(0, q.offset - q.count)) });
+    if (hasMore) out.push({ relation: 'next', url: url(q.offset + q.count) });
+  }
+  return out;
+}

@@ -1,0 +1,46 @@
+import { OperationOutcomeError, validateResource } from '@medplum/core';
+import type { OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
+import { isResourceType } from './definitions.js';
+import { badRequest, FhirError } from './outcome.js';
+
+const ID = /^[A-Za-z0-9\-.]{1,64}$/;
+
+export function isValidId(id: string): boolean {
+  return ID.test(id);
+}
+
+export function assertValidId(id: string): void {
+  if (!isValidId(id)) throw badRequest(`Invalid resource id "${id.slice(0, 80)}": ids are 1-64 characters of A-Z, a-z, 0-9, '-' and '.'`);
+}
+
+/** Checks a request body is a JSON object naming a known resource type (and the expected one). */
+export function assertResourceShape(body: unknown, expectedType?: string): Resource {
+  if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw badRequest('Request body must be a FHIR resource (a JSON object)');
+  }
+  const rt = (body as { resourceType?: unknown }).resourceType;
+  if (typeof rt !== 'string') throw badRequest('Resource has no resourceType', ['resourceType']);
+  if (!isResourceType(rt)) throw badRequest(`Unknown resourceType "${rt.slice(0, 80)}"`, ['resourceType']);
+  if (expectedType && rt !== expectedType) {
+    throw badRequest(`Resource type "${rt}" does not match the URL type "${expectedType}"`, ['resourceType']);
+  }
+  return body as Resource;
+}
+
+/** Validates against the R4 StructureDefinitions; returns the issues (empty when valid). */
+export function validationIssues(resource: Resource): OperationOutcomeIssue[] {
+  try {
+    const warnings = validateResource(resource);
+    return warnings.filter((i) => i.severity === 'error' || i.severity === 'fatal');
+  } catch (err) {
+    if (err instanceof OperationOutcomeError) {
+      return err.outcome.issue.map((i) => ({ ...i, diagnostics: i.diagnostics ?? `${i.details?.text ?? 'Invalid'}${i.expression ? ` at ${i.expression.join(', ')}` : ''}` }));
+    }
+    throw err;
+  }
+}
+
+export function assertValid(resource: Resource): void {
+  const issues = validationIssues(resource);
+  if (issues.length > 0) throw FhirError.fromIssues(400, issues);
+}

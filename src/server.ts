@@ -1,0 +1,73 @@
+import express from 'express';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import type { Config } from './config.js';
+import { FhirError, FhirRouter, fhirHttpRouter, loadDefinitions, OPEN_ACCESS, sendOutcome } from './fhir/index.js';
+import { createLogger, type Logger } from './logger.js';
+import { loadMasterKeys, SqliteStore, type Store } from './store/index.js';
+
+export interface App {
+  app: express.Express;
+  store: Store;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+/** Wires config -> keys -> store -> FHIR router -> express app. */
+export async function createApp(config: Config, deps: { logger?: Logger } = {}): Promise<App> {
+  const logger = deps.logger ?? createLogger(config.logLevel);
+  loadDefinitions();
+  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const keys = loadMasterKeys(config.dataDir, config.masterKey);
+  const store = SqliteStore.open({ file: path.join(config.dataDir, 'custos.db'), keys });
+  const router = new FhirRouter({ store, baseUrl: config.baseUrl, search: config.search, policy: OPEN_ACCESS });
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use((req, res, next) => {
+    const start = process.hrtime.bigint();
+    res.on('finish', () => {
+      const ms = Number(process.hrtime.bigint() - start) / 1e6;
+      const entry = { method: req.method, url: req.originalUrl.slice(0, 500), status: res.statusCode, ms: Math.round(ms * 10) / 10 };
+      if (res.statusCode >= 500) logger.warn(entry, 'request failed');
+      else logger.debug(entry, 'request');
+    });
+    next();
+  });
+  app.get('/healthz', (_req, res) => { res.json({ status: 'ok' }); });
+  app.use('/fhir', fhirHttpRouter(router, { maxBodyBytes: config.maxBodyBytes, logger }));
+  app.use((req, res) => {
+    sendOutcome(res, new FhirError(404, 'not-found', `No route for ${req.method} ${req.path.slice(0, 200)}; the FHIR base is /fhir`));
+  });
+  return { app, store, logger, close: () => store.close() };
+}
+
+export interface RunningServer {
+  server: http.Server;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Starts listening on config.host:config.port (0 = a free port). */
+export async function startServer(config: Config, deps: { logger?: Logger } = {}): Promise<RunningServer> {
+  const built = await createApp(config, deps);
+  const server = http.createServer(built.app);
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => resolve());
+  });
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : config.port;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  return {
+    server,
+    url: `http://${host}:${port}`,
+    close: async () => {
+      await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); });
+      await built.close();
+    },
+  };
+}

@@ -1,0 +1,293 @@
+import Database from 'better-sqlite3';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Resource } from '@medplum/fhirtypes';
+import { getPatientCompartmentParams } from '../../fhir/definitions.js';
+import { Blinder } from '../blind.js';
+import { contentHash } from '../content-hash.js';
+import { bodyAad, open, seal, type MasterKeys } from '../crypto.js';
+import { DataKeyCache, type DataKeyRows } from '../data-keys.js';
+import { createIndexer } from '../indexer.js';
+import { VersionConflictError } from '../errors.js';
+import type {
+  HistoryQuery, HistoryResult, IndexRows, SearchQuery, SearchResult, Store, StoredVersion,
+  StoreReader, StoreTransaction, VersionWriteHook, WriteInput,
+} from '../types.js';
+import { WriteQueue } from '../write-queue.js';
+import { SCHEMA, SCHEMA_VERSION } from './schema.js';
+import { compileOrderBy, compileSearchWhere } from './search.js';
+
+export interface SqliteStoreOptions {
+  /** Database file; ':memory:' is not supported (reader and writer need the same file). */
+  file: string;
+  keys: MasterKeys;
+  hooks?: VersionWriteHook[];
+}
+
+interface VersionRow {
+  type: string; id: string; version: number; last_updated: number; deleted: number;
+  key_id: number | null; body: Buffer | null; content_hash: string;
+}
+
+const VERSION_COLS = 'v.type, v.id, v.version, v.last_updated, v.deleted, v.key_id, v.body, v.content_hash';
+const INDEX_TABLES = ['token', 'string', 'date', 'number', 'quantity', 'reference', 'uri'] as const;
+
+function openDb(file: string, readonly: boolean): Database.Database {
+  const db = new Database(file, { readonly, fileMustExist: readonly });
+  db.pragma('busy_timeout = 5000');
+  if (!readonly) {
+    db.pragma('journal_mode = WAL');
+  }
+  // FULL: a commit is on disk before it is acknowledged ("acknowledged means durable").
+  db.pragma('synchronous = FULL');
+  return db;
+}
+
+/** Reads shared by the writer (inside a tx, sees its own writes) and the reader connection. */
+class SqliteReader implements StoreReader {
+  private readonly stmts = new Map<string, Database.Statement>();
+
+  constructor(protected readonly db: Database.Database, protected readonly ctx: StoreContext) {}
+
+  protected stmt(sql: string): Database.Statement {
+    let s = this.stmts.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.stmts.set(sql, s);
+    }
+    return s;
+  }
+
+  protected keyRows(): DataKeyRows {
+    return {
+      byScope: (scope) => {
+        const r = this.stmt('SELECT key_id, wrapped FROM data_key WHERE scope = ?').get(scope) as { key_id: number; wrapped: Buffer } | undefined;
+        return r && { keyId: r.key_id, wrapped: r.wrapped };
+      },
+      byId: (keyId) => this.stmt('SELECT scope, wrapped FROM data_key WHERE key_id = ?').get(keyId) as { scope: string; wrapped: Buffer } | undefined,
+      nextId: () => (this.stmt('SELECT coalesce(max(key_id), 0) + 1 AS n FROM data_key').get() as { n: number }).n,
+      insert: (scope, keyId, wrapped) => {
+        this.stmt('INSERT INTO data_key (scope, key_id, wrapped) VALUES (?, ?, ?)').run(scope, keyId, wrapped);
+      },
+    };
+  }
+
+  protected toVersion(row: VersionRow): StoredVersion {
+    const lastUpdated = new Date(row.last_updated).toISOString();
+    const v: StoredVersion = {
+      resourceType: row.type, id: row.id, versionId: row.version, lastUpdated,
+      deleted: row.deleted === 1, contentHash: row.content_hash,
+    };
+    if (row.body && row.key_id !== null) {
+      const key = this.ctx.keys.forRead(row.key_id, this.keyRows());
+      if (!key) throw new Error(`data key ${row.key_id} for ${row.type}/${row.id} is gone (crypto-shredded)`);
+      const plain = open(key, row.body, bodyAad(row.type, row.id, row.version));
+      v.resource = JSON.parse(plain.toString('utf8')) as Resource;
+    }
+    return v;
+  }
+
+  async read(resourceType: string, id: string): Promise<StoredVersion | undefined> {
+    const row = this.stmt(`SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.type = c.type AND v.id = c.id AND v.version = c.version WHERE c.type = ? AND c.id = ?`)
+      .get(resourceType, id) as VersionRow | undefined;
+    return row && this.toVersion(row);
+  }
+
+  async vread(resourceType: string, id: string, versionId: number): Promise<StoredVersion | undefined> {
+    const row = this.stmt(`SELECT ${VERSION_COLS} FROM resource_version v WHERE v.type = ? AND v.id = ? AND v.version = ?`)
+      .get(resourceType, id, versionId) as VersionRow | undefined;
+    return row && this.toVersion(row);
+  }
+
+  async history(q: HistoryQuery): Promise<HistoryResult> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (q.resourceType) { where.push('v.type = ?'); params.push(q.resourceType); }
+    if (q.id) { where.push('v.id = ?'); params.push(q.id); }
+    if (q.since) { where.push('v.last_updated >= ?'); params.push(Date.parse(q.since)); }
+    if (q.before) { where.push('v.last_updated <= ?'); params.push(Date.parse(q.before)); }
+    const w = where.length ? `WHERE ${where.join(' AND ')}` : '';
+    const total = (this.stmt(`SELECT count(*) AS n FROM resource_version v ${w}`).get(...params) as { n: number }).n;
+    const rows = this.stmt(`SELECT ${VERSION_COLS} FROM resource_version v ${w} ORDER BY v.seq DESC LIMIT ? OFFSET ?`)
+      .all(...params, q.count, q.offset) as VersionRow[];
+    return { total, versions: rows.map((r) => this.toVersion(r)) };
+  }
+
+  async search(q: SearchQuery): Promise<SearchResult> {
+    const { where, params } = compileSearchWhere(q, this.ctx.blinder);
+    const base = `FROM resource_current c WHERE c.type = ? AND c.deleted = 0 AND (${where})`;
+    let matches: StoredVersion[] = [];
+    let hasMore = false;
+    if (q.count > 0) {
+      const order = compileOrderBy(q);
+      const page = this.stmt(`SELECT c.id, c.version ${base} ORDER BY ${order.orderBy} LIMIT ? OFFSET ?`)
+        .all(q.resourceType, ...params, ...order.params, q.count + 1, q.offset) as Array<{ id: string; version: number }>;
+      hasMore = page.length > q.count;
+      const vread = this.stmt(`SELECT ${VERSION_COLS} FROM resource_version v WHERE v.type = ? AND v.id = ? AND v.version = ?`);
+      matches = page.slice(0, q.count).map((m) => this.toVersion(vread.get(q.resourceType, m.id, m.version) as VersionRow));
+    }
+    let total: number | undefined;
+    if (q.total !== 'none' || q.count === 0) {
+      total = (this.stmt(`SELECT count(*) AS n ${base}`).get(q.resourceType, ...params) as { n: number }).n;
+    } else if (!hasMore) {
+      total = q.offset + matches.length;
+    }
+    return { matches, total, hasMore };
+  }
+
+  async referencing(resourceType: string, param: string, targets: string[], limit: number): Promise<StoredVersion[]> {
+    if (targets.length === 0) return [];
+    const pairs = targets.map((t) => t.split('/'));
+    const paramClause = param === '*' ? '' : 'r.param = ? AND ';
+    const sql = `SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.type = c.type AND v.id = c.id AND v.version = c.version
+      WHERE c.type = ? AND c.deleted = 0 AND c.pk IN (SELECT r.res FROM idx_reference r WHERE ${paramClause}r.target_id IN (${pairs.map(() => '?').join(',')}) AND r.target_type IN (${pairs.map(() => '?').join(',')}))
+      ORDER BY c.pk LIMIT ?`;
+    const args: unknown[] = [resourceType, ...(param === '*' ? [] : [param]), ...pairs.map((p) => p[1]), ...pairs.map((p) => p[0]), limit];
+    const rows = this.db.prepare(sql).all(...args) as VersionRow[];
+    return rows.map((r) => this.toVersion(r));
+  }
+
+  async referencedBy(sources: string[], param: string, targetType: string | undefined, limit: number): Promise<StoredVersion[]> {
+    if (sources.length === 0) return [];
+    const pairs = sources.map((s) => s.split('/'));
+    const conds: string[] = ['r.target_type IS NOT NULL'];
+    const args: unknown[] = [];
+    conds.push(`s.id IN (${pairs.map(() => '?').join(',')})`); args.push(...pairs.map((p) => p[1]));
+    conds.push(`s.type IN (${pairs.map(() => '?').join(',')})`); args.push(...pairs.map((p) => p[0]));
+    if (param !== '*') { conds.push('r.param = ?'); args.push(param); }
+    if (targetType) { conds.push('r.target_type = ?'); args.push(targetType); }
+    const sql = `SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.type = c.type AND v.id = c.id AND v.version = c.version
+      WHERE c.deleted = 0 AND (c.type, c.id) IN (SELECT DISTINCT r.target_type, r.target_id FROM idx_reference r JOIN resource_current s ON s.pk = r.res WHERE ${conds.join(' AND ')})
+      ORDER BY c.pk LIMIT ?`;
+    const rows = this.db.prepare(sql).all(...args, limit) as VersionRow[];
+    return rows.map((r) => this.toVersion(r));
+  }
+}
+
+interface StoreContext {
+  keys: DataKeyCache;
+  blinder: Blinder;
+  indexer: ReturnType<typeof createIndexer>;
+  hooks: VersionWriteHook[];
+}
+
+class SqliteWriter extends SqliteReader implements StoreTransaction {
+  async write(input: WriteInput): Promise<StoredVersion> {
+    const { resourceType, id } = input;
+    const cur = this.stmt('SELECT pk, version, last_updated FROM resource_current WHERE type = ? AND id = ?')
+      .get(resourceType, id) as { pk: number; version: number; last_updated: number } | undefined;
+    if (input.ifMatch !== undefined && cur?.version !== input.ifMatch) {
+      throw new VersionConflictError(resourceType, id, input.ifMatch, cur?.version);
+    }
+    const version = (cur?.version ?? 0) + 1;
+    // Strictly increasing per resource even if the clock steps back.
+    const now = Math.max(Date.now(), (cur?.last_updated ?? 0) + 1);
+    const lastUpdated = new Date(now).toISOString();
+    const deleted = input.resource === undefined;
+
+    let body: Buffer | null = null;
+    let keyId: number | null = null;
+    let hash: string;
+    let index: IndexRows | undefined;
+    let resource: Resource | undefined;
+    if (!deleted) {
+      resource = { ...input.resource!, id, meta: { ...input.resource!.meta, versionId: String(version), lastUpdated } } as Resource;
+      index = this.ctx.indexer.extract(resource);
+      const dk = this.ctx.keys.forWrite(keyScopeOf(resource, index), this.keyRows());
+      keyId = dk.keyId;
+      const json = JSON.stringify(resource);
+      body = seal(dk.key, Buffer.from(json, 'utf8'), bodyAad(resourceType, id, version));
+      hash = contentHash(resource);
+    } else {
+      hash = contentHash({ resourceType, id, meta: { versionId: String(version), lastUpdated }, deleted: true });
+    }
+
+    let pk: number;
+    if (cur) {
+      pk = cur.pk;
+      this.stmt('UPDATE resource_current SET version = ?, last_updated = ?, deleted = ? WHERE pk = ?').run(version, now, deleted ? 1 : 0, pk);
+      for (const t of INDEX_TABLES) this.stmt(`DELETE FROM idx_${t} WHERE res = ?`).run(pk);
+    } else {
+      pk = Number(this.stmt('INSERT INTO resource_current (type, id, version, last_updated, deleted) VALUES (?, ?, ?, ?, ?)')
+        .run(resourceType, id, version, now, deleted ? 1 : 0).lastInsertRowid);
+    }
+    this.stmt('INSERT INTO resource_version (pk, type, id, version, last_updated, deleted, key_id, body, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(pk, resourceType, id, version, now, deleted ? 1 : 0, keyId, body, hash);
+    if (index) this.insertIndex(pk, index);
+
+    const stored: StoredVersion = { resourceType, id, versionId: version, lastUpdated, deleted, resource, contentHash: hash };
+    for (const hook of this.ctx.hooks) await hook(this, stored);
+    return stored;
+  }
+
+  private insertIndex(pk: number, idx: IndexRows): void {
+    for (const r of idx.token) this.stmt('INSERT INTO idx_token (res, param, system, code) VALUES (?, ?, ?, ?)').run(pk, r.param, r.system, r.code);
+    for (const r of idx.string) this.stmt('INSERT INTO idx_string (res, param, value, exact) VALUES (?, ?, ?, ?)').run(pk, r.param, r.value, r.exact);
+    for (const r of idx.date) this.stmt('INSERT INTO idx_date (res, param, lo, hi) VALUES (?, ?, ?, ?)').run(pk, r.param, r.lo, r.hi);
+    for (const r of idx.number) this.stmt('INSERT INTO idx_number (res, param, value, lo, hi) VALUES (?, ?, ?, ?, ?)').run(pk, r.param, r.value, r.lo, r.hi);
+    for (const r of idx.quantity) this.stmt('INSERT INTO idx_quantity (res, param, system, code, unit, value, lo, hi) VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(pk, r.param, r.system, r.code, r.unit, r.value, r.lo, r.hi);
+    for (const r of idx.reference) this.stmt('INSERT INTO idx_reference (res, param, target_type, target_id, url) VALUES (?, ?, ?, ?, ?)').run(pk, r.param, r.targetType, r.targetId, r.url);
+    for (const r of idx.uri) this.stmt('INSERT INTO idx_uri (res, param, value) VALUES (?, ?, ?)').run(pk, r.param, r.value);
+  }
+}
+
+/** Bodies are encrypted under the data key of the patient whose compartment they are in. */
+function keyScopeOf(resource: Resource, index: IndexRows): string {
+  if (resource.resourceType === 'Patient') return `patient:${resource.id}`;
+  const params = getPatientCompartmentParams(resource.resourceType);
+  if (params.length === 0) return 'shared';
+  const ref = index.reference.find((r) => r.targetType === 'Patient' && r.targetId && params.includes(r.param));
+  return ref ? `patient:${ref.targetId}` : 'shared';
+}
+
+export class SqliteStore extends SqliteReader implements Store {
+  private readonly writer: Database.Database;
+  private readonly tx: SqliteWriter;
+  private readonly queue: WriteQueue<SqliteWriter>;
+
+  private constructor(reader: Database.Database, writer: Database.Database, ctx: StoreContext) {
+    super(reader, ctx);
+    this.writer = writer;
+    this.tx = new SqliteWriter(writer, ctx);
+    const exec = (sql: string) => () => { writer.exec(sql); };
+    this.queue = new WriteQueue<SqliteWriter>({
+      begin: exec('BEGIN IMMEDIATE'),
+      commit: exec('COMMIT'),
+      rollback: exec('ROLLBACK'),
+      savepoint: exec('SAVEPOINT job'),
+      release: exec('RELEASE job'),
+      rollbackToSavepoint: exec('ROLLBACK TO job'),
+      onJobAborted: () => ctx.keys.aborted(),
+      onGroupCommitted: () => ctx.keys.committed(),
+      tx: this.tx,
+    });
+  }
+
+  static open(opts: SqliteStoreOptions): SqliteStore {
+    fs.mkdirSync(path.dirname(opts.file), { recursive: true });
+    const writer = openDb(opts.file, false);
+    writer.exec(SCHEMA);
+    const v = writer.prepare("SELECT value FROM meta WHERE key = 'schema_version'").pluck().get() as string | undefined;
+    if (v === undefined) writer.prepare("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(String(SCHEMA_VERSION));
+    else if (Number(v) !== SCHEMA_VERSION) throw new Error(`database schema version ${v} is not ${SCHEMA_VERSION}`);
+    const reader = openDb(opts.file, true);
+    const blinder = new Blinder(opts.keys.indexKey);
+    const ctx: StoreContext = {
+      keys: new DataKeyCache(opts.keys.kek),
+      blinder,
+      indexer: createIndexer(blinder),
+      hooks: opts.hooks ?? [],
+    };
+    return new SqliteStore(reader, writer, ctx);
+  }
+
+  transaction<T>(fn: (tx: StoreTransaction) => Promise<T>): Promise<T> {
+    return this.queue.run(fn);
+  }
+
+  async close(): Promise<void> {
+    while (!this.queue.idle) await new Promise((r) => setTimeout(r, 5));
+    this.db.close();
+    this.writer.close();
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * SQLite schema. Versions are immutable rows; resource_current points at the latest one and
+ * owns the search-index rows (index rows always describe the current, non-deleted version).
+ */
+export const SCHEMA_VERSION = 1;
+
+export const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS data_key (
+  scope TEXT PRIMARY KEY,          -- 'patient:<id>' or 'shared'
+  key_id INTEGER NOT NULL UNIQUE,
+  wrapped BLOB NOT NULL            -- data key, AES-256-GCM under the KEK (nonce || tag || ct)
+);
+
+CREATE TABLE IF NOT EXISTS resource_current (
+  pk INTEGER PRIMARY KEY,
+  type TEXT NOT NULL,
+  id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  last_updated INTEGER NOT NULL,   -- epoch ms
+  deleted INTEGER NOT NULL DEFAULT 0,
+  UNIQUE (type, id)
+);
+CREATE INDEX IF NOT EXISTS resource_current_type_lu ON resource_current (type, deleted, last_updated);
+
+CREATE TABLE IF NOT EXISTS resource_version (
+  seq INTEGER PRIMARY KEY,         -- global write order (system history)
+  pk INTEGER NOT NULL,             -- resource_current.pk
+  type TEXT NOT NULL,
+  id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  last_updated INTEGER NOT NULL,
+  deleted INTEGER NOT NULL DEFAULT 0,
+  key_id INTEGER,                  -- data_key.key_id the body is encrypted under
+  body BLOB,                       -- nonce(12) || tag(16) || ciphertext; NULL for deletes
+  content_hash TEXT NOT NULL,
+  UNIQUE (type, id, version)
+);
+CREATE INDEX IF NOT EXISTS resource_version_lu ON resource_version (last_updated);
+CREATE INDEX IF NOT EXISTS resource_version_type_lu ON resource_version (type, last_updated);
+
+CREATE TABLE IF NOT EXISTS idx_token (res INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT);
+CREATE INDEX IF NOT EXISTS idx_token_q ON idx_token (param, code, system, res);
+CREATE INDEX IF NOT EXISTS idx_token_res ON idx_token (res);
+
+CREATE TABLE IF NOT EXISTS idx_string (res INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, exact TEXT);
+CREATE INDEX IF NOT EXISTS idx_string_q ON idx_string (param, value, res);
+CREATE INDEX IF NOT EXISTS idx_string_res ON idx_string (res);
+
+CREATE TABLE IF NOT EXISTS idx_date (res INTEGER NOT NULL, param TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS idx_date_q ON idx_date (param, lo, hi, res);
+CREATE INDEX IF NOT EXISTS idx_date_res ON idx_date (res);
+
+CREATE TABLE IF NOT EXISTS idx_number (res INTEGER NOT NULL, param TEXT NOT NULL, value REAL NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS idx_number_q ON idx_number (param, value, res);
+CREATE INDEX IF NOT EXISTS idx_number_res ON idx_number (res);
+
+CREATE TABLE IF NOT EXISTS idx_quantity (res INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT, unit TEXT, value REAL NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS idx_quantity_q ON idx_quantity (param, value, res);
+CREATE INDEX IF NOT EXISTS idx_quantity_res ON idx_quantity (res);
+
+CREATE TABLE IF NOT EXISTS idx_reference (res INTEGER NOT NULL, param TEXT NOT NULL, target_type TEXT, target_id TEXT, url TEXT);
+CREATE INDEX IF NOT EXISTS idx_reference_q ON idx_reference (param, target_id, target_type, res);
+CREATE INDEX IF NOT EXISTS idx_reference_t ON idx_reference (target_id, target_type);
+CREATE INDEX IF NOT EXISTS idx_reference_res ON idx_reference (res);
+
+CREATE TABLE IF NOT EXISTS idx_uri (res INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS idx_uri_q ON idx_uri (param, value, res);
+CREATE INDEX IF NOT EXISTS idx_uri_res ON idx_uri (res);
+`;

@@ -1,0 +1,311 @@
+import { getTypeSearchParameters } from '../../fhir/definitions.js';
+import { badRequest, notSupported } from '../../fhir/outcome.js';
+import { codePointPrefix, MAX_BLIND_PREFIX, normalizeString, type Blinder } from '../blind.js';
+import { isParamBlinded } from '../blinding-policy.js';
+import { numberRange, parseDateRange, parseReference } from '../indexer.js';
+import type { Prefix, SearchFilter, SearchParamType, SearchQuery } from '../types.js';
+
+/** Upper bound for "starts with" ranges: sorts after every valid UTF-8 string that has the prefix. */
+const MAX_CHAR = '\u{10FFFF}';
+
+/** SQL text plus its positional parameters, built up clause by clause. */
+interface Sql { sql: string; params: unknown[] }
+
+interface Ctx {
+  blinder: Blinder;
+  /** Alias of the resource_current row the clause filters. */
+  alias: string;
+  /** Resource type of that row (chains compile against the target type). */
+  resourceType: string;
+}
+
+/**
+ * Compiles the filters of a search into a WHERE fragment on resource_current (`alias`). Every
+ * filter is an `alias.pk IN (SELECT res FROM idx_* ...)` so SQLite drives from the index tables.
+ */
+export function compileSearchWhere(query: SearchQuery, blinder: Blinder, alias = 'c'): { where: string; params: unknown[] } {
+  const ctx: Ctx = { blinder, alias, resourceType: query.resourceType };
+  const parts: Sql[] = query.filters.map((f) => compileFilter(f, ctx));
+  if (query.compartment) parts.push(compartmentClause(query.compartment, alias));
+  if (query.ids) parts.push(inList(`${alias}.id`, query.ids));
+  if (parts.length === 0) return { where: '1', params: [] };
+  return { where: parts.map((p) => `(${p.sql})`).join(' AND '), params: parts.flatMap((p) => p.params) };
+}
+
+function compartmentClause(c: NonNullable<SearchQuery['compartment']>, alias: string): Sql {
+  const marks = c.params.map(() => '?').join(', ');
+  return {
+    sql: `${alias}.pk IN (SELECT res FROM idx_reference WHERE param IN (${marks}) AND target_id = ? AND target_type = ?)`,
+    params: [...c.params, c.id, c.resourceType],
+  };
+}
+
+function inList(column: string, values: readonly unknown[]): Sql {
+  if (values.length === 0) return { sql: '0', params: [] };
+  return { sql: `${column} IN (${values.map(() => '?').join(', ')})`, params: [...values] };
+}
+
+function compileFilter(f: SearchFilter, ctx: Ctx): Sql {
+  if (f.chain) return chainClause(f, ctx);
+  if (f.param === '_id') return idClause(f, ctx.alias);
+  if (f.param === '_lastUpdated') return orValues(f, (v) => dateCondition(`${ctx.alias}.last_updated`, `${ctx.alias}.last_updated`, v.prefix, v.value));
+  if (f.modifier === 'missing') return missingClause(f, ctx.alias);
+  const { table, param, condition } = valueMatcher(f, ctx);
+  const sub = orValues(f, condition);
+  const op = f.modifier === 'not' ? 'NOT IN' : 'IN';
+  return { sql: `${ctx.alias}.pk ${op} (SELECT res FROM ${table} WHERE param = ? AND (${sub.sql}))`, params: [param, ...sub.params] };
+}
+
+function orValues(f: SearchFilter, condition: (v: SearchFilter['values'][number]) => Sql): Sql {
+  const parts = f.values.map(condition);
+  return { sql: parts.map((p) => `(${p.sql})`).join(' OR ') || '0', params: parts.flatMap((p) => p.params) };
+}
+
+function idClause(f: SearchFilter, alias: string): Sql {
+  const list = inList(`${alias}.id`, f.values.map((v) => v.value));
+  return f.modifier === 'not' ? { sql: `NOT (${list.sql})`, params: list.params } : list;
+}
+
+/** Index table and row param that hold a filter's values (modifiers redirect :text and :identifier). */
+function indexOf(f: SearchFilter): { table: string; param: string } {
+  if (f.modifier === 'text') return { table: 'idx_string', param: `${f.param}:text` };
+  if (f.modifier === 'identifier') return { table: 'idx_token', param: `${f.param}:identifier` };
+  if (f.type === 'date' && f.blinded) return { table: 'idx_string', param: f.param };
+  return { table: `idx_${f.type}`, param: f.param };
+}
+
+function missingClause(f: SearchFilter, alias: string): Sql {
+  const { table, param } = indexOf(f);
+  const op = f.values[0]?.value === 'true' ? 'NOT IN' : 'IN';
+  return { sql: `${alias}.pk ${op} (SELECT res FROM ${table} WHERE param = ?)`, params: [param] };
+}
+
+type Condition = (v: SearchFilter['values'][number]) => Sql;
+
+function valueMatcher(f: SearchFilter, ctx: Ctx): { table: string; param: string; condition: Condition } {
+  const { table, param } = indexOf(f);
+  const b = ctx.blinder;
+  if (f.modifier === 'text') return { table, param, condition: (v) => stringCondition(param, v.value, undefined, f.blinded, b) };
+  if (f.modifier === 'identifier') return { table, param, condition: (v) => tokenCondition(param, v.value, true, b) };
+  switch (f.type as SearchParamType) {
+    case 'token': return { table, param, condition: (v) => tokenCondition(param, v.value, f.blinded, b) };
+    case 'string': return { table, param, condition: (v) => stringCondition(param, v.value, f.modifier, f.blinded, b) };
+    case 'date':
+      if (f.blinded) return { table, param, condition: (v) => blindedDateCondition(param, v.prefix, v.value, b) };
+      return { table, param, condition: (v) => dateCondition('lo', 'hi', v.prefix, v.value) };
+    case 'number': return { table, param, condition: (v) => numberCondition(f.param, v.prefix, v.value) };
+    case 'quantity': return { table, param, condition: (v) => quantityCondition(f.param, v.prefix, v.value) };
+    case 'reference': return { table, param, condition: (v) => referenceCondition(f, ctx.resourceType, v.value) };
+    case 'uri': return { table, param, condition: (v) => uriCondition(v.value, f.modifier) };
+    default: throw notSupported(`Search parameter '${f.param}' of type ${f.type} is not supported`);
+  }
+}
+
+// ---- token ----
+
+/** Splits `system|code` on the first unescaped '|' and unescapes `\|`, `\$`, `\\`. */
+function splitToken(value: string): { system: string | undefined; code: string } {
+  const m = /^((?:[^|\\]|\\.)*)\|(.*)$/.exec(value);
+  const unescape = (s: string) => s.replace(/\\([|$,\\])/g, '$1');
+  return m ? { system: unescape(m[1]!), code: unescape(m[2]!) } : { system: undefined, code: unescape(value) };
+}
+
+function tokenCondition(param: string, value: string, blinded: boolean, blinder: Blinder): Sql {
+  const { system, code } = splitToken(value);
+  const c = blinded && code !== '' ? blinder.token(param, code) : code;
+  if (system === undefined) return { sql: 'code = ?', params: [c] };
+  if (system === '') return { sql: 'code = ? AND system IS NULL', params: [c] };
+  if (code === '') return { sql: 'system = ?', params: [system] };
+  return { sql: 'code = ? AND system = ?', params: [c, system] };
+}
+
+// ---- string ----
+
+function stringCondition(param: string, value: string, modifier: string | undefined, blinded: boolean, blinder: Blinder): Sql {
+  if (blinded) {
+    if (modifier === 'contains') throw notSupported(`Parameter '${param}' is blinded, so ':contains' is not supported`);
+    if (modifier === 'exact') return { sql: 'value = ?', params: [blinder.exact(param, value)] };
+    const prefix = codePointPrefix(normalizeString(value), MAX_BLIND_PREFIX);
+    return { sql: 'value = ?', params: [blinder.prefix(param, prefix)] };
+  }
+  const normalized = normalizeString(value);
+  // Index (param, value) first narrows by the normalized form; `exact` then checks the case and accents.
+  if (modifier === 'exact') return { sql: 'value = ? AND exact = ?', params: [normalized, value] };
+  if (modifier === 'contains') return { sql: "value LIKE ? ESCAPE '\\'", params: [`%${escapeLike(normalized)}%`] };
+  return { sql: 'value >= ? AND value < ?', params: [normalized, normalized + MAX_CHAR] };
+}
+
+function escapeLike(s: string): string {
+  return s.replace(/[\\%_]/g, (c) => `\\${c}`);
+}
+
+// ---- date ----
+
+function dateRangeOf(value: string): [number, number] {
+  const r = parseDateRange(value);
+  if (!r) throw badRequest(`Invalid date '${value}'`);
+  return r;
+}
+
+/** FHIR R4 date prefixes: target [lo, hi] against search range [a, b] at the search value's precision. */
+function dateCondition(lo: string, hi: string, prefix: Prefix, value: string): Sql {
+  const [a, b] = dateRangeOf(value);
+  switch (prefix) {
+    case 'eq': return { sql: `${lo} >= ? AND ${hi} <= ?`, params: [a, b] };
+    case 'ne': return { sql: `${lo} < ? OR ${hi} > ?`, params: [a, b] };
+    case 'gt': return { sql: `${hi} > ?`, params: [b] };
+    case 'lt': return { sql: `${lo} < ?`, params: [a] };
+    case 'ge': return { sql: `${hi} > ? OR (${lo} >= ? AND ${hi} <= ?)`, params: [b, a, b] };
+    case 'le': return { sql: `${lo} < ? OR (${lo} >= ? AND ${hi} <= ?)`, params: [a, a, b] };
+    case 'sa': return { sql: `${lo} > ?`, params: [b] };
+    case 'eb': return { sql: `${hi} < ?`, params: [a] };
+    case 'ap': {
+      // Approximately: the search range widened by 10% of its distance from now, overlapping the target.
+      const slack = Math.round(0.1 * Math.abs(Date.now() - (a + b) / 2));
+      return { sql: `${lo} <= ? AND ${hi} >= ?`, params: [b + slack, a - slack] };
+    }
+  }
+}
+
+function blindedDateCondition(param: string, prefix: Prefix, value: string, blinder: Blinder): Sql {
+  if (prefix !== 'eq' || !/^\d{4}(-\d{2}(-\d{2})?)?$/.test(value)) {
+    throw notSupported(`Parameter '${param}' is blinded; only equality on YYYY, YYYY-MM or YYYY-MM-DD is supported`);
+  }
+  return { sql: 'value = ?', params: [blinder.exact(param, value)] };
+}
+
+// ---- number / quantity ----
+
+function numberOf(param: string, value: string): { value: number; lo: number; hi: number } {
+  const r = numberRange(value);
+  if (!r) throw badRequest(`Parameter '${param}' has an invalid number '${value}'`);
+  return r;
+}
+
+/** Number prefixes; eq/ne use the implicit precision of the search value ([lo, hi) around it). */
+function numberCondition(param: string, prefix: Prefix, raw: string): Sql {
+  const n = numberOf(param, raw);
+  switch (prefix) {
+    case 'eq': return { sql: 'value >= ? AND value < ?', params: [n.lo, n.hi] };
+    case 'ne': return { sql: 'value < ? OR value >= ?', params: [n.lo, n.hi] };
+    case 'gt': case 'sa': return { sql: 'value > ?', params: [n.value] };
+    case 'lt': case 'eb': return { sql: 'value < ?', params: [n.value] };
+    case 'ge': return { sql: 'value >= ?', params: [n.value] };
+    case 'le': return { sql: 'value <= ?', params: [n.value] };
+    case 'ap': {
+      const slack = Math.abs(n.value) * 0.1;
+      return { sql: 'value >= ? AND value <= ?', params: [Math.min(n.lo, n.value - slack), Math.max(n.hi, n.value + slack)] };
+    }
+  }
+}
+
+/** `number`, `number|system|code`, `number||code` (code matches code or unit). */
+function quantityCondition(param: string, prefix: Prefix, value: string): Sql {
+  const [num = '', system, code] = value.split('|');
+  const base = numberCondition(param, prefix, num);
+  const sql = [`(${base.sql})`];
+  const params = [...base.params];
+  if (system) {
+    sql.push('system = ?');
+    params.push(system);
+  }
+  if (code) {
+    sql.push(system ? 'code = ?' : '(code = ? OR unit = ?)');
+    params.push(...(system ? [code] : [code, code]));
+  }
+  return { sql: sql.join(' AND '), params };
+}
+
+// ---- reference / uri ----
+
+function referenceCondition(f: SearchFilter, resourceType: string, value: string): Sql {
+  const typeModifier = f.modifier && /^[A-Z]/.test(f.modifier) ? f.modifier : undefined;
+  if (!value.includes('/') && !value.includes(':')) {
+    const targetType = typeModifier ?? singleTarget(resourceType, f.param);
+    return targetType ? { sql: 'target_id = ? AND target_type = ?', params: [value, targetType] } : { sql: 'target_id = ?', params: [value] };
+  }
+  const parsed = parseReference(value);
+  if (!parsed) throw badRequest(`Parameter '${f.param}' has an invalid reference '${value}'`);
+  if (typeModifier && parsed.targetType && parsed.targetType !== typeModifier) return { sql: '0', params: [] };
+  if (parsed.url === null) return { sql: 'target_id = ? AND target_type = ?', params: [parsed.targetId, parsed.targetType] };
+  if (parsed.targetType) return { sql: 'url = ? OR (target_id = ? AND target_type = ?)', params: [value, parsed.targetId, parsed.targetType] };
+  return { sql: 'url = ?', params: [value] };
+}
+
+function singleTarget(resourceType: string, code: string): string | undefined {
+  const targets = getTypeSearchParameters(resourceType)[code]?.target ?? [];
+  return targets.length === 1 ? targets[0] : undefined;
+}
+
+function uriCondition(value: string, modifier: string | undefined): Sql {
+  if (modifier === 'below') return { sql: 'value >= ? AND value < ?', params: [value, value + MAX_CHAR] };
+  if (modifier === 'above') return { sql: 'substr(?, 1, length(value)) = value', params: [value] };
+  return { sql: 'value = ?', params: [value] };
+}
+
+// ---- chain ----
+
+/**
+ * subject:Patient.name=x: resources whose reference points at a current target that matches the
+ * chained filter. Blinding is decided per target type (a name is blinded on Patient, clear on
+ * Location), so targets are grouped by the blinding of the chained parameter.
+ */
+function chainClause(f: SearchFilter, ctx: Ctx): Sql {
+  const chain = f.chain!;
+  const t = ctx.alias === 't' ? 't2' : 't';
+  const groups = new Map<boolean, string[]>();
+  for (const type of chain.targetTypes) {
+    const blinded = chain.filter.param.startsWith('_') ? false : isChainBlinded(type, chain.filter);
+    groups.set(blinded, [...(groups.get(blinded) ?? []), type]);
+  }
+  const branches: Sql[] = [...groups].map(([blinded, types]) => {
+    const inner = compileFilter({ ...chain.filter, blinded }, { ...ctx, alias: t, resourceType: types[0]! });
+    const typeList = inList(`${t}.type`, types);
+    return { sql: `(${typeList.sql} AND ${inner.sql})`, params: [...typeList.params, ...inner.params] };
+  });
+  const sql = `${ctx.alias}.pk IN (SELECT r.res FROM idx_reference r JOIN resource_current ${t} ON ${t}.type = r.target_type AND ${t}.id = r.target_id AND ${t}.deleted = 0 WHERE r.param = ? AND (${branches.map((b) => b.sql).join(' OR ')}))`;
+  return { sql, params: [f.param, ...branches.flatMap((b) => b.params)] };
+}
+
+function isChainBlinded(type: string, filter: SearchFilter): boolean {
+  if (filter.modifier === 'identifier') return true;
+  return isParamBlinded(type, filter.param);
+}
+
+// ---- sort ----
+
+const SORT_COLUMNS: Partial<Record<SearchParamType, { table: string; asc: string; desc: string }>> = {
+  token: { table: 'idx_token', asc: 'MIN(code)', desc: 'MAX(code)' },
+  string: { table: 'idx_string', asc: 'MIN(value)', desc: 'MAX(value)' },
+  date: { table: 'idx_date', asc: 'MIN(lo)', desc: 'MAX(hi)' },
+  number: { table: 'idx_number', asc: 'MIN(value)', desc: 'MAX(value)' },
+  quantity: { table: 'idx_quantity', asc: 'MIN(value)', desc: 'MAX(value)' },
+  reference: { table: 'idx_reference', asc: "MIN(COALESCE(target_type || '/' || target_id, url))", desc: "MAX(COALESCE(target_type || '/' || target_id, url))" },
+  uri: { table: 'idx_uri', asc: 'MIN(value)', desc: 'MAX(value)' },
+};
+
+/** ORDER BY for the query's _sort rules; resources without a value sort last; always ends with pk. */
+export function compileOrderBy(query: SearchQuery, alias = 'c'): { orderBy: string; params: unknown[] } {
+  const terms: string[] = [];
+  const params: unknown[] = [];
+  for (const rule of query.sort) {
+    const dir = rule.descending ? 'DESC' : 'ASC';
+    if (rule.code === '_id') terms.push(`${alias}.id ${dir}`);
+    else if (rule.code === '_lastUpdated') terms.push(`${alias}.last_updated ${dir}`);
+    else {
+      const expr = sortExpression(query.resourceType, rule.code, rule.descending, alias);
+      terms.push(`${expr} ${dir} NULLS LAST`);
+      params.push(rule.code);
+    }
+  }
+  terms.push(`${alias}.pk ASC`);
+  return { orderBy: terms.join(', '), params };
+}
+
+function sortExpression(resourceType: string, code: string, descending: boolean, alias: string): string {
+  const sp = getTypeSearchParameters(resourceType)[code];
+  const col = sp ? SORT_COLUMNS[sp.type as SearchParamType] : undefined;
+  if (!col) throw badRequest(`Cannot sort by '${code}' on ${resourceType}`);
+  if (isParamBlinded(resourceType, code)) throw notSupported(`Cannot sort by '${code}': it is blinded (stored as keyed hashes)`);
+  return `(SELECT ${descending ? col.desc : col.asc} FROM ${col.table} WHERE res = ${alias}.pk AND param = ?)`;
+}

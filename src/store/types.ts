@@ -1,0 +1,142 @@
+import type { Resource } from '@medplum/fhirtypes';
+
+/** One immutable version of a resource, as the store hands it back (decrypted). */
+export interface StoredVersion {
+  resourceType: string;
+  id: string;
+  versionId: number;
+  /** ISO instant, also in resource.meta.lastUpdated */
+  lastUpdated: string;
+  deleted: boolean;
+  /** The resource body; undefined for a delete marker. */
+  resource?: Resource;
+  /** SHA-256 (hex) of the RFC 8785 canonical JSON of the stored resource (of the delete marker for deletes). */
+  contentHash: string;
+}
+
+/** Search-index rows extracted from one resource, one array per search-parameter kind. */
+export interface IndexRows {
+  token: TokenRow[];
+  string: StringRow[];
+  date: DateRow[];
+  number: NumberRow[];
+  quantity: QuantityRow[];
+  reference: ReferenceRow[];
+  uri: UriRow[];
+}
+
+/** code is the clear code, or HMAC (base64url) of the value when the parameter is blinded. */
+export interface TokenRow { param: string; system: string | null; code: string | null; }
+/**
+ * Clear strings: value = normalized (lowercase, no accents, collapsed spaces), exact = as written.
+ * Blinded strings: one row per prefix with value = 'p:' + HMAC(prefix) and exact = null, plus one
+ * row with value = 'x:' + HMAC(exact form) and exact = null.
+ */
+export interface StringRow { param: string; value: string; exact: string | null; }
+/** Instants as epoch milliseconds; [lo, hi] is the closed range the value covers at its precision. */
+export interface DateRow { param: string; lo: number; hi: number; }
+export interface NumberRow { param: string; value: number; lo: number; hi: number; }
+export interface QuantityRow { param: string; system: string | null; code: string | null; unit: string | null; value: number; lo: number; hi: number; }
+/** targetType/targetId for literal relative (or own-base absolute) references; url for everything else (canonical, external). */
+export interface ReferenceRow { param: string; targetType: string | null; targetId: string | null; url: string | null; }
+export interface UriRow { param: string; value: string; }
+
+export type SortRule = { code: string; descending: boolean };
+
+/** A parsed, validated search (built by src/fhir/search, executed by an adapter). */
+export interface SearchQuery {
+  resourceType: string;
+  /** AND of filters; each filter ORs its values. */
+  filters: SearchFilter[];
+  sort: SortRule[];
+  count: number;
+  offset: number;
+  total: 'none' | 'estimate' | 'accurate';
+  /** Restrict to a Patient compartment: resources that reference the patient through any of `params`. */
+  compartment?: { resourceType: string; id: string; params: string[] };
+  /** Restrict to resources with these ids (used by conditional operations within a tx). */
+  ids?: string[];
+}
+
+export type SearchParamType = 'token' | 'string' | 'date' | 'number' | 'quantity' | 'reference' | 'uri' | 'composite' | 'special';
+
+export type Prefix = 'eq' | 'ne' | 'gt' | 'lt' | 'ge' | 'le' | 'sa' | 'eb' | 'ap';
+
+export interface SearchFilter {
+  /** Search parameter code on the searched type, e.g. 'code', '_id', '_lastUpdated', 'subject'. */
+  param: string;
+  type: SearchParamType;
+  /** missing, exact, contains, not, text, identifier, above, below, in, not-in, or a resource type for references. */
+  modifier?: string;
+  /** Chain one level deep: subject:Patient.name=x -> chain { targetTypes: ['Patient'], filter: name=x }. */
+  chain?: { targetTypes: string[]; filter: SearchFilter };
+  /** OR-ed values (comma-separated in the URL), each with its own prefix where the type allows it. */
+  values: { prefix: Prefix; value: string }[];
+  /** True when the parameter's index is blinded (HMAC) rather than clear. */
+  blinded: boolean;
+}
+
+export interface SearchResult {
+  /** The page of matches, in order. */
+  matches: StoredVersion[];
+  /** Exact count when asked for (total = accurate|estimate), else undefined. */
+  total?: number;
+  /** True when there are matches after this page. */
+  hasMore: boolean;
+}
+
+export interface HistoryQuery {
+  resourceType?: string;
+  id?: string;
+  /** Only versions with lastUpdated >= since (ISO instant). */
+  since?: string;
+  /** Only versions with lastUpdated <= at (stable paging bound). */
+  before?: string;
+  count: number;
+  offset: number;
+}
+
+export interface HistoryResult {
+  versions: StoredVersion[];
+  total: number;
+}
+
+/** What the write path needs from the fhir layer for each new version. */
+export interface WriteInput {
+  resourceType: string;
+  id: string;
+  /** The resource to store; meta.versionId and meta.lastUpdated are set by the store. Undefined = delete. */
+  resource?: Resource;
+  /** When set, the write fails with a VersionConflict unless the current version equals it (If-Match). */
+  ifMatch?: number;
+}
+
+/** Runs inside the write transaction for every stored version (ledger outbox, audit later). */
+export interface VersionWriteHook {
+  (tx: StoreTransaction, version: StoredVersion): void | Promise<void>;
+}
+
+export interface StoreReader {
+  read(resourceType: string, id: string): Promise<StoredVersion | undefined>;
+  vread(resourceType: string, id: string, versionId: number): Promise<StoredVersion | undefined>;
+  history(query: HistoryQuery): Promise<HistoryResult>;
+  search(query: SearchQuery): Promise<SearchResult>;
+  /** Current, non-deleted versions that reference any of `targets` ("Type/id") through `param` (or any param if '*'), of `resourceType`. */
+  referencing(resourceType: string, param: string, targets: string[], limit: number): Promise<StoredVersion[]>;
+  /** Current, non-deleted targets of the references of the given sources ("Type/id") through `param` (or any param if '*'), optionally of one target type. */
+  referencedBy(sources: string[], param: string, targetType: string | undefined, limit: number): Promise<StoredVersion[]>;
+}
+
+export interface StoreTransaction extends StoreReader {
+  write(input: WriteInput): Promise<StoredVersion>;
+}
+
+/** The store port. Adapters: sqlite (embedded default); postgres later. */
+export interface Store extends StoreReader {
+  /**
+   * Runs fn in one database transaction. Everything fn writes commits together or not at all;
+   * the promise resolves only after the commit is durable. Transactions are serializable.
+   */
+  transaction<T>(fn: (tx: StoreTransaction) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,94 @@
+/**
+ * Group commit: write jobs queued while a commit is in flight run together in the next
+ * database transaction, each inside its own savepoint. One fsync then covers many writes,
+ * and each job still commits or rolls back on its own. A job's promise settles only after
+ * the COMMIT is durable.
+ */
+export interface GroupCommitDriver<Tx> {
+  begin(): void;
+  commit(): void;
+  rollback(): void;
+  savepoint(): void;
+  release(): void;
+  rollbackToSavepoint(): void;
+  /** Called after a job rolled back or the whole group failed, so caches can forget uncommitted state. */
+  onJobAborted(): void;
+  onGroupCommitted(): void;
+  tx: Tx;
+}
+
+interface Job<Tx> {
+  fn: (tx: Tx) => Promise<unknown>;
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+}
+
+export class WriteQueue<Tx> {
+  private readonly queue: Job<Tx>[] = [];
+  private running = false;
+
+  constructor(private readonly driver: GroupCommitDriver<Tx>, private readonly maxGroup = 512) {}
+
+  run<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.running) void this.drain();
+    });
+  }
+
+  get idle(): boolean {
+    return !this.running && this.queue.length === 0;
+  }
+
+  private async drain(): Promise<void> {
+    this.running = true;
+    try {
+      // Let the requests that arrive in the same tick join the first group.
+      await new Promise((r) => setImmediate(r));
+      while (this.queue.length > 0) {
+        const group = this.queue.splice(0, this.maxGroup);
+        await this.runGroup(group);
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async runGroup(group: Job<Tx>[]): Promise<void> {
+    const d = this.driver;
+    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    try {
+      d.begin();
+    } catch (error) {
+      group.forEach((j) => j.reject(error));
+      return;
+    }
+    for (const job of group) {
+      d.savepoint();
+      try {
+        const value = await job.fn(d.tx);
+        d.release();
+        outcomes.push({ ok: true, value });
+      } catch (error) {
+        d.rollbackToSavepoint();
+        d.release();
+        d.onJobAborted();
+        outcomes.push({ ok: false, error });
+      }
+    }
+    try {
+      d.commit();
+      d.onGroupCommitted();
+    } catch (error) {
+      try { d.rollback(); } catch { /* already rolled back */ }
+      d.onJobAborted();
+      group.forEach((j) => j.reject(error));
+      return;
+    }
+    group.forEach((job, i) => {
+      const o = outcomes[i]!;
+      if (o.ok) job.resolve(o.value);
+      else job.reject(o.error);
+    });
+  }
+}

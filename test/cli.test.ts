@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { freePort, tempDir } from './helpers.js';
+
+const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+const children: ChildProcess[] = [];
+
+async function serve(env: Record<string, string>): Promise<{ child: ChildProcess; base: string; logs: () => string }> {
+  const child = spawn(process.execPath, [CLI, 'serve'], { env: { ...process.env, LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let out = '';
+  child.stdout!.on('data', (d) => { out += d; });
+  child.stderr!.on('data', (d) => { out += d; });
+  const base = `http://127.0.0.1:${env.PORT}/fhir`;
+  for (let i = 0; i < 100; i++) {
+    try {
+      const r = await fetch(`${base}/metadata`);
+      if (r.ok) return { child, base, logs: () => out };
+    } catch { /* not up yet */ }
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`server did not start: ${out}`);
+}
+
+after(() => { for (const c of children) c.kill('SIGKILL'); });
+
+describe('custos CLI', () => {
+  it('prints help with the commands and settings', () => {
+    const r = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' });
+    assert.equal(r.status, 0);
+    assert.match(r.stdout, /custos serve|serve\s+Start/);
+    for (const v of ['PORT', 'HOST', 'DATA_DIR', 'BASE_URL', 'LOG_LEVEL']) assert.match(r.stdout, new RegExp(v));
+    const bad = spawnSync(process.execPath, [CLI, 'frobnicate'], { encoding: 'utf8' });
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /unknown command/);
+  });
+
+  it('runs two servers side by side on their own PORT and DATA_DIR, creating the data dir and key', async () => {
+    const root = tempDir();
+    const dirA = path.join(root, 'a', 'nested');
+    const dirB = path.join(root, 'b');
+    const [portA, portB] = [await freePort(), await freePort()];
+    const a = await serve({ PORT: String(portA), DATA_DIR: dirA });
+    const b = await serve({ PORT: String(portB), DATA_DIR: dirB });
+    assert.ok(fs.existsSync(path.join(dirA, 'keys', 'master.key')));
+    assert.ok(fs.existsSync(path.join(dirB, 'custos.db')));
+    assert.notEqual(fs.readFileSync(path.join(dirA, 'keys', 'master.key'), 'utf8'), fs.readFileSync(path.join(dirB, 'keys', 'master.key'), 'utf8'));
+    const created = await fetch(`${a.base}/Patient`, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Patient', gender: 'female' }) });
+    assert.equal(created.status, 201);
+    assert.equal(created.headers.get('location')?.startsWith(`${a.base}/Patient/`), true, 'Location uses the default BASE_URL of its own port');
+    const id = ((await created.json()) as { id: string }).id;
+    assert.equal((await fetch(`${a.base}/Patient/${id}`)).status, 200);
+    assert.equal((await fetch(`${b.base}/Patient/${id}`)).status, 404);
+    // Structured logs: JSON lines from pino.
+    const line = a.logs().split('\n').find((l) => l.includes('custos listening'));
+    assert.ok(line, a.logs());
+    assert.equal(JSON.parse(line!).url, a.base);
+
+    // A clean stop keeps the data: restart on the same DATA_DIR and read it back.
+    a.child.kill('SIGTERM');
+    await new Promise((r) => a.child.once('exit', r));
+    assert.equal(a.child.exitCode, 0);
+    const again = await serve({ PORT: String(portA), DATA_DIR: dirA });
+    const back = await fetch(`${again.base}/Patient/${id}`);
+    assert.equal(back.status, 200);
+    assert.equal(((await back.json()) as { gender: string }).gender, 'female');
+  });
+});
