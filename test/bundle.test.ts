@@ -490,6 +490,16 @@ describe('batch and transaction Bundles', () => {
     assert.equal(await count('Patient', `identifier=${SYS}|prefer`), 3);
   });
 
+  it('applies Prefer: return=minimal from the HTTP request to transaction entries', async () => {
+    const res = await post(txn([
+      { resource: { resourceType: 'Patient', identifier: [{ system: SYS, value: 'prefer-http' }] }, request: { method: 'POST', url: 'Patient' } },
+    ])).set('Prefer', 'return=minimal');
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    const [entry] = (res.body as Bundle).entry!;
+    assert.equal(entry!.resource, undefined);
+    assert.equal(entry!.response?.status, '201 Created');
+  });
+
   it('rejects bad envelopes with an OperationOutcome', async () => {
     const collection = await post({ resourceType: 'Bundle', type: 'collection', entry: [] });
     assert.equal(collection.status, 400);

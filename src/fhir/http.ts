@@ -109,6 +109,7 @@ export function fhirHttpRouter(router: FhirRouter, opts: { maxBodyBytes: number;
           ifNoneExist: header(req, 'if-none-exist'),
           ifModifiedSince: header(req, 'if-modified-since'),
           handling: prefer.handling,
+          preferReturn: prefer.return,
           contentType: mediaType(req),
         },
         body,

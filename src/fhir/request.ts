@@ -23,6 +23,8 @@ export interface FhirRequestHeaders {
   ifModifiedSince?: string;
   /** Prefer: handling=strict|lenient (search). */
   handling?: 'strict' | 'lenient';
+  /** Prefer: return=... (applied by the HTTP layer; Bundles apply it per entry). */
+  preferReturn?: 'minimal' | 'representation' | 'OperationOutcome';
   /** Content type of the body, without parameters (e.g. application/json-patch+json). */
   contentType?: string;
 }

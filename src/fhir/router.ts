@@ -392,6 +392,7 @@ export class FhirRouter {
       baseUrl: this.opts.baseUrl,
       principal: req.principal,
       newId: () => randomUUID(),
+      prefer: req.headers.preferReturn,
     });
     return { status: 200, body };
   }
