@@ -19,6 +19,7 @@ Environment (read once at start):
   LOG_LEVEL        pino level: fatal, error, warn, info, debug, trace (default info)
   CUSTOS_MASTER_KEY  Base64 32-byte master key (default: DATA_DIR/keys/master.key, generated, mode 0600)
   SEARCH_DEFAULT_COUNT, SEARCH_MAX_COUNT  Search page size default (20) and maximum (1000)
+  MAX_BODY_BYTES   Largest request body (default 16 MiB; larger is a 413)
 
 Examples:
   custos serve

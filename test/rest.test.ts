@@ -162,6 +162,14 @@ describe('conditional interactions', () => {
     assert.equal(b.body.id, a.body.id);
   });
 
+  it('If-None-Exist also takes the Type?criteria form', async () => {
+    const a = await post('Patient', ident('MRN-2')).set('If-None-Exist', 'Patient?identifier=http://hospital.example/mrn|MRN-2');
+    assert.equal(a.status, 201);
+    const b = await post('Patient', ident('MRN-2')).set('If-None-Exist', 'Patient?identifier=http://hospital.example/mrn|MRN-2');
+    assert.equal(b.status, 200);
+    assert.equal(b.headers.location, `${base}/Patient/${a.body.id}/_history/1`);
+  });
+
   it('If-None-Exist matching several is 412', async () => {
     await post('Patient', ident('DUP'));
     await post('Patient', ident('DUP'));
@@ -239,6 +247,8 @@ describe('JSON only', () => {
     assertOutcome(await get('Patient').set('Accept', 'application/fhir+xml'), 406, /JSON/);
     const xml = await request(app).post('/fhir/Patient').set('Content-Type', 'application/fhir+xml').send('<Patient xmlns="http://hl7.org/fhir"/>');
     assertOutcome(xml, 415, /XML/);
+    const form = await request(app).post('/fhir/Patient').type('form').send('gender=male');
+    assertOutcome(form, 415, /_search/);
     const ok = await get('metadata?_format=json').set('Accept', 'application/fhir+json');
     assert.equal(ok.status, 200);
   });

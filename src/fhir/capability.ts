@@ -33,7 +33,7 @@ function resourceEntry(type: CapabilityStatementRestResource['type']): Capabilit
     readHistory: true,
     updateCreate: true,
     conditionalCreate: true,
-    conditionalRead: 'modified-since',
+    conditionalRead: 'full-support',
     conditionalUpdate: true,
     conditionalDelete: 'single',
     searchInclude: ['*', ...refs],

@@ -98,11 +98,14 @@ export function fhirHttpRouter(router: FhirRouter, opts: { maxBodyBytes: number;
       if (method === 'HEAD' || method === 'OPTIONS') throw new FhirError(405, 'not-supported', `${method} is not supported`);
       const { body, form } = parseBody(req);
       const path = decodePath(req.path);
+      if (form && !/(^|\/)_search$/.test(path)) {
+        throw new FhirError(415, 'not-supported', 'Form-encoded bodies are accepted only by POST [type]/_search; send FHIR JSON');
+      }
       const prefer = parsePrefer(header(req, 'prefer'));
       const fhirReq: FhirRequest = {
         method: method as FhirRequest['method'],
         path,
-        query: form && /(^|\/)_search$/.test(path) ? [...query, ...form] : query,
+        query: form ? [...query, ...form] : query,
         headers: {
           ifMatch: header(req, 'if-match'),
           ifNoneMatch: header(req, 'if-none-match'),

@@ -20,8 +20,6 @@ export interface RouterOptions {
   policy: AccessPolicy;
 }
 
-const HISTORY_DEFAULT_COUNT = 50;
-
 /** W/"3" -> 3; anything else is a 400 (an If-Match that cannot match anything). */
 export function parseETag(tag: string): number {
   const m = /^(?:W\/)?"?(\d+)"?$/.exec(tag.trim());
@@ -148,7 +146,9 @@ export class FhirRouter {
 
   /** Runs a search inside the write transaction (conditional operations) and returns the matches. */
   private async matches(reader: StoreReader, type: string, query: string, what: string): Promise<StoredVersion[]> {
-    const params = [...new URLSearchParams(query.startsWith('?') ? query.slice(1) : query)];
+    // If-None-Exist may carry the type too ("Patient?identifier=..."), as Bundle entries often do.
+    const criteria = query.startsWith(`${type}?`) ? query.slice(type.length + 1) : query.startsWith('?') ? query.slice(1) : query;
+    const params = [...new URLSearchParams(criteria)];
     if (params.length === 0) throw badRequest(`${what} needs search criteria`);
     const parsed = parseSearch(type, params, { strict: true, defaultCount: 2, maxCount: 2 });
     parsed.query.count = 2;
@@ -165,7 +165,7 @@ export class FhirRouter {
       if (req.headers.ifNoneExist) {
         const existing = await this.matches(t, type, req.headers.ifNoneExist, 'If-None-Exist');
         if (existing.length > 1) throw preconditionFailed(`If-None-Exist matched ${existing.length > 1 ? 'more than one' : ''} ${type}: the criteria are not selective enough`);
-        if (existing.length === 1) return this.found(existing[0]!);
+        if (existing.length === 1) return { ...this.found(existing[0]!), location: this.written(existing[0]!, 200).location };
       }
       const id = req.assignedId ?? randomUUID();
       const v = await t.write({ resourceType: type, id, resource: { ...resource, id } });
@@ -336,7 +336,7 @@ export class FhirRouter {
 
   private async history(req: FhirRequest, scope: { resourceType?: string; id?: string }, tx?: StoreTransaction): Promise<FhirResponse> {
     const reader = tx ?? this.opts.store;
-    const q: HistoryQuery = { ...scope, count: HISTORY_DEFAULT_COUNT, offset: 0 };
+    const q: HistoryQuery = { ...scope, count: this.opts.search.defaultCount, offset: 0 };
     for (const [k, v] of req.query) {
       if (k === '_count') q.count = Math.min(parseCount(v), this.opts.search.maxCount);
       else if (k === '_since') q.since = parseInstant(v, '_since');
@@ -344,7 +344,7 @@ export class FhirRouter {
       else if (k === '_before') q.before = parseInstant(v, '_before');
       else if (k === '_format' || k === '_pretty') continue;
       else if (k === '_at' || k === '_list') throw notSupported(`History parameter ${k} is not supported`);
-      else throw badRequest(`Unknown history parameter "${k.slice(0, 60)}"`);
+      else if (req.headers.handling === 'strict') throw badRequest(`Unknown history parameter "${k.slice(0, 60)}"`);
     }
     if (scope.id) {
       const cur = await reader.read(scope.resourceType!, scope.id);
