@@ -52,8 +52,7 @@ export async function startServer(opts: StartOptions = {}): Promise<ServerProces
   const nodeArgs: string[] = [];
   let cpuProfDir: string | undefined;
   if (opts.cpuProfile) {
-    cpuProfDir = path.join(dataDir, 'cpuprof');
-    fs.mkdirSync(cpuProfDir);
+    cpuProfDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custos-bench-cpuprof-'));
     nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`);
   }
   const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'dist', 'cli.js'), 'serve'], {

@@ -1,0 +1,427 @@
+/**
+ * Custos benchmark: `npm run bench` (BENCH_QUICK=1 for a short smoke run).
+ *
+ * Starts `node dist/cli.js serve` as a child process (own event loop) on a free loopback
+ * port with a fresh DATA_DIR, then measures:
+ *   single_create      POST /fhir/Observation, 16 connections
+ *   bundle_create      transaction Bundles of 100 Observations, 2 and 4 connections
+ *   (fill)             transaction Bundles up to the target number of Observations
+ *   search_token_date  GET /fhir/Observation?code=..&date=ge..&date=lt..[&subject=..], 16 connections
+ *   server_memory      VmRSS / VmHWM of the server, DB file sizes
+ * Progress goes to stderr; the figures are one JSON object on stdout. Nothing here asserts
+ * on timing.
+ *
+ * Environment: BENCH_QUICK=1 (short phases, 10,000 Observations), BENCH_CPU_PROF=1 (run the
+ * server with --cpu-prof and add its top self-time functions to the output),
+ * BENCH_DURATION / BENCH_OBSERVATIONS (override phase seconds / fill target),
+ * BENCH_SCENARIOS (comma list of scenarios to run; search_token_date includes the fill).
+ */
+import autocannon from 'autocannon';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { request } from 'undici';
+import { summarizeProfile, type ProfileSummary } from './cpu-profile.js';
+import { heartRateObservation, observationBundle, patient, rng, searchPaths, transactionBundle } from './fixtures.js';
+import { dbFileSizes, log, processMemory, startServer, type ServerProcess } from './server-process.js';
+
+const QUICK = process.env.BENCH_QUICK === '1';
+/** BENCH_SCENARIOS=single_create,bundle_create,search_token_date (default: all); handy with BENCH_CPU_PROF. */
+const SCENARIOS = new Set((process.env.BENCH_SCENARIOS || 'single_create,bundle_create,search_token_date').split(',').map((x) => x.trim()));
+const CPU_PROF = process.env.BENCH_CPU_PROF === '1';
+const envInt = (name: string): number | undefined => {
+  const v = process.env[name];
+  return v && /^\d+$/.test(v) ? Number(v) : undefined;
+};
+
+const CFG = {
+  phaseSeconds: envInt('BENCH_DURATION') ?? (QUICK ? 3 : 10),
+  warmupSeconds: QUICK ? 1 : 2,
+  patients: 100,
+  createConnections: 16,
+  bundleSize: 100,
+  bundleConnections: [2, 4],
+  targetObservations: envInt('BENCH_OBSERVATIONS') ?? (QUICK ? 10_000 : 100_000),
+  fillBundleSize: QUICK ? 500 : 1000,
+  fillConcurrency: 2,
+  searchConnections: 16,
+  searchPathCount: 2000,
+  searchSample: QUICK ? 50 : 100,
+};
+
+const TARGETS = { single_create_rps: 2500, bundle_observations_per_s: 12000, search_rps: 1500, search_p99_ms: 30 };
+const FHIR_JSON = 'application/fhir+json';
+
+const round = (n: number, d = 1) => Math.round(n * 10 ** d) / 10 ** d;
+
+// ---------------------------------------------------------------------------------------------
+// HTTP helpers
+
+async function fhir(origin: string, method: string, p: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
+  const res = await request(`${origin}${p}`, {
+    method: method as 'GET',
+    headers: { accept: FHIR_JSON, ...(body !== undefined ? { 'content-type': FHIR_JSON } : {}), ...headers },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    headersTimeout: 120_000,
+    bodyTimeout: 120_000,
+  });
+  const text = await res.body.text();
+  let json: any;
+  try { json = text ? JSON.parse(text) : undefined; } catch { json = text; }
+  return { status: res.statusCode, json };
+}
+
+async function countObservations(origin: string): Promise<number> {
+  const { status, json } = await fhir(origin, 'GET', '/fhir/Observation?_summary=count');
+  if (status !== 200 || typeof json?.total !== 'number') throw new Error(`count failed: ${status} ${JSON.stringify(json).slice(0, 300)}`);
+  return json.total as number;
+}
+
+/** Server CPU seconds (user+system) from /proc/<pid>/stat. */
+function serverCpuSeconds(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields[0] is field 3 (state); utime is field 14, stime field 15.
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return null;
+  }
+}
+
+/** Measures server and bench-process CPU over an async section, as % of one core. */
+async function withCpu<T>(pid: number, fn: () => Promise<T>): Promise<{ value: T; server_cpu_pct: number | null; loadgen_cpu_pct: number }> {
+  const s0 = serverCpuSeconds(pid);
+  const l0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  const value = await fn();
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const s1 = serverCpuSeconds(pid);
+  const l = process.cpuUsage(l0);
+  return {
+    value,
+    server_cpu_pct: s0 !== null && s1 !== null ? round(((s1 - s0) / wall) * 100, 0) : null,
+    loadgen_cpu_pct: round(((l.user + l.system) / 1e6 / wall) * 100, 0),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// autocannon
+
+interface CannonRun {
+  result: autocannon.Result;
+  errorSamples: string[];
+}
+
+async function cannon(origin: string, opts: Omit<autocannon.Options, 'url'> & { label: string }): Promise<CannonRun> {
+  const errorSamples: string[] = [];
+  const requests = opts.requests?.map((r) => ({
+    ...r,
+    onResponse: (status: number, body: string) => {
+      if ((status < 200 || status >= 300) && errorSamples.length < 3) errorSamples.push(`${status} ${body.slice(0, 400)}`);
+    },
+  }));
+  log(`${opts.label}: warm-up ${CFG.warmupSeconds}s + ${opts.duration}s at ${opts.connections} connections`);
+  const instance = autocannon({
+    url: origin,
+    timeout: 60,
+    ...opts,
+    requests,
+    warmup: { connections: opts.connections, duration: CFG.warmupSeconds },
+  });
+  let lastLog = Date.now() + CFG.warmupSeconds * 1000;
+  let responses = 0;
+  instance.on('response', () => {
+    responses++;
+    const now = Date.now();
+    if (now - lastLog >= 2000) {
+      log(`${opts.label}: ${responses} responses so far`);
+      lastLog = now;
+    }
+  });
+  const result = await instance;
+  log(`${opts.label}: ${result['2xx']} 2xx, ${result.non2xx} non-2xx, ${result.errors} errors, ${round(result.requests.average)} req/s, p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms`);
+  for (const e of errorSamples) log(`${opts.label}: sample error response: ${e}`);
+  return { result, errorSamples };
+}
+
+function latencyFigures(r: autocannon.Result) {
+  return {
+    p50_ms: r.latency.p50,
+    p90_ms: r.latency.p90,
+    p99_ms: r.latency.p99,
+    max_ms: r.latency.max,
+    mean_ms: round(r.latency.average, 2),
+  };
+}
+
+function statusFigures(r: autocannon.Result) {
+  return {
+    non_2xx: r.non2xx,
+    errors: r.errors,
+    timeouts: r.timeouts,
+    status_codes: Object.fromEntries(Object.entries(r.statusCodeStats).map(([k, v]) => [k, v.count])),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// scenarios
+
+async function createPatients(origin: string): Promise<string[]> {
+  const resources = Array.from({ length: CFG.patients }, (_, i) => patient(i));
+  const { status, json } = await fhir(origin, 'POST', '/fhir', transactionBundle(resources));
+  if (status !== 200) throw new Error(`creating patients failed: ${status} ${JSON.stringify(json).slice(0, 500)}`);
+  const ids = (json.entry as Array<{ resource?: { id?: string }; response?: { location?: string } }>).map((e) => {
+    const id = e.resource?.id ?? /Patient\/([^/]+)/.exec(e.response?.location ?? '')?.[1];
+    if (!id) throw new Error(`no id in transaction response entry ${JSON.stringify(e).slice(0, 300)}`);
+    return id;
+  });
+  log(`created ${ids.length} patients`);
+  return ids;
+}
+
+async function singleCreate(server: ServerProcess, patientIds: string[]) {
+  const r = rng(1);
+  const { value: run, server_cpu_pct, loadgen_cpu_pct } = await withCpu(server.pid, () => cannon(server.origin, {
+    label: 'single_create',
+    connections: CFG.createConnections,
+    duration: CFG.phaseSeconds,
+    requests: [{
+      method: 'POST',
+      path: '/fhir/Observation',
+      headers: { 'content-type': FHIR_JSON, accept: FHIR_JSON },
+      setupRequest: (req) => ({ ...req, body: JSON.stringify(heartRateObservation(r, patientIds)) }),
+    }],
+  }));
+  const res = run.result;
+  return {
+    connections: CFG.createConnections,
+    duration_s: res.duration,
+    requests_per_s: round(res.requests.average),
+    created: res['2xx'],
+    created_per_s: round(res['2xx'] / res.duration),
+    ...latencyFigures(res),
+    ...statusFigures(res),
+    server_cpu_pct,
+    loadgen_cpu_pct,
+    ...(run.errorSamples.length ? { error_samples: run.errorSamples } : {}),
+  };
+}
+
+async function bundleCreate(server: ServerProcess, patientIds: string[]) {
+  const byConnections: Record<string, Record<string, unknown>> = {};
+  let best: { connections: number; obsPerS: number } | undefined;
+  for (const connections of CFG.bundleConnections) {
+    const r = rng(100 + connections);
+    const { value: run, server_cpu_pct, loadgen_cpu_pct } = await withCpu(server.pid, () => cannon(server.origin, {
+      label: `bundle_create x${connections}`,
+      connections,
+      duration: CFG.phaseSeconds,
+      requests: [{
+        method: 'POST',
+        path: '/fhir',
+        headers: { 'content-type': FHIR_JSON, accept: FHIR_JSON },
+        setupRequest: (req) => ({ ...req, body: observationBundle(r, patientIds, CFG.bundleSize) }),
+      }],
+    }));
+    const res = run.result;
+    const obsPerS = (res['2xx'] * CFG.bundleSize) / res.duration;
+    byConnections[String(connections)] = {
+      duration_s: res.duration,
+      observations_per_s: round(obsPerS),
+      bundles_per_s: round(res['2xx'] / res.duration, 2),
+      bundles_ok: res['2xx'],
+      ...latencyFigures(res),
+      ...statusFigures(res),
+      server_cpu_pct,
+      loadgen_cpu_pct,
+      ...(run.errorSamples.length ? { error_samples: run.errorSamples } : {}),
+    };
+    if (!best || obsPerS > best.obsPerS) best = { connections, obsPerS };
+  }
+  const b = byConnections[String(best!.connections)]!;
+  return {
+    bundle_size: CFG.bundleSize,
+    best_connections: best!.connections,
+    observations_per_s: b.observations_per_s,
+    bundles_per_s: b.bundles_per_s,
+    p50_ms: b.p50_ms,
+    p99_ms: b.p99_ms,
+    non_2xx: b.non_2xx,
+    errors: b.errors,
+    by_connections: byConnections,
+  };
+}
+
+async function fill(server: ServerProcess, patientIds: string[]) {
+  const start = await countObservations(server.origin);
+  const need = Math.max(0, CFG.targetObservations - start);
+  log(`fill: ${start} Observations stored, adding ${need} in bundles of ${CFG.fillBundleSize} (${CFG.fillConcurrency} concurrent)`);
+  const r = rng(7);
+  let queued = 0;
+  let done = 0;
+  let failures = 0;
+  let nextLog = 10_000;
+  const t0 = performance.now();
+  const worker = async () => {
+    while (queued < need) {
+      const n = Math.min(CFG.fillBundleSize, need - queued);
+      queued += n;
+      const body = observationBundle(r, patientIds, n);
+      const { status, json } = await fhir(server.origin, 'POST', '/fhir', body, { prefer: 'return=minimal' });
+      if (status !== 200) {
+        failures++;
+        queued -= n;
+        log(`fill: bundle failed: ${status} ${JSON.stringify(json).slice(0, 400)}`);
+        if (failures > 5) throw new Error('fill: too many failed bundles');
+        continue;
+      }
+      done += n;
+      if (done >= nextLog || done === need) {
+        const s = (performance.now() - t0) / 1000;
+        log(`fill: ${start + done}/${CFG.targetObservations} Observations (${round(done / s, 0)}/s)`);
+        while (nextLog <= done) nextLog += 10_000;
+      }
+    }
+  };
+  const { server_cpu_pct } = await withCpu(server.pid, () => Promise.all(Array.from({ length: CFG.fillConcurrency }, worker)));
+  const seconds = (performance.now() - t0) / 1000;
+  const total = await countObservations(server.origin);
+  log(`fill: done, ${total} Observations stored`);
+  return {
+    observations_before: start,
+    observations_added: done,
+    observations_total: total,
+    bundle_size: CFG.fillBundleSize,
+    concurrency: CFG.fillConcurrency,
+    seconds: round(seconds),
+    observations_per_s: round(need > 0 ? done / seconds : 0),
+    server_cpu_pct,
+  };
+}
+
+async function searchTokenDate(server: ServerProcess, patientIds: string[]) {
+  const paths = searchPaths(rng(3), patientIds, CFG.searchPathCount);
+  // Sample first (also warms the caches a little, as the warm-up does anyway).
+  let entries = 0;
+  let totals = 0;
+  let withTotal = 0;
+  let empty = 0;
+  let bad = 0;
+  const sample = paths.slice(0, CFG.searchSample);
+  for (const p of sample) {
+    const { status, json } = await fhir(server.origin, 'GET', p);
+    if (status !== 200) { bad++; continue; }
+    const n = (json.entry as unknown[] | undefined)?.length ?? 0;
+    entries += n;
+    if (n === 0) empty++;
+    if (typeof json.total === 'number') { totals += json.total; withTotal++; }
+  }
+  const ok = sample.length - bad;
+  log(`search sample: ${ok}/${sample.length} ok, mean ${round(entries / Math.max(1, ok))} entries per page`);
+
+  let i = 0;
+  const { value: run, server_cpu_pct, loadgen_cpu_pct } = await withCpu(server.pid, () => cannon(server.origin, {
+    label: 'search_token_date',
+    connections: CFG.searchConnections,
+    duration: CFG.phaseSeconds,
+    requests: [{
+      method: 'GET',
+      path: paths[0]!,
+      headers: { accept: FHIR_JSON },
+      setupRequest: (req) => ({ ...req, path: paths[i++ % paths.length]! }),
+    }],
+  }));
+  const res = run.result;
+  return {
+    connections: CFG.searchConnections,
+    distinct_urls: paths.length,
+    duration_s: res.duration,
+    searches_per_s: round(res.requests.average),
+    ...latencyFigures(res),
+    ...statusFigures(res),
+    server_cpu_pct,
+    loadgen_cpu_pct,
+    sample: {
+      size: sample.length,
+      non_200: bad,
+      mean_entries_per_response: round(entries / Math.max(1, ok), 2),
+      empty_responses: empty,
+      mean_total: withTotal ? round(totals / withTotal, 1) : null,
+      example_url_with_subject: paths.find((p) => p.includes('subject=')),
+      example_url_without_subject: paths.find((p) => !p.includes('subject=')),
+    },
+    ...(run.errorSamples.length ? { error_samples: run.errorSamples } : {}),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function runScenarios(server: ServerProcess, out: Record<string, unknown>): Promise<void> {
+  out.server_memory_idle = processMemory(server.pid);
+  const patientIds = await createPatients(server.origin);
+  if (SCENARIOS.has('single_create')) out.single_create = await singleCreate(server, patientIds);
+  if (SCENARIOS.has('bundle_create')) out.bundle_create = await bundleCreate(server, patientIds);
+  if (SCENARIOS.has('search_token_date')) {
+    out.fill = await fill(server, patientIds);
+    out.server_memory = {
+      after_load: { ...processMemory(server.pid), observations: (out.fill as { observations_total: number }).observations_total },
+      db_files_mb: dbFileSizes(server.dataDir),
+    };
+    out.search_token_date = await searchTokenDate(server, patientIds);
+    (out.server_memory as Record<string, unknown>).after_search = processMemory(server.pid);
+  } else {
+    out.server_memory = { after_run: processMemory(server.pid), db_files_mb: dbFileSizes(server.dataDir) };
+  }
+}
+
+async function main(): Promise<void> {
+  log(`mode ${QUICK ? 'quick' : 'full'}: phases ${CFG.phaseSeconds}s, target ${CFG.targetObservations} Observations${CPU_PROF ? ', server --cpu-prof' : ''}`);
+  const started = Date.now();
+  const server = await startServer({ cpuProfile: CPU_PROF });
+  log(`server pid ${server.pid} at ${server.origin}, DATA_DIR ${server.dataDir}`);
+  // Never leave the server behind, even when the bench itself is interrupted.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      log(`${sig}: stopping server`);
+      if (!server.exited) server.child.kill('SIGKILL');
+      process.exit(130);
+    });
+  }
+  process.once('exit', () => { if (!server.exited) server.child.kill('SIGKILL'); });
+  const out: Record<string, unknown> = {
+    machine: {
+      cpus: os.cpus().length,
+      cpu_model: os.cpus()[0]?.model,
+      total_memory_mb: Math.round(os.totalmem() / 1048576),
+      node: process.version,
+      platform: `${os.platform()} ${os.release()}`,
+    },
+    mode: QUICK ? 'quick' : 'full',
+  };
+  let failed: unknown;
+  try {
+    await runScenarios(server, out);
+  } catch (err) {
+    failed = err;
+    log(`FAILED: ${(err as Error).stack ?? String(err)}`);
+  } finally {
+    log('stopping server');
+    await server.stop();
+  }
+  out.server_log = { lines: server.logLines.length, first: server.logLines.slice(0, 5).map((l) => l.slice(0, 500)) };
+  if (server.cpuProfDir) {
+    const files = fs.readdirSync(server.cpuProfDir).filter((f) => f.endsWith('.cpuprofile'));
+    const summaries: ProfileSummary[] = files.map((f) => summarizeProfile(path.join(server.cpuProfDir!, f)));
+    out.server_cpu_profile = summaries;
+    log(`cpu profile(s): ${files.map((f) => path.join(server.cpuProfDir!, f)).join(', ')}`);
+  }
+  fs.rmSync(server.dataDir, { recursive: true, force: true });
+  out.targets = TARGETS;
+  out.elapsed_s = round((Date.now() - started) / 1000);
+  if (failed) out.error = String((failed as Error).message ?? failed);
+  process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+  process.exitCode = failed ? 1 : 0;
+}
+
+await main();
