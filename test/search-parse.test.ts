@@ -47,7 +47,7 @@ describe('parseSearch', () => {
     const p = parse('Observation', 'code:not=x&code:text=weight&subject:Patient=1&subject:identifier=urn:mrn|7&value-quantity:missing=true');
     assert.deepEqual(p.query.filters.map((f) => [f.param, f.modifier, f.blinded]), [
       ['code', 'not', false],
-      ['code', 'text', true],
+      ['code', 'text', false],
       ['subject', 'Patient', false],
       ['subject', 'identifier', true],
       ['value-quantity', 'missing', false],

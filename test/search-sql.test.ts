@@ -8,7 +8,7 @@ import { FhirError } from '../src/fhir/outcome.js';
 import { parseSearch } from '../src/fhir/search/parse.js';
 import { Blinder } from '../src/store/blind.js';
 import { createIndexer } from '../src/store/indexer.js';
-import { compileOrderBy, compileSearchWhere } from '../src/store/sqlite/search.js';
+import { compileSearch } from '../src/store/sqlite/search.js';
 import { SCHEMA } from '../src/store/sqlite/schema.js';
 import type { SearchQuery } from '../src/store/types.js';
 
@@ -59,10 +59,9 @@ function load(resources: Resource[]): void {
 }
 
 function runQuery(q: SearchQuery): string[] {
-  const { where, params } = compileSearchWhere(q, blinder);
-  const order = compileOrderBy(q);
-  const sql = `SELECT c.id FROM resource_current c WHERE c.type = ? AND c.deleted = 0 AND (${where}) ORDER BY ${order.orderBy} LIMIT ? OFFSET ?`;
-  return (db.prepare(sql).all(q.resourceType, ...params, ...order.params, q.count, q.offset) as { id: string }[]).map((r) => r.id);
+  const c = compileSearch(q, blinder);
+  const sql = `SELECT c.id FROM ${c.from} WHERE ${c.where} ORDER BY ${c.orderBy} LIMIT ? OFFSET ?`;
+  return (db.prepare(sql).all(...c.params, q.count, q.offset) as { id: string }[]).map((r) => r.id);
 }
 
 function ids(type: string, qs: string): string[] {

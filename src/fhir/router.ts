@@ -321,6 +321,8 @@ export class FhirRouter {
       strict: req.headers.handling === 'strict',
       defaultCount: this.opts.search.defaultCount,
       maxCount: this.opts.search.maxCount,
+      // Counting every match costs as much as the search; pages report a total when it is free.
+      defaultTotal: 'none',
     });
     if (compartment) {
       assertValidId(compartment.id);

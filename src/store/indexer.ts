@@ -2,7 +2,7 @@ import { getSearchParameterDetails, toTypedValue, type TypedValue } from '@medpl
 import type { Resource } from '@medplum/fhirtypes';
 import { getTypeSearchParameters, isResourceType } from '../fhir/definitions.js';
 import { normalizeString, type Blinder } from './blind.js';
-import { isBlinded, isStringBlindedType, paramDetails } from './blinding-policy.js';
+import { isBlinded, paramDetails } from './blinding-policy.js';
 import type { IndexRows, SearchParamType } from './types.js';
 
 /** Parameters that are columns of resource_current, or Medplum-internal, and never get index rows. */
@@ -43,14 +43,14 @@ function planFor(resourceType: string): ParamPlan[] {
 }
 
 function buildPlan(resourceType: string): ParamPlan[] {
-  const textBlinded = isStringBlindedType(resourceType);
   const out: ParamPlan[] = [];
   for (const [code, sp] of Object.entries(getTypeSearchParameters(resourceType))) {
     const type = sp.type as SearchParamType;
     if (NOT_INDEXED.has(code) || !INDEXED_TYPES.has(type) || !sp.expression) continue;
     const parsed = getSearchParameterDetails(resourceType, sp).parsedExpression;
     const blinded = isBlinded(resourceType, code, type, paramDetails(resourceType, code));
-    out.push({ code, type, expr: parsed as Evaluable, blinded, textBlinded, roots: expressionRoots(parsed.toString(), resourceType) });
+    // Display text of clinical codes stays clear like the codes; text of identifiers/telecom is blinded.
+    out.push({ code, type, expr: parsed as Evaluable, blinded, textBlinded: blinded, roots: expressionRoots(parsed.toString(), resourceType) });
   }
   return out;
 }

@@ -1,5 +1,5 @@
 import type { SearchParameter } from '@medplum/fhirtypes';
-import { isParamBlinded, isStringBlindedType } from '../../store/blinding-policy.js';
+import { isParamBlinded } from '../../store/index.js';
 import { numberRange, parseDateRange } from '../../store/indexer.js';
 import type { Prefix, SearchFilter, SearchParamType, SearchQuery, SortRule } from '../../store/types.js';
 import { getTypeSearchParameters, isResourceType } from '../definitions.js';
@@ -135,7 +135,7 @@ function valueFilter(resourceType: string, code: string, type: SearchParamType, 
     return { param: code, type, modifier, values: [{ prefix: 'eq', value }], blinded };
   }
   if (modifier !== undefined) checkModifier(resourceType, code, type, modifier, sp);
-  if (modifier === 'text') blinded = isStringBlindedType(resourceType);
+  // :text of a clear token (code display text) is clear; of an identifier/telecom, blinded like the token.
   if (modifier === 'identifier') blinded = true;
   if (blinded && modifier === 'contains') throw notSupported(`Parameter '${code}' is blinded (stored as keyed hashes to protect identity), so ':contains' is not supported; use the default starts-with search or ':exact'`);
   const valueType = modifier === 'identifier' ? 'token' : modifier === 'text' ? 'string' : type;

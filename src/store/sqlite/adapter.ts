@@ -15,7 +15,7 @@ import type {
 } from '../types.js';
 import { WriteQueue } from '../write-queue.js';
 import { SCHEMA, SCHEMA_VERSION } from './schema.js';
-import { compileOrderBy, compileSearchWhere } from './search.js';
+import { compileSearch } from './search.js';
 
 export interface SqliteStoreOptions {
   /** Database file; ':memory:' is not supported (reader and writer need the same file). */
@@ -114,22 +114,20 @@ class SqliteReader implements StoreReader {
   }
 
   async search(q: SearchQuery): Promise<SearchResult> {
-    const { where, params } = compileSearchWhere(q, this.ctx.blinder);
-    const base = `FROM resource_current c WHERE c.type = ? AND c.deleted = 0 AND (${where})`;
+    const c = compileSearch(q, this.ctx.blinder);
     let matches: StoredVersion[] = [];
     let hasMore = false;
     if (q.count > 0) {
-      const order = compileOrderBy(q);
-      const page = this.stmt(`SELECT c.id, c.version ${base} ORDER BY ${order.orderBy} LIMIT ? OFFSET ?`)
-        .all(q.resourceType, ...params, ...order.params, q.count + 1, q.offset) as Array<{ id: string; version: number }>;
+      const page = this.stmt(`SELECT c.id, c.version FROM ${c.from} WHERE ${c.where} ORDER BY ${c.orderBy} LIMIT ? OFFSET ?`)
+        .all(...c.params, q.count + 1, q.offset) as Array<{ id: string; version: number }>;
       hasMore = page.length > q.count;
       const vread = this.stmt(`SELECT ${VERSION_COLS} FROM resource_version v WHERE v.type = ? AND v.id = ? AND v.version = ?`);
       matches = page.slice(0, q.count).map((m) => this.toVersion(vread.get(q.resourceType, m.id, m.version) as VersionRow));
     }
     let total: number | undefined;
     if (q.total !== 'none' || q.count === 0) {
-      total = (this.stmt(`SELECT count(*) AS n ${base}`).get(q.resourceType, ...params) as { n: number }).n;
-    } else if (!hasMore) {
+      total = (this.stmt(`SELECT count(*) AS n FROM ${c.from} WHERE ${c.where}`).get(...c.whereParams) as { n: number }).n;
+    } else if (!hasMore && (matches.length > 0 || q.offset === 0)) {
       total = q.offset + matches.length;
     }
     return { matches, total, hasMore };

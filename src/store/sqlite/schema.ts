@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS resource_current (
   deleted INTEGER NOT NULL DEFAULT 0,
   UNIQUE (type, id)
 );
+CREATE INDEX IF NOT EXISTS resource_current_type ON resource_current (type, deleted);
 CREATE INDEX IF NOT EXISTS resource_current_type_lu ON resource_current (type, deleted, last_updated);
 
 CREATE TABLE IF NOT EXISTS resource_version (
@@ -42,30 +43,30 @@ CREATE INDEX IF NOT EXISTS resource_version_type_lu ON resource_version (type, l
 
 CREATE TABLE IF NOT EXISTS idx_token (res INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT);
 CREATE INDEX IF NOT EXISTS idx_token_q ON idx_token (param, code, system, res);
-CREATE INDEX IF NOT EXISTS idx_token_res ON idx_token (res);
+CREATE INDEX IF NOT EXISTS idx_token_res ON idx_token (res, param, code, system);
 
 CREATE TABLE IF NOT EXISTS idx_string (res INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, exact TEXT);
 CREATE INDEX IF NOT EXISTS idx_string_q ON idx_string (param, value, res);
-CREATE INDEX IF NOT EXISTS idx_string_res ON idx_string (res);
+CREATE INDEX IF NOT EXISTS idx_string_res ON idx_string (res, param, value);
 
 CREATE TABLE IF NOT EXISTS idx_date (res INTEGER NOT NULL, param TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS idx_date_q ON idx_date (param, lo, hi, res);
-CREATE INDEX IF NOT EXISTS idx_date_res ON idx_date (res);
+CREATE INDEX IF NOT EXISTS idx_date_res ON idx_date (res, param, lo, hi);
 
 CREATE TABLE IF NOT EXISTS idx_number (res INTEGER NOT NULL, param TEXT NOT NULL, value REAL NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS idx_number_q ON idx_number (param, value, res);
-CREATE INDEX IF NOT EXISTS idx_number_res ON idx_number (res);
+CREATE INDEX IF NOT EXISTS idx_number_res ON idx_number (res, param, value);
 
 CREATE TABLE IF NOT EXISTS idx_quantity (res INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT, unit TEXT, value REAL NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS idx_quantity_q ON idx_quantity (param, value, res);
-CREATE INDEX IF NOT EXISTS idx_quantity_res ON idx_quantity (res);
+CREATE INDEX IF NOT EXISTS idx_quantity_res ON idx_quantity (res, param, value);
 
 CREATE TABLE IF NOT EXISTS idx_reference (res INTEGER NOT NULL, param TEXT NOT NULL, target_type TEXT, target_id TEXT, url TEXT);
 CREATE INDEX IF NOT EXISTS idx_reference_q ON idx_reference (param, target_id, target_type, res);
 CREATE INDEX IF NOT EXISTS idx_reference_t ON idx_reference (target_id, target_type);
-CREATE INDEX IF NOT EXISTS idx_reference_res ON idx_reference (res);
+CREATE INDEX IF NOT EXISTS idx_reference_res ON idx_reference (res, param, target_id, target_type);
 
 CREATE TABLE IF NOT EXISTS idx_uri (res INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS idx_uri_q ON idx_uri (param, value, res);
-CREATE INDEX IF NOT EXISTS idx_uri_res ON idx_uri (res);
+CREATE INDEX IF NOT EXISTS idx_uri_res ON idx_uri (res, param, value);
 `;

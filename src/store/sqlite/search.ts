@@ -9,7 +9,12 @@ import type { Prefix, SearchFilter, SearchParamType, SearchQuery } from '../type
 const MAX_CHAR = '\u{10FFFF}';
 
 /** SQL text plus its positional parameters, built up clause by clause. */
-interface Sql { sql: string; params: unknown[] }
+interface Sql {
+  sql: string;
+  params: unknown[];
+  /** Equality on every key column of the table's (param, ..., res) index: one row per resource, in res order. */
+  exactKey?: boolean;
+}
 
 interface Ctx {
   blinder: Blinder;
@@ -19,24 +24,99 @@ interface Ctx {
   resourceType: string;
 }
 
-/**
- * Compiles the filters of a search into a WHERE fragment on resource_current (`alias`). Every
- * filter is an `alias.pk IN (SELECT res FROM idx_* ...)` so SQLite drives from the index tables.
- */
-export function compileSearchWhere(query: SearchQuery, blinder: Blinder, alias = 'c'): { where: string; params: unknown[] } {
-  const ctx: Ctx = { blinder, alias, resourceType: query.resourceType };
-  const parts: Sql[] = query.filters.map((f) => compileFilter(f, ctx));
-  if (query.compartment) parts.push(compartmentClause(query.compartment, alias));
-  if (query.ids) parts.push(inList(`${alias}.id`, query.ids));
-  if (parts.length === 0) return { where: '1', params: [] };
-  return { where: parts.map((p) => `(${p.sql})`).join(' AND '), params: parts.flatMap((p) => p.params) };
+/** A compiled search: `SELECT <cols> FROM ${from} WHERE ${where} ORDER BY ${orderBy}` with params in that order. */
+export interface CompiledSearch {
+  from: string;
+  where: string;
+  orderBy: string;
+  /** Parameters of `from` and `where`, then of `orderBy`. */
+  params: unknown[];
+  /** Parameters of `from` and `where` only (for count queries). */
+  whereParams: unknown[];
 }
 
-function compartmentClause(c: NonNullable<SearchQuery['compartment']>, alias: string): Sql {
-  const marks = c.params.map(() => '?').join(', ');
+/** A filter on one index table, before it is placed in the query. Column names in `cond` are unqualified. */
+interface IndexFilter { kind: 'index'; table: string; params: string[]; cond: Sql; negate: boolean }
+type Compiled = IndexFilter | { kind: 'sql'; sql: Sql };
+
+/**
+ * Compiles a search so SQLite drives it from the index tables and stops at the page:
+ * - with the default order, a single exact token (system|code) or reference filter becomes the
+ *   driving join: its index yields one row per resource in pk order, so the page needs no sort;
+ * - otherwise the first positive index filter is an `IN` list (materialized, pk-ordered);
+ * - every other filter is a correlated EXISTS / NOT EXISTS on the (res, param, ...) index.
+ * The unary `+` on c.type / c.deleted keeps the planner from scanning the type index instead.
+ */
+export function compileSearch(query: SearchQuery, blinder: Blinder): CompiledSearch {
+  const ctx: Ctx = { blinder, alias: 'c', resourceType: query.resourceType };
+  const filters: Compiled[] = query.filters.map((f) => compileFilter(f, ctx));
+  if (query.compartment) filters.push(compartmentFilter(query.compartment));
+  if (query.ids) filters.push({ kind: 'sql', sql: inList('c.id', query.ids) });
+
+  const driverAt = query.sort.length === 0 ? pickDriver(filters) : -1;
+  const inAt = driverAt >= 0 ? -1 : mostSelective(filters);
+  let from = 'resource_current c';
+  const where: Sql[] = [];
+  filters.forEach((f, i) => {
+    if (f.kind === 'sql') where.push(f.sql);
+    else if (i === driverAt) {
+      from = `${f.table} d JOIN resource_current c ON c.pk = d.res`;
+      where.push(paramCond(f, 'd.param'));
+    } else if (i === inAt) {
+      where.push(inClause(f, 'c'));
+    } else where.push(existsClause(f, 'c'));
+  });
+  const driven = driverAt >= 0 || inAt >= 0;
+  const typeSql = driven ? '+c.type = ? AND +c.deleted = 0' : 'c.type = ? AND c.deleted = 0';
+  const whereSql = [typeSql, ...where.map((w) => `(${w.sql})`)].join(' AND ');
+  const whereParams = [query.resourceType, ...where.flatMap((w) => w.params)];
+  // The driver's index already yields rows in res (= pk) order: ordering by it avoids a sort.
+  const order = driverAt >= 0 ? { orderBy: 'd.res', params: [] } : compileOrderBy(query, 'c');
+  return { from, where: whereSql, orderBy: order.orderBy, params: [...whereParams, ...order.params], whereParams };
+}
+
+/** Equality lookups (tokens, references, uris, strings) narrow better than ranges (dates, numbers). */
+const EQUALITY_TABLES = new Set(['idx_token', 'idx_reference', 'idx_uri', 'idx_string']);
+
+function mostSelective(filters: Compiled[]): number {
+  const positive = (f: Compiled): f is IndexFilter => f.kind === 'index' && !f.negate && f.cond.sql !== '1';
+  const eq = filters.findIndex((f) => positive(f) && EQUALITY_TABLES.has(f.table));
+  return eq >= 0 ? eq : filters.findIndex(positive);
+}
+
+function isJoinDriver(f: Compiled): boolean {
+  return f.kind === 'index' && !f.negate && f.params.length === 1 && f.cond.exactKey === true;
+}
+
+/** A reference (one patient's data) usually narrows more than a code shared by all patients. */
+function pickDriver(filters: Compiled[]): number {
+  const ref = filters.findIndex((f) => isJoinDriver(f) && (f as IndexFilter).table === 'idx_reference');
+  return ref >= 0 ? ref : filters.findIndex(isJoinDriver);
+}
+
+/** `param = ? AND (cond)` (or `param IN (...)` for several params). */
+function paramCond(f: IndexFilter, column: string): Sql {
+  const p = f.params.length === 1 ? `${column} = ?` : `${column} IN (${f.params.map(() => '?').join(', ')})`;
+  return { sql: `${p} AND (${f.cond.sql})`, params: [...f.params, ...f.cond.params] };
+}
+
+function inClause(f: IndexFilter, alias: string): Sql {
+  const inner = paramCond(f, 'param');
+  return { sql: `${alias}.pk ${f.negate ? 'NOT IN' : 'IN'} (SELECT res FROM ${f.table} WHERE ${inner.sql})`, params: inner.params };
+}
+
+function existsClause(f: IndexFilter, alias: string): Sql {
+  const inner = paramCond(f, 'x.param');
+  return { sql: `${f.negate ? 'NOT ' : ''}EXISTS (SELECT 1 FROM ${f.table} x WHERE x.res = ${alias}.pk AND ${inner.sql})`, params: inner.params };
+}
+
+function compartmentFilter(c: NonNullable<SearchQuery['compartment']>): IndexFilter {
   return {
-    sql: `${alias}.pk IN (SELECT res FROM idx_reference WHERE param IN (${marks}) AND target_id = ? AND target_type = ?)`,
-    params: [...c.params, c.id, c.resourceType],
+    kind: 'index',
+    table: 'idx_reference',
+    params: c.params,
+    cond: { sql: 'target_id = ? AND target_type = ?', params: [c.id, c.resourceType], exactKey: true },
+    negate: false,
   };
 }
 
@@ -45,19 +125,21 @@ function inList(column: string, values: readonly unknown[]): Sql {
   return { sql: `${column} IN (${values.map(() => '?').join(', ')})`, params: [...values] };
 }
 
-function compileFilter(f: SearchFilter, ctx: Ctx): Sql {
-  if (f.chain) return chainClause(f, ctx);
-  if (f.param === '_id') return idClause(f, ctx.alias);
-  if (f.param === '_lastUpdated') return orValues(f, (v) => dateCondition(`${ctx.alias}.last_updated`, `${ctx.alias}.last_updated`, v.prefix, v.value));
-  if (f.modifier === 'missing') return missingClause(f, ctx.alias);
+function compileFilter(f: SearchFilter, ctx: Ctx): Compiled {
+  if (f.chain) return { kind: 'sql', sql: chainClause(f, ctx) };
+  if (f.param === '_id') return { kind: 'sql', sql: idClause(f, ctx.alias) };
+  if (f.param === '_lastUpdated') return { kind: 'sql', sql: orValues(f, (v) => dateCondition(`${ctx.alias}.last_updated`, `${ctx.alias}.last_updated`, v.prefix, v.value)) };
+  if (f.modifier === 'missing') {
+    const { table, param } = indexOf(f);
+    return { kind: 'index', table, params: [param], cond: { sql: '1', params: [] }, negate: f.values[0]?.value === 'true' };
+  }
   const { table, param, condition } = valueMatcher(f, ctx);
-  const sub = orValues(f, condition);
-  const op = f.modifier === 'not' ? 'NOT IN' : 'IN';
-  return { sql: `${ctx.alias}.pk ${op} (SELECT res FROM ${table} WHERE param = ? AND (${sub.sql}))`, params: [param, ...sub.params] };
+  return { kind: 'index', table, params: [param], cond: orValues(f, condition), negate: f.modifier === 'not' };
 }
 
 function orValues(f: SearchFilter, condition: (v: SearchFilter['values'][number]) => Sql): Sql {
   const parts = f.values.map(condition);
+  if (parts.length === 1) return parts[0]!;
   return { sql: parts.map((p) => `(${p.sql})`).join(' OR ') || '0', params: parts.flatMap((p) => p.params) };
 }
 
@@ -72,12 +154,6 @@ function indexOf(f: SearchFilter): { table: string; param: string } {
   if (f.modifier === 'identifier') return { table: 'idx_token', param: `${f.param}:identifier` };
   if (f.type === 'date' && f.blinded) return { table: 'idx_string', param: f.param };
   return { table: `idx_${f.type}`, param: f.param };
-}
-
-function missingClause(f: SearchFilter, alias: string): Sql {
-  const { table, param } = indexOf(f);
-  const op = f.values[0]?.value === 'true' ? 'NOT IN' : 'IN';
-  return { sql: `${alias}.pk ${op} (SELECT res FROM ${table} WHERE param = ?)`, params: [param] };
 }
 
 type Condition = (v: SearchFilter['values'][number]) => Sql;
@@ -116,7 +192,7 @@ function tokenCondition(param: string, value: string, blinded: boolean, blinder:
   if (system === undefined) return { sql: 'code = ?', params: [c] };
   if (system === '') return { sql: 'code = ? AND system IS NULL', params: [c] };
   if (code === '') return { sql: 'system = ?', params: [system] };
-  return { sql: 'code = ? AND system = ?', params: [c, system] };
+  return { sql: 'code = ? AND system = ?', params: [c, system], exactKey: true };
 }
 
 // ---- string ----
@@ -222,12 +298,12 @@ function referenceCondition(f: SearchFilter, resourceType: string, value: string
   const typeModifier = f.modifier && /^[A-Z]/.test(f.modifier) ? f.modifier : undefined;
   if (!value.includes('/') && !value.includes(':')) {
     const targetType = typeModifier ?? singleTarget(resourceType, f.param);
-    return targetType ? { sql: 'target_id = ? AND target_type = ?', params: [value, targetType] } : { sql: 'target_id = ?', params: [value] };
+    return targetType ? { sql: 'target_id = ? AND target_type = ?', params: [value, targetType], exactKey: true } : { sql: 'target_id = ?', params: [value] };
   }
   const parsed = parseReference(value);
   if (!parsed) throw badRequest(`Parameter '${f.param}' has an invalid reference '${value}'`);
   if (typeModifier && parsed.targetType && parsed.targetType !== typeModifier) return { sql: '0', params: [] };
-  if (parsed.url === null) return { sql: 'target_id = ? AND target_type = ?', params: [parsed.targetId, parsed.targetType] };
+  if (parsed.url === null) return { sql: 'target_id = ? AND target_type = ?', params: [parsed.targetId, parsed.targetType], exactKey: true };
   if (parsed.targetType) return { sql: 'url = ? OR (target_id = ? AND target_type = ?)', params: [value, parsed.targetId, parsed.targetType] };
   return { sql: 'url = ?', params: [value] };
 }
@@ -259,11 +335,14 @@ function chainClause(f: SearchFilter, ctx: Ctx): Sql {
     groups.set(blinded, [...(groups.get(blinded) ?? []), type]);
   }
   const branches: Sql[] = [...groups].map(([blinded, types]) => {
-    const inner = compileFilter({ ...chain.filter, blinded }, { ...ctx, alias: t, resourceType: types[0]! });
+    const compiled = compileFilter({ ...chain.filter, blinded }, { ...ctx, alias: t, resourceType: types[0]! });
+    const inner = compiled.kind === 'sql' ? compiled.sql : inClause(compiled, t);
     const typeList = inList(`${t}.type`, types);
     return { sql: `(${typeList.sql} AND ${inner.sql})`, params: [...typeList.params, ...inner.params] };
   });
-  const sql = `${ctx.alias}.pk IN (SELECT r.res FROM idx_reference r JOIN resource_current ${t} ON ${t}.type = r.target_type AND ${t}.id = r.target_id AND ${t}.deleted = 0 WHERE r.param = ? AND (${branches.map((b) => b.sql).join(' OR ')}))`;
+  // Targets first (few, found through their own index), then the references to them.
+  const sql = `${ctx.alias}.pk IN (SELECT r.res FROM idx_reference r WHERE r.param = ? AND (r.target_id, r.target_type) IN `
+    + `(SELECT ${t}.id, ${t}.type FROM resource_current ${t} WHERE ${t}.deleted = 0 AND (${branches.map((b) => b.sql).join(' OR ')})))`;
   return { sql, params: [f.param, ...branches.flatMap((b) => b.params)] };
 }
 
