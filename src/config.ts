@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 
 /** All configuration, read once from the environment (12-factor) and passed down. */
@@ -12,6 +13,8 @@ export interface Config {
   search: { defaultCount: number; maxCount: number };
   /** Largest accepted request body. */
   maxBodyBytes: number;
+  /** Worker threads that validate and index writes beside the event loop (0 = inline). */
+  writeWorkers: number;
 }
 
 function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -38,5 +41,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxCount: intFrom(env, 'SEARCH_MAX_COUNT', 1000),
     },
     maxBodyBytes: intFrom(env, 'MAX_BODY_BYTES', 16 * 1024 * 1024),
+    writeWorkers: intFrom(env, 'WRITE_WORKERS', Math.max(1, Math.min(4, os.availableParallelism() - 1))),
   };
 }

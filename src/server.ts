@@ -3,13 +3,14 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import type { Config } from './config.js';
-import { FhirError, FhirRouter, fhirHttpRouter, loadDefinitions, OPEN_ACCESS, sendOutcome } from './fhir/index.js';
+import { FhirError, FhirRouter, fhirHttpRouter, InlinePreparer, loadDefinitions, OPEN_ACCESS, sendOutcome, WorkerPreparer } from './fhir/index.js';
 import { createLogger, type Logger } from './logger.js';
 import { loadMasterKeys, SqliteStore, type Store } from './store/index.js';
 
 export interface App {
   app: express.Express;
   store: Store;
+  router: FhirRouter;
   logger: Logger;
   close(): Promise<void>;
 }
@@ -21,7 +22,8 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const keys = loadMasterKeys(config.dataDir, config.masterKey);
   const store = SqliteStore.open({ file: path.join(config.dataDir, 'custos.db'), keys });
-  const router = new FhirRouter({ store, baseUrl: config.baseUrl, search: config.search, policy: OPEN_ACCESS });
+  const preparer = config.writeWorkers > 0 ? new WorkerPreparer(keys.indexKey, config.writeWorkers, logger) : new InlinePreparer(keys.indexKey);
+  const router = new FhirRouter({ store, baseUrl: config.baseUrl, search: config.search, policy: OPEN_ACCESS, preparer });
 
   const app = express();
   app.disable('x-powered-by');
@@ -41,7 +43,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   app.use((req, res) => {
     sendOutcome(res, new FhirError(404, 'not-found', `No route for ${req.method} ${req.path.slice(0, 200)}; the FHIR base is /fhir`));
   });
-  return { app, store, logger, close: () => store.close() };
+  return { app, store, router, logger, close: async () => { await preparer.close(); await store.close(); } };
 }
 
 export interface RunningServer {

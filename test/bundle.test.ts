@@ -8,7 +8,7 @@ import request from 'supertest';
 import type { Bundle, BundleEntry, Observation, OperationOutcome, Patient, Resource } from '@medplum/fhirtypes';
 import { loadConfig } from '../src/config.js';
 import { processBundle } from '../src/fhir/bundle.js';
-import { ANONYMOUS, FhirRouter, OPEN_ACCESS } from '../src/fhir/index.js';
+import { ANONYMOUS } from '../src/fhir/index.js';
 import { createApp } from '../src/server.js';
 
 const FIXTURES = new URL('../../shared/fixtures/', import.meta.url);
@@ -466,7 +466,7 @@ describe('batch and transaction Bundles', () => {
   });
 
   it('follows Prefer: return for transaction-response entries (processBundle on the app\'s store)', async () => {
-    const router = new FhirRouter({ store: built.store, baseUrl: config.baseUrl, search: config.search, policy: OPEN_ACCESS });
+    const router = built.router;
     let n = 0;
     const ctx = (prefer?: 'minimal' | 'representation' | 'OperationOutcome') => ({
       handle: router.handle.bind(router), transaction: built.store.transaction.bind(built.store),

@@ -4,3 +4,4 @@ export { loadDefinitions, getResourceTypes, isResourceType } from './definitions
 export { FhirError } from './outcome.js';
 export { OPEN_ACCESS, ANONYMOUS, type AccessPolicy, type Principal } from './principal.js';
 export type { FhirRequest, FhirResponse } from './request.js';
+export { InlinePreparer, WorkerPreparer, type WritePreparer } from './write-pool.js';

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import jsonpatch from 'fast-json-patch';
 import type { Bundle, BundleEntry, Parameters, Resource } from '@medplum/fhirtypes';
 import { VersionConflictError } from '../store/index.js';
-import type { HistoryQuery, Store, StoredVersion, StoreReader, StoreTransaction } from '../store/index.js';
+import type { HistoryQuery, IndexRows, Store, StoredVersion, StoreReader, StoreTransaction } from '../store/index.js';
 import { processBundle } from './bundle.js';
 import { buildCapabilityStatement } from './capability.js';
 import { getPatientCompartmentParams, isResourceType } from './definitions.js';
@@ -11,13 +11,16 @@ import type { AccessPolicy, AccessRequest } from './principal.js';
 import type { FhirRequest, FhirResponse } from './request.js';
 import { parseSearch } from './search/parse.js';
 import { runSearch } from './search/execute.js';
-import { assertResourceShape, assertValid, assertValidId, validationIssues } from './validate.js';
+import { assertResourceShape, assertValidId, validationIssues } from './validate.js';
+import type { WritePreparer } from './write-pool.js';
 
 export interface RouterOptions {
   store: Store;
   baseUrl: string;
   search: { defaultCount: number; maxCount: number };
   policy: AccessPolicy;
+  /** Validation + index extraction (worker threads in the server; inline when omitted). */
+  preparer: WritePreparer;
 }
 
 /** W/"3" -> 3; anything else is a 400 (an If-Match that cannot match anything). */
@@ -160,7 +163,7 @@ export class FhirRouter {
   private async create(req: FhirRequest, type: string, tx?: StoreTransaction): Promise<FhirResponse> {
     await this.authorize(req, { interaction: 'create', resourceType: type });
     const resource = assertResourceShape(req.body, type);
-    assertValid(resource);
+    const index = await this.prepare(resource, tx);
     return this.inTx(tx, async (t) => {
       if (req.headers.ifNoneExist) {
         const existing = await this.matches(t, type, req.headers.ifNoneExist, 'If-None-Exist');
@@ -168,7 +171,7 @@ export class FhirRouter {
         if (existing.length === 1) return { ...this.found(existing[0]!), location: this.written(existing[0]!, 200).location };
       }
       const id = req.assignedId ?? randomUUID();
-      const v = await t.write({ resourceType: type, id, resource: { ...resource, id } });
+      const v = await t.write({ resourceType: type, id, resource: { ...resource, id }, index });
       return this.written(v, 201);
     });
   }
@@ -207,15 +210,22 @@ export class FhirRouter {
     const resource = assertResourceShape(req.body, type);
     if (resource.id === undefined) throw badRequest('The resource in an update must have an id matching the URL', [`${type}.id`]);
     if (resource.id !== id) throw badRequest(`Resource id "${String(resource.id).slice(0, 80)}" does not match the URL id "${id}"`, [`${type}.id`]);
-    assertValid(resource);
     const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
-    return this.inTx(tx, (t) => this.writeUpdate(t, type, id, resource, ifMatch));
+    const index = await this.prepare(resource, tx);
+    return this.inTx(tx, (t) => this.writeUpdate(t, type, id, resource, ifMatch, index));
   }
 
-  private async writeUpdate(t: StoreTransaction, type: string, id: string, resource: Resource, ifMatch: number | undefined): Promise<FhirResponse> {
+  /** Validates (400 with the issues) and extracts index rows; off-thread unless inside a transaction. */
+  private async prepare(resource: Resource, tx: StoreTransaction | undefined): Promise<IndexRows> {
+    const p = tx ? this.opts.preparer.prepareNow(resource) : await this.opts.preparer.prepare(resource);
+    if (p.issues.length > 0) throw FhirError.fromIssues(400, p.issues);
+    return p.index!;
+  }
+
+  private async writeUpdate(t: StoreTransaction, type: string, id: string, resource: Resource, ifMatch: number | undefined, index?: IndexRows): Promise<FhirResponse> {
     const cur = await t.read(type, id);
     try {
-      const v = await t.write({ resourceType: type, id, resource, ifMatch });
+      const v = await t.write({ resourceType: type, id, resource, ifMatch, index });
       return this.written(v, !cur || cur.deleted ? 201 : 200);
     } catch (err) {
       if (err instanceof VersionConflictError) {
@@ -229,19 +239,19 @@ export class FhirRouter {
     await this.authorize(req, { interaction: 'update', resourceType: type });
     if (req.query.length === 0) throw methodNotAllowed('PUT', type + ' (an update needs an id or search criteria)');
     const resource = assertResourceShape(req.body, type);
-    assertValid(resource);
     const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
+    const index = await this.prepare(resource, tx);
     return this.inTx(tx, async (t) => {
       const found = await this.matches(t, type, new URLSearchParams(req.query).toString(), 'Conditional update');
       if (found.length > 1) throw preconditionFailed(`Conditional update matched more than one ${type}`);
       if (found.length === 1) {
         const id = found[0]!.id;
         if (resource.id !== undefined && resource.id !== id) throw badRequest(`Resource id "${resource.id}" does not match the ${type}/${id} the criteria matched`, [`${type}.id`]);
-        return this.writeUpdate(t, type, id, { ...resource, id }, ifMatch);
+        return this.writeUpdate(t, type, id, { ...resource, id }, ifMatch, index);
       }
       const id = resource.id ?? randomUUID();
       assertValidId(id);
-      return this.writeUpdate(t, type, id, { ...resource, id }, ifMatch);
+      return this.writeUpdate(t, type, id, { ...resource, id }, ifMatch, index);
     });
   }
 

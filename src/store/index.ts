@@ -4,3 +4,5 @@ export { SqliteStore, type SqliteStoreOptions } from './sqlite/adapter.js';
 export { loadMasterKeys, type MasterKeys } from './crypto.js';
 export { contentHash, canonicalJson } from './content-hash.js';
 export { isParamBlinded } from './blinding-policy.js';
+export { createIndexer, type Indexer } from './indexer.js';
+export { Blinder } from './blind.js';

@@ -109,6 +109,11 @@ export interface WriteInput {
   resource?: Resource;
   /** When set, the write fails with a VersionConflict unless the current version equals it (If-Match). */
   ifMatch?: number;
+  /**
+   * Search-index rows of `resource`, when the caller already extracted them with this store's
+   * indexer (e.g. in a worker thread, outside the write transaction). Otherwise the store does.
+   */
+  index?: IndexRows;
 }
 
 /** Runs inside the write transaction for every stored version (ledger outbox, audit later). */

@@ -40,6 +40,8 @@ function openDb(file: string, readonly: boolean): Database.Database {
   }
   // FULL: a commit is on disk before it is acknowledged ("acknowledged means durable").
   db.pragma('synchronous = FULL');
+  // Index B-trees are written at scattered places; keep their pages in memory (64 MiB).
+  db.pragma('cache_size = -65536');
   return db;
 }
 
@@ -190,7 +192,7 @@ class SqliteWriter extends SqliteReader implements StoreTransaction {
     let resource: Resource | undefined;
     if (!deleted) {
       resource = { ...input.resource!, id, meta: { ...input.resource!.meta, versionId: String(version), lastUpdated } } as Resource;
-      index = this.ctx.indexer.extract(resource);
+      index = input.index ?? this.ctx.indexer.extract(resource);
       const dk = this.ctx.keys.forWrite(keyScopeOf(resource, index), this.keyRows());
       keyId = dk.keyId;
       const json = JSON.stringify(resource);
