@@ -8,7 +8,7 @@ import { FhirError } from '../src/fhir/outcome.js';
 import { parseSearch } from '../src/fhir/search/parse.js';
 import { Blinder } from '../src/store/blind.js';
 import { createIndexer } from '../src/store/indexer.js';
-import { compileSearch } from '../src/store/sqlite/search.js';
+import { compileSearch, NARROW_SPAN } from '../src/store/sqlite/search.js';
 import { SCHEMA } from '../src/store/sqlite/schema.js';
 import type { SearchQuery } from '../src/store/types.js';
 
@@ -37,7 +37,7 @@ function load(resources: Resource[]): void {
   const rows = {
     token: db.prepare('INSERT INTO idx_token VALUES (?, ?, ?, ?)'),
     string: db.prepare('INSERT INTO idx_string VALUES (?, ?, ?, ?)'),
-    date: db.prepare('INSERT INTO idx_date VALUES (?, ?, ?, ?)'),
+    date: db.prepare('INSERT INTO idx_date VALUES (?, ?, ?, ?, ?)'),
     number: db.prepare('INSERT INTO idx_number VALUES (?, ?, ?, ?, ?)'),
     quantity: db.prepare('INSERT INTO idx_quantity VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
     reference: db.prepare('INSERT INTO idx_reference VALUES (?, ?, ?, ?, ?)'),
@@ -49,7 +49,7 @@ function load(resources: Resource[]): void {
       const ix = indexer.extract(r);
       for (const t of ix.token) rows.token.run(pk, t.param, t.system, t.code);
       for (const s of ix.string) rows.string.run(pk, s.param, s.value, s.exact);
-      for (const d of ix.date) rows.date.run(pk, d.param, d.lo, d.hi);
+      for (const d of ix.date) rows.date.run(pk, d.param, d.lo, d.hi, d.hi - d.lo > NARROW_SPAN ? 1 : 0);
       for (const n of ix.number) rows.number.run(pk, n.param, n.value, n.lo, n.hi);
       for (const q of ix.quantity) rows.quantity.run(pk, q.param, q.system, q.code, q.unit, q.value, q.lo, q.hi);
       for (const r2 of ix.reference) rows.reference.run(pk, r2.param, r2.targetType, r2.targetId, r2.url);
@@ -59,7 +59,7 @@ function load(resources: Resource[]): void {
 }
 
 function runQuery(q: SearchQuery): string[] {
-  const c = compileSearch(q, blinder);
+  const c = compileSearch(q, blinder, (sql, params) => db.prepare(sql).pluck().get(...params) as number);
   const sql = `SELECT c.id FROM ${c.from} WHERE ${c.where} ORDER BY ${c.orderBy} LIMIT ? OFFSET ?`;
   return (db.prepare(sql).all(...c.params, q.count, q.offset) as { id: string }[]).map((r) => r.id);
 }

@@ -15,7 +15,7 @@ import type {
 } from '../types.js';
 import { WriteQueue } from '../write-queue.js';
 import { SCHEMA, SCHEMA_VERSION } from './schema.js';
-import { compileSearch } from './search.js';
+import { compileSearch, NARROW_SPAN } from './search.js';
 
 export interface SqliteStoreOptions {
   /** Database file; ':memory:' is not supported (reader and writer need the same file). */
@@ -116,7 +116,7 @@ class SqliteReader implements StoreReader {
   }
 
   async search(q: SearchQuery): Promise<SearchResult> {
-    const c = compileSearch(q, this.ctx.blinder);
+    const c = compileSearch(q, this.ctx.blinder, (sql, params) => (this.stmt(sql).pluck().get(...params) as number));
     let matches: StoredVersion[] = [];
     let hasMore = false;
     if (q.count > 0) {
@@ -223,7 +223,7 @@ class SqliteWriter extends SqliteReader implements StoreTransaction {
   private insertIndex(pk: number, idx: IndexRows): void {
     for (const r of idx.token) this.stmt('INSERT INTO idx_token (res, param, system, code) VALUES (?, ?, ?, ?)').run(pk, r.param, r.system, r.code);
     for (const r of idx.string) this.stmt('INSERT INTO idx_string (res, param, value, exact) VALUES (?, ?, ?, ?)').run(pk, r.param, r.value, r.exact);
-    for (const r of idx.date) this.stmt('INSERT INTO idx_date (res, param, lo, hi) VALUES (?, ?, ?, ?)').run(pk, r.param, r.lo, r.hi);
+    for (const r of idx.date) this.stmt('INSERT INTO idx_date (res, param, lo, hi, wide) VALUES (?, ?, ?, ?, ?)').run(pk, r.param, r.lo, r.hi, r.hi - r.lo > NARROW_SPAN ? 1 : 0);
     for (const r of idx.number) this.stmt('INSERT INTO idx_number (res, param, value, lo, hi) VALUES (?, ?, ?, ?, ?)').run(pk, r.param, r.value, r.lo, r.hi);
     for (const r of idx.quantity) this.stmt('INSERT INTO idx_quantity (res, param, system, code, unit, value, lo, hi) VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(pk, r.param, r.system, r.code, r.unit, r.value, r.lo, r.hi);
     for (const r of idx.reference) this.stmt('INSERT INTO idx_reference (res, param, target_type, target_id, url) VALUES (?, ?, ?, ?, ?)').run(pk, r.param, r.targetType, r.targetId, r.url);

@@ -49,8 +49,9 @@ CREATE TABLE IF NOT EXISTS idx_string (res INTEGER NOT NULL, param TEXT NOT NULL
 CREATE INDEX IF NOT EXISTS idx_string_q ON idx_string (param, value, res);
 CREATE INDEX IF NOT EXISTS idx_string_res ON idx_string (res, param, value);
 
-CREATE TABLE IF NOT EXISTS idx_date (res INTEGER NOT NULL, param TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS idx_date_q ON idx_date (param, lo, hi, res);
+-- wide = 1 when hi - lo > NARROW_SPAN (2 days): narrow rows are found by seeking on lo.
+CREATE TABLE IF NOT EXISTS idx_date (res INTEGER NOT NULL, param TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, wide INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS idx_date_q ON idx_date (param, wide, lo, hi, res);
 CREATE INDEX IF NOT EXISTS idx_date_res ON idx_date (res, param, lo, hi);
 
 CREATE TABLE IF NOT EXISTS idx_number (res INTEGER NOT NULL, param TEXT NOT NULL, value REAL NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL);

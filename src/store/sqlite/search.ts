@@ -2,7 +2,7 @@ import { getTypeSearchParameters } from '../../fhir/definitions.js';
 import { badRequest, notSupported } from '../../fhir/outcome.js';
 import { codePointPrefix, MAX_BLIND_PREFIX, normalizeString, type Blinder } from '../blind.js';
 import { isParamBlinded } from '../blinding-policy.js';
-import { numberRange, parseDateRange, parseReference } from '../indexer.js';
+import { MAX_TIME, MIN_TIME, numberRange, parseDateRange, parseReference } from '../indexer.js';
 import type { Prefix, SearchFilter, SearchParamType, SearchQuery } from '../types.js';
 
 /** Upper bound for "starts with" ranges: sorts after every valid UTF-8 string that has the prefix. */
@@ -36,7 +36,19 @@ export interface CompiledSearch {
 }
 
 /** A filter on one index table, before it is placed in the query. Column names in `cond` are unqualified. */
-interface IndexFilter { kind: 'index'; table: string; params: string[]; cond: Sql; negate: boolean }
+interface IndexFilter {
+  kind: 'index';
+  table: string;
+  params: string[];
+  cond: Sql;
+  negate: boolean;
+  /** Dates: the range `lo` must lie in for narrow rows (span <= NARROW_SPAN), letting the index seek. */
+  loBounds?: [number, number];
+}
+
+/** Counts index rows matching a filter, up to a cap (a cheap cardinality probe). */
+export type Estimator = (sql: string, params: unknown[]) => number;
+const PROBE_CAP = 1000;
 type Compiled = IndexFilter | { kind: 'sql'; sql: Sql };
 
 /**
@@ -47,14 +59,15 @@ type Compiled = IndexFilter | { kind: 'sql'; sql: Sql };
  * - every other filter is a correlated EXISTS / NOT EXISTS on the (res, param, ...) index.
  * The unary `+` on c.type / c.deleted keeps the planner from scanning the type index instead.
  */
-export function compileSearch(query: SearchQuery, blinder: Blinder): CompiledSearch {
+export function compileSearch(query: SearchQuery, blinder: Blinder, estimate?: Estimator): CompiledSearch {
   const ctx: Ctx = { blinder, alias: 'c', resourceType: query.resourceType };
-  const filters: Compiled[] = query.filters.map((f) => compileFilter(f, ctx));
+  const filters: Compiled[] = mergeDateFilters(query.filters.map((f) => compileFilter(f, ctx)));
   if (query.compartment) filters.push(compartmentFilter(query.compartment));
   if (query.ids) filters.push({ kind: 'sql', sql: inList('c.id', query.ids) });
 
-  const driverAt = query.sort.length === 0 ? pickDriver(filters) : -1;
-  const inAt = driverAt >= 0 ? -1 : mostSelective(filters);
+  const lead = pickLead(filters, estimate);
+  const driverAt = lead >= 0 && query.sort.length === 0 && isJoinDriver(filters[lead]!) ? lead : -1;
+  const inAt = driverAt >= 0 ? -1 : lead;
   let from = 'resource_current c';
   const where: Sql[] = [];
   filters.forEach((f, i) => {
@@ -78,21 +91,63 @@ export function compileSearch(query: SearchQuery, blinder: Blinder): CompiledSea
 /** Equality lookups (tokens, references, uris, strings) narrow better than ranges (dates, numbers). */
 const EQUALITY_TABLES = new Set(['idx_token', 'idx_reference', 'idx_uri', 'idx_string']);
 
-function mostSelective(filters: Compiled[]): number {
-  const positive = (f: Compiled): f is IndexFilter => f.kind === 'index' && !f.negate && f.cond.sql !== '1';
-  const eq = filters.findIndex((f) => positive(f) && EQUALITY_TABLES.has(f.table));
-  return eq >= 0 ? eq : filters.findIndex(positive);
+const isPositive = (f: Compiled): f is IndexFilter => f.kind === 'index' && !f.negate && f.cond.sql !== '1';
+
+/**
+ * The filter the query starts from: the one with the fewest index rows (probed, capped), or
+ * without an estimator the first reference, then token, then any positive filter.
+ */
+function pickLead(filters: Compiled[], estimate: Estimator | undefined): number {
+  const candidates = filters.map((f, i) => [f, i] as const).filter(([f]) => isPositive(f));
+  if (candidates.length === 0) return -1;
+  if (estimate && candidates.length > 1) {
+    let best = -1;
+    let bestCount = Infinity;
+    for (const [f, i] of candidates) {
+      const rows = rowsSql(f as IndexFilter);
+      const n = estimate(`SELECT count(*) FROM (${rows.sql} LIMIT ${PROBE_CAP})`, rows.params);
+      // Ties go to a join driver, which also spares the sort.
+      if (n < bestCount || (n === bestCount && isJoinDriver(f))) {
+        best = i;
+        bestCount = n;
+      }
+    }
+    return best;
+  }
+  const ref = candidates.find(([f]) => isJoinDriver(f) && (f as IndexFilter).table === 'idx_reference');
+  const exact = candidates.find(([f]) => isJoinDriver(f));
+  const eq = candidates.find(([f]) => EQUALITY_TABLES.has((f as IndexFilter).table));
+  return (ref ?? exact ?? eq ?? candidates[0]!)[1];
 }
+
+/** date=geA&date=ltB on one parameter is one range: one index seek instead of two half-open scans. */
+function mergeDateFilters(filters: Compiled[]): Compiled[] {
+  const out: Compiled[] = [];
+  const byParam = new Map<string, IndexFilter>();
+  for (const f of filters) {
+    if (f.kind !== 'index' || f.table !== 'idx_date' || f.negate || !f.loBounds || f.params.length !== 1) {
+      out.push(f);
+      continue;
+    }
+    const prev = byParam.get(f.params[0]!);
+    if (!prev) {
+      const copy = { ...f };
+      byParam.set(f.params[0]!, copy);
+      out.push(copy);
+      continue;
+    }
+    prev.cond = { sql: `(${prev.cond.sql}) AND (${f.cond.sql})`, params: [...prev.cond.params, ...f.cond.params] };
+    prev.loBounds = [Math.max(prev.loBounds![0], f.loBounds[0]), Math.min(prev.loBounds![1], f.loBounds[1])];
+  }
+  return out;
+}
+
 
 function isJoinDriver(f: Compiled): boolean {
   return f.kind === 'index' && !f.negate && f.params.length === 1 && f.cond.exactKey === true;
 }
 
-/** A reference (one patient's data) usually narrows more than a code shared by all patients. */
-function pickDriver(filters: Compiled[]): number {
-  const ref = filters.findIndex((f) => isJoinDriver(f) && (f as IndexFilter).table === 'idx_reference');
-  return ref >= 0 ? ref : filters.findIndex(isJoinDriver);
-}
+
 
 /** `param = ? AND (cond)` (or `param IN (...)` for several params). */
 function paramCond(f: IndexFilter, column: string): Sql {
@@ -101,8 +156,22 @@ function paramCond(f: IndexFilter, column: string): Sql {
 }
 
 function inClause(f: IndexFilter, alias: string): Sql {
-  const inner = paramCond(f, 'param');
-  return { sql: `${alias}.pk ${f.negate ? 'NOT IN' : 'IN'} (SELECT res FROM ${f.table} WHERE ${inner.sql})`, params: inner.params };
+  const rows = rowsSql(f);
+  return { sql: `${alias}.pk ${f.negate ? 'NOT IN' : 'IN'} (${rows.sql})`, params: rows.params };
+}
+
+/**
+ * `SELECT res FROM <index> WHERE ...` for a filter. A bounded date filter is a UNION ALL of a seek
+ * on `lo` among narrow rows and a scan of the (few) wide rows, which SQLite will not plan from an OR.
+ */
+function rowsSql(f: IndexFilter): Sql {
+  const cond = paramCond(f, 'param');
+  const b = f.loBounds;
+  if (!b || (b[0] <= MIN_TIME && b[1] >= MAX_TIME)) return { sql: `SELECT res FROM ${f.table} WHERE ${cond.sql}`, params: cond.params };
+  return {
+    sql: `SELECT res FROM ${f.table} WHERE wide = 0 AND lo >= ? AND lo <= ? AND ${cond.sql} UNION ALL SELECT res FROM ${f.table} WHERE wide = 1 AND ${cond.sql}`,
+    params: [b[0], b[1], ...cond.params, ...cond.params],
+  };
 }
 
 function existsClause(f: IndexFilter, alias: string): Sql {
@@ -134,7 +203,12 @@ function compileFilter(f: SearchFilter, ctx: Ctx): Compiled {
     return { kind: 'index', table, params: [param], cond: { sql: '1', params: [] }, negate: f.values[0]?.value === 'true' };
   }
   const { table, param, condition } = valueMatcher(f, ctx);
-  return { kind: 'index', table, params: [param], cond: orValues(f, condition), negate: f.modifier === 'not' };
+  const filter: IndexFilter = { kind: 'index', table, params: [param], cond: orValues(f, condition), negate: f.modifier === 'not' };
+  if (table === 'idx_date' && !f.blinded && !f.modifier) {
+    const bounds = f.values.map((v) => narrowLoBounds(v.prefix, v.value));
+    filter.loBounds = [Math.min(...bounds.map((b) => b[0])), Math.max(...bounds.map((b) => b[1]))];
+  }
+  return filter;
 }
 
 function orValues(f: SearchFilter, condition: (v: SearchFilter['values'][number]) => Sql): Sql {
@@ -239,6 +313,28 @@ function dateCondition(lo: string, hi: string, prefix: Prefix, value: string): S
       // Approximately: the search range widened by 10% of its distance from now, overlapping the target.
       const slack = Math.round(0.1 * Math.abs(Date.now() - (a + b) / 2));
       return { sql: `${lo} <= ? AND ${hi} >= ?`, params: [b + slack, a - slack] };
+    }
+  }
+}
+
+/** Rows whose range spans more than this are "wide"; the others have lo within NARROW_SPAN of hi. */
+export const NARROW_SPAN = 2 * 86_400_000;
+
+/** Where `lo` of a narrow row must lie for the row to match (a superset; the exact test still applies). */
+function narrowLoBounds(prefix: Prefix, value: string): [number, number] {
+  const [a, b] = dateRangeOf(value);
+  const W = NARROW_SPAN;
+  switch (prefix) {
+    case 'eq': return [a, b];
+    case 'ne': return [MIN_TIME, MAX_TIME];
+    case 'gt': return [b - W, MAX_TIME];
+    case 'lt': case 'eb': return [MIN_TIME, a];
+    case 'ge': return [Math.min(a, b - W), MAX_TIME];
+    case 'le': return [MIN_TIME, b];
+    case 'sa': return [b, MAX_TIME];
+    case 'ap': {
+      const slack = Math.round(0.1 * Math.abs(Date.now() - (a + b) / 2));
+      return [a - slack - W, b + slack];
     }
   }
 }
