@@ -37,6 +37,11 @@ export interface BundleContext {
   newId(): string;
   /** Prefer: return=... of the Bundle request. */
   prefer?: 'minimal' | 'representation' | 'OperationOutcome';
+  /**
+   * Validates a resource off the event loop. Transaction entries are validated with it before
+   * the transaction opens, so the (serialized) write transaction does only the writing.
+   */
+  validate?(resource: unknown): Promise<OperationOutcomeIssue[]>;
 }
 
 type EntryMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -56,6 +61,8 @@ type EntryKind =
 type Json = Record<string, unknown>;
 
 interface ParsedEntry {
+  /** Validated before the transaction began. */
+  prevalidated?: boolean;
   index: number;
   method: EntryMethod;
   kind: EntryKind;
@@ -334,6 +341,7 @@ async function processBatch(entries: Array<ParsedEntry | FhirError>, ctx: Bundle
 
 async function processTransaction(entries: ParsedEntry[], ctx: BundleContext, baseUrl: string): Promise<Bundle> {
   checkOverlaps(entries);
+  if (ctx.validate) await prevalidate(entries, ctx.validate);
   return ctx.transaction(async (tx) => {
     const responses = new Map<number, FhirResponse>();
     const run = async (e: ParsedEntry): Promise<FhirResponse> => {
@@ -474,6 +482,17 @@ async function processTransaction(entries: ParsedEntry[], ctx: BundleContext, ba
       return responseEntry(e, responses.get(e.index)!, ctx.prefer, baseUrl);
     });
     return { resourceType: 'Bundle', id: ctx.newId(), type: 'transaction-response', timestamp: new Date().toISOString(), entry: out };
+  });
+}
+
+/** Validates POST/PUT bodies in parallel; reference rewriting later does not change validity. */
+async function prevalidate(entries: ParsedEntry[], validate: (r: unknown) => Promise<OperationOutcomeIssue[]>): Promise<void> {
+  const writes = entries.filter((e) => (e.method === 'POST' || e.method === 'PUT') && isObject(e.body) && typeof e.body.resourceType === 'string');
+  const results = await Promise.all(writes.map((e) => validate(e.body)));
+  writes.forEach((e, i) => {
+    const issues = results[i]!;
+    if (issues.length > 0) throw entryFailed(e, 400, issues);
+    e.prevalidated = true;
   });
 }
 
@@ -633,6 +652,7 @@ function toRequest(e: ParsedEntry, principal: Principal): FhirRequest {
     ...(e.body !== undefined && e.method !== 'GET' && e.method !== 'HEAD' && e.method !== 'DELETE' ? { body: e.body } : {}),
     principal,
     ...(e.assignedId ? { assignedId: e.assignedId } : {}),
+    ...(e.prevalidated ? { prevalidated: true } : {}),
   };
 }
 

@@ -14,6 +14,8 @@ export interface FhirRequest {
   principal: Principal;
   /** Internal (transaction Bundles): the id a POST create must use instead of a new one. */
   assignedId?: string;
+  /** Internal (transaction Bundles): the body was validated before the transaction began. */
+  prevalidated?: boolean;
 }
 
 export interface FhirRequestHeaders {

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { createIndexer, Blinder, type IndexRows, type Indexer } from '../store/index.js';
 import { validationIssues } from './validate.js';
 
-export interface PrepareRequest { id: number; resource: unknown }
+export interface PrepareRequest { id: number; resource: unknown; validateOnly?: boolean }
 export type PrepareReply =
   | { id: number; issues: OperationOutcomeIssue[]; index?: IndexRows; error?: undefined }
   | { id: number; error: string; issues?: undefined; index?: undefined };
@@ -21,6 +21,10 @@ export interface WritePreparer {
   prepare(resource: Resource): Promise<Prepared>;
   /** The same, synchronously on this thread (inside a write transaction nothing may wait). */
   prepareNow(resource: Resource): Prepared;
+  /** Validation only (the index comes later, from the final body). */
+  validate(resource: Resource): Promise<OperationOutcomeIssue[]>;
+  /** Index extraction only, on this thread, for a resource already validated. */
+  indexNow(resource: Resource): IndexRows;
   close(): Promise<void>;
 }
 
@@ -37,10 +41,18 @@ export class InlinePreparer implements WritePreparer {
   async prepare(resource: Resource): Promise<Prepared> {
     return this.prepareNow(resource);
   }
+  async validate(resource: Resource): Promise<OperationOutcomeIssue[]> {
+    return validationIssues(resource);
+  }
+  indexNow(resource: Resource): IndexRows {
+    return this.indexer.extract(resource);
+  }
   async close(): Promise<void> {}
 }
 
 interface Slot { worker: Worker; ready: boolean; inFlight: number }
+
+const MAX_RESTARTS = 10;
 
 /**
  * A pool of worker threads that validate and index resources in parallel with the event loop
@@ -52,6 +64,7 @@ export class WorkerPreparer implements WritePreparer {
   private readonly pending = new Map<number, { resolve: (p: Prepared) => void; reject: (e: Error) => void; slot: Slot }>();
   private nextId = 1;
   private closed = false;
+  private restarts = 0;
   private readonly inline: InlinePreparer;
 
   constructor(private readonly indexKey: Buffer, size: number, private readonly logger: Logger) {
@@ -60,9 +73,13 @@ export class WorkerPreparer implements WritePreparer {
   }
 
   private spawn(): Slot {
-    // Under tsx (tests) this module is .ts and workers inherit --import tsx; built, it is .js.
-    const ext = import.meta.url.endsWith('.ts') ? 'ts' : 'js';
-    const worker = new Worker(new URL(`./write-worker.${ext}`, import.meta.url), { workerData: { indexKey: this.indexKey } });
+    // Built, this module is .js. Run from source under tsx (tests), the worker registers tsx
+    // itself first: Node 20 does not carry --import loaders into workers.
+    const fromSource = import.meta.url.endsWith('.ts');
+    const entry = new URL(`./write-worker.${fromSource ? 'ts' : 'js'}`, import.meta.url);
+    const worker = fromSource
+      ? new Worker(`import('tsx/esm/api').then((t) => { t.register(); return import(${JSON.stringify(entry.href)}); });`, { eval: true, workerData: { indexKey: this.indexKey } })
+      : new Worker(entry, { workerData: { indexKey: this.indexKey } });
     const slot: Slot = { worker, ready: false, inFlight: 0 };
     worker.unref();
     worker.on('message', (msg: PrepareReply | { ready: true }) => {
@@ -86,10 +103,15 @@ export class WorkerPreparer implements WritePreparer {
         }
       }
       const i = this.slots.indexOf(slot);
-      if (!this.closed && i >= 0) {
-        this.logger.warn({ code }, 'write worker exited; starting another');
-        this.slots[i] = this.spawn();
+      if (this.closed || i < 0) return;
+      // A worker that dies before it was ever ready will not do better next time: stay inline.
+      if (!slot.ready || ++this.restarts > MAX_RESTARTS) {
+        this.logger.error({ code }, 'write worker exited; validating on the main thread from now on');
+        this.slots.splice(i, 1);
+        return;
       }
+      this.logger.warn({ code }, 'write worker exited; starting another');
+      this.slots[i] = this.spawn();
     });
     return slot;
   }
@@ -98,16 +120,28 @@ export class WorkerPreparer implements WritePreparer {
     return this.inline.prepareNow(resource);
   }
 
+  indexNow(resource: Resource): IndexRows {
+    return this.inline.indexNow(resource);
+  }
+
+  async validate(resource: Resource): Promise<OperationOutcomeIssue[]> {
+    return (await this.send(resource, true)).issues;
+  }
+
   prepare(resource: Resource): Promise<Prepared> {
+    return this.send(resource, false);
+  }
+
+  private send(resource: Resource, validateOnly: boolean): Promise<Prepared> {
     let slot: Slot | undefined;
     for (const s of this.slots) if (s.ready && (!slot || s.inFlight < slot.inFlight)) slot = s;
-    if (!slot || this.closed) return this.inline.prepare(resource);
+    if (!slot || this.closed) return validateOnly ? this.inline.validate(resource).then((issues) => ({ issues })) : this.inline.prepare(resource);
     const id = this.nextId++;
     const chosen = slot;
     chosen.inFlight++;
     return new Promise<Prepared>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, slot: chosen });
-      chosen.worker.postMessage({ id, resource } satisfies PrepareRequest);
+      chosen.worker.postMessage({ id, resource, validateOnly } satisfies PrepareRequest);
     });
   }
 

@@ -16,7 +16,7 @@ parentPort!.on('message', (msg: PrepareRequest) => {
   let reply: PrepareReply;
   try {
     const issues = validationIssues(msg.resource as Resource);
-    reply = issues.length > 0 ? { id: msg.id, issues } : { id: msg.id, issues, index: indexer.extract(msg.resource as Resource) };
+    reply = issues.length > 0 || msg.validateOnly ? { id: msg.id, issues } : { id: msg.id, issues, index: indexer.extract(msg.resource as Resource) };
   } catch (err) {
     reply = { id: msg.id, error: (err as Error).message ?? String(err) };
   }
