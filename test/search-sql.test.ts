@@ -35,12 +35,12 @@ function load(resources: Resource[]): void {
   const indexer = createIndexer(blinder);
   const insert = db.prepare('INSERT INTO resource_current (type, id, version, last_updated, deleted) VALUES (?, ?, 1, ?, 0)');
   const rows = {
-    token: db.prepare('INSERT INTO idx_token VALUES (?, ?, ?, ?)'),
+    token: db.prepare('INSERT INTO idx_token VALUES (?, ?, ?, ?, NULL)'),
     string: db.prepare('INSERT INTO idx_string VALUES (?, ?, ?, ?)'),
     date: db.prepare('INSERT INTO idx_date VALUES (?, ?, ?, ?, ?)'),
     number: db.prepare('INSERT INTO idx_number VALUES (?, ?, ?, ?, ?)'),
     quantity: db.prepare('INSERT INTO idx_quantity VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
-    reference: db.prepare('INSERT INTO idx_reference VALUES (?, ?, ?, ?, ?)'),
+    reference: db.prepare('INSERT INTO idx_reference VALUES (?, ?, ?, ?, ?, NULL)'),
     uri: db.prepare('INSERT INTO idx_uri VALUES (?, ?, ?)'),
   };
   db.transaction(() => {

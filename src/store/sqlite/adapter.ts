@@ -15,7 +15,7 @@ import type {
 } from '../types.js';
 import { WriteQueue } from '../write-queue.js';
 import { SCHEMA, SCHEMA_VERSION } from './schema.js';
-import { compileSearch, NARROW_SPAN } from './search.js';
+import { compileSearch, NARROW_SPAN, PRIMARY_DATE_PARAM } from './search.js';
 
 export interface SqliteStoreOptions {
   /** Database file; ':memory:' is not supported (reader and writer need the same file). */
@@ -221,14 +221,21 @@ class SqliteWriter extends SqliteReader implements StoreTransaction {
   }
 
   private insertIndex(pk: number, idx: IndexRows): void {
-    for (const r of idx.token) this.stmt('INSERT INTO idx_token (res, param, system, code) VALUES (?, ?, ?, ?)').run(pk, r.param, r.system, r.code);
+    const dlo = primaryDateLo(idx);
+    for (const r of idx.token) this.stmt('INSERT INTO idx_token (res, param, system, code, dlo) VALUES (?, ?, ?, ?, ?)').run(pk, r.param, r.system, r.code, dlo);
     for (const r of idx.string) this.stmt('INSERT INTO idx_string (res, param, value, exact) VALUES (?, ?, ?, ?)').run(pk, r.param, r.value, r.exact);
     for (const r of idx.date) this.stmt('INSERT INTO idx_date (res, param, lo, hi, wide) VALUES (?, ?, ?, ?, ?)').run(pk, r.param, r.lo, r.hi, r.hi - r.lo > NARROW_SPAN ? 1 : 0);
     for (const r of idx.number) this.stmt('INSERT INTO idx_number (res, param, value, lo, hi) VALUES (?, ?, ?, ?, ?)').run(pk, r.param, r.value, r.lo, r.hi);
     for (const r of idx.quantity) this.stmt('INSERT INTO idx_quantity (res, param, system, code, unit, value, lo, hi) VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(pk, r.param, r.system, r.code, r.unit, r.value, r.lo, r.hi);
-    for (const r of idx.reference) this.stmt('INSERT INTO idx_reference (res, param, target_type, target_id, url) VALUES (?, ?, ?, ?, ?)').run(pk, r.param, r.targetType, r.targetId, r.url);
+    for (const r of idx.reference) this.stmt('INSERT INTO idx_reference (res, param, target_type, target_id, url, dlo) VALUES (?, ?, ?, ?, ?, ?)').run(pk, r.param, r.targetType, r.targetId, r.url, dlo);
     for (const r of idx.uri) this.stmt('INSERT INTO idx_uri (res, param, value) VALUES (?, ?, ?)').run(pk, r.param, r.value);
   }
+}
+
+/** The lo of the resource's 'date' when it has exactly one narrow one (see idx_token.dlo). */
+function primaryDateLo(idx: IndexRows): number | null {
+  const dates = idx.date.filter((d) => d.param === PRIMARY_DATE_PARAM);
+  return dates.length === 1 && dates[0]!.hi - dates[0]!.lo <= NARROW_SPAN ? dates[0]!.lo : null;
 }
 
 /** Bodies are encrypted under the data key of the patient whose compartment they are in. */

@@ -41,8 +41,11 @@ CREATE TABLE IF NOT EXISTS resource_version (
 CREATE INDEX IF NOT EXISTS resource_version_lu ON resource_version (last_updated);
 CREATE INDEX IF NOT EXISTS resource_version_type_lu ON resource_version (type, last_updated);
 
-CREATE TABLE IF NOT EXISTS idx_token (res INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT);
+-- dlo (also in idx_reference): the resource's own 'date' (lo) when it has exactly one narrow
+-- one, so that code + date and subject + date searches (device data) are one index range.
+CREATE TABLE IF NOT EXISTS idx_token (res INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT, dlo INTEGER);
 CREATE INDEX IF NOT EXISTS idx_token_q ON idx_token (param, code, system, res);
+CREATE INDEX IF NOT EXISTS idx_token_qd ON idx_token (param, code, system, dlo, res);
 CREATE INDEX IF NOT EXISTS idx_token_res ON idx_token (res, param, code, system);
 
 CREATE TABLE IF NOT EXISTS idx_string (res INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, exact TEXT);
@@ -62,7 +65,8 @@ CREATE TABLE IF NOT EXISTS idx_quantity (res INTEGER NOT NULL, param TEXT NOT NU
 CREATE INDEX IF NOT EXISTS idx_quantity_q ON idx_quantity (param, value, res);
 CREATE INDEX IF NOT EXISTS idx_quantity_res ON idx_quantity (res, param, value);
 
-CREATE TABLE IF NOT EXISTS idx_reference (res INTEGER NOT NULL, param TEXT NOT NULL, target_type TEXT, target_id TEXT, url TEXT);
+CREATE TABLE IF NOT EXISTS idx_reference (res INTEGER NOT NULL, param TEXT NOT NULL, target_type TEXT, target_id TEXT, url TEXT, dlo INTEGER);
+CREATE INDEX IF NOT EXISTS idx_reference_qd ON idx_reference (param, target_id, target_type, dlo, res);
 CREATE INDEX IF NOT EXISTS idx_reference_q ON idx_reference (param, target_id, target_type, res);
 CREATE INDEX IF NOT EXISTS idx_reference_t ON idx_reference (target_id, target_type);
 CREATE INDEX IF NOT EXISTS idx_reference_res ON idx_reference (res, param, target_id, target_type);

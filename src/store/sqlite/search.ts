@@ -49,7 +49,12 @@ interface IndexFilter {
 /** Counts index rows matching a filter, up to a cap (a cheap cardinality probe). */
 export type Estimator = (sql: string, params: unknown[]) => number;
 const PROBE_CAP = 1000;
-type Compiled = IndexFilter | { kind: 'sql'; sql: Sql };
+/** A lead with at most this many rows is taken without probing the other filters. */
+const GOOD_ENOUGH = 100;
+/** Only a way to start the query (its conditions are also filters of their own); never rendered otherwise. */
+interface LeadOnly { kind: 'lead'; rows: Sql }
+type SqlFilter = { kind: 'sql'; sql: Sql };
+type Compiled = IndexFilter | LeadOnly | SqlFilter;
 
 /**
  * Compiles a search so SQLite drives it from the index tables and stops at the page:
@@ -64,6 +69,7 @@ export function compileSearch(query: SearchQuery, blinder: Blinder, estimate?: E
   const filters: Compiled[] = mergeDateFilters(query.filters.map((f) => compileFilter(f, ctx)));
   if (query.compartment) filters.push(compartmentFilter(query.compartment));
   if (query.ids) filters.push({ kind: 'sql', sql: inList('c.id', query.ids) });
+  filters.push(...codeDateLeads(filters));
 
   const lead = pickLead(filters, estimate);
   const driverAt = lead >= 0 && query.sort.length === 0 && isJoinDriver(filters[lead]!) ? lead : -1;
@@ -72,7 +78,9 @@ export function compileSearch(query: SearchQuery, blinder: Blinder, estimate?: E
   const where: Sql[] = [];
   filters.forEach((f, i) => {
     if (f.kind === 'sql') where.push(f.sql);
-    else if (i === driverAt) {
+    else if (f.kind === 'lead') {
+      if (i === inAt) where.push({ sql: `c.pk IN (${f.rows.sql})`, params: f.rows.params });
+    } else if (i === driverAt) {
       from = `${f.table} d JOIN resource_current c ON c.pk = d.res`;
       where.push(paramCond(f, 'd.param'));
     } else if (i === inAt) {
@@ -91,7 +99,7 @@ export function compileSearch(query: SearchQuery, blinder: Blinder, estimate?: E
 /** Equality lookups (tokens, references, uris, strings) narrow better than ranges (dates, numbers). */
 const EQUALITY_TABLES = new Set(['idx_token', 'idx_reference', 'idx_uri', 'idx_string']);
 
-const isPositive = (f: Compiled): f is IndexFilter => f.kind === 'index' && !f.negate && f.cond.sql !== '1';
+const isPositive = (f: Compiled): f is IndexFilter | LeadOnly => f.kind === 'lead' || (f.kind === 'index' && !f.negate && f.cond.sql !== '1');
 
 /**
  * The filter the query starts from: the one with the fewest index rows (probed, capped), or
@@ -101,23 +109,54 @@ function pickLead(filters: Compiled[], estimate: Estimator | undefined): number 
   const candidates = filters.map((f, i) => [f, i] as const).filter(([f]) => isPositive(f));
   if (candidates.length === 0) return -1;
   if (estimate && candidates.length > 1) {
+    // Likely-narrow candidates first; one that is small enough is taken without probing the rest.
+    const rank = (f: Compiled) => (f.kind === 'lead' ? 0 : isJoinDriver(f) ? 1 : 2);
+    const ordered = [...candidates].sort((a, b) => rank(a[0]) - rank(b[0]));
     let best = -1;
     let bestCount = Infinity;
-    for (const [f, i] of candidates) {
-      const rows = rowsSql(f as IndexFilter);
+    for (const [f, i] of ordered) {
+      const rows = f.kind === 'lead' ? f.rows : rowsSql(f as IndexFilter);
       const n = estimate(`SELECT count(*) FROM (${rows.sql} LIMIT ${PROBE_CAP})`, rows.params);
-      // Ties go to a join driver, which also spares the sort.
-      if (n < bestCount || (n === bestCount && isJoinDriver(f))) {
+      // Ties go to the earlier (join driver over IN list), which also spares a sort.
+      if (n < bestCount) {
         best = i;
         bestCount = n;
       }
+      if (bestCount <= GOOD_ENOUGH) break;
     }
     return best;
   }
   const ref = candidates.find(([f]) => isJoinDriver(f) && (f as IndexFilter).table === 'idx_reference');
   const exact = candidates.find(([f]) => isJoinDriver(f));
-  const eq = candidates.find(([f]) => EQUALITY_TABLES.has((f as IndexFilter).table));
+  const eq = candidates.find(([f]) => f.kind === 'index' && EQUALITY_TABLES.has(f.table));
   return (ref ?? exact ?? eq ?? candidates[0]!)[1];
+}
+
+/** The date parameter whose value idx_token.dlo carries. */
+export const PRIMARY_DATE_PARAM = 'date';
+
+/**
+ * code=system|code (or subject=Patient/x) with date=...: one seek on (param, key, dlo), plus the
+ * rows whose resource has no single narrow date (dlo NULL). The date filter itself still applies.
+ */
+function codeDateLeads(filters: Compiled[]): LeadOnly[] {
+  const date = filters.find((f): f is IndexFilter => f.kind === 'index' && f.table === 'idx_date' && !f.negate
+    && f.params.length === 1 && f.params[0] === PRIMARY_DATE_PARAM && f.loBounds !== undefined);
+  if (!date) return [];
+  const [min, max] = date.loBounds!;
+  if (min <= MIN_TIME && max >= MAX_TIME) return [];
+  return filters
+    .filter((f): f is IndexFilter => f.kind === 'index' && (f.table === 'idx_token' || f.table === 'idx_reference') && isJoinDriver(f))
+    .map((t) => {
+      const c = paramCond(t, 'param');
+      return {
+        kind: 'lead',
+        rows: {
+          sql: `SELECT res FROM ${t.table} WHERE ${c.sql} AND dlo >= ? AND dlo <= ? UNION ALL SELECT res FROM ${t.table} WHERE ${c.sql} AND dlo IS NULL`,
+          params: [...c.params, min, max, ...c.params],
+        },
+      };
+    });
 }
 
 /** date=geA&date=ltB on one parameter is one range: one index seek instead of two half-open scans. */
@@ -194,7 +233,7 @@ function inList(column: string, values: readonly unknown[]): Sql {
   return { sql: `${column} IN (${values.map(() => '?').join(', ')})`, params: [...values] };
 }
 
-function compileFilter(f: SearchFilter, ctx: Ctx): Compiled {
+function compileFilter(f: SearchFilter, ctx: Ctx): IndexFilter | SqlFilter {
   if (f.chain) return { kind: 'sql', sql: chainClause(f, ctx) };
   if (f.param === '_id') return { kind: 'sql', sql: idClause(f, ctx.alias) };
   if (f.param === '_lastUpdated') return { kind: 'sql', sql: orValues(f, (v) => dateCondition(`${ctx.alias}.last_updated`, `${ctx.alias}.last_updated`, v.prefix, v.value)) };
