@@ -78,6 +78,20 @@ describe('search over HTTP', () => {
     assert.equal((await get('Patient?birthdate=1980-06-15&_total=accurate')).body.total, 1);
   });
 
+  it('code + date (+ subject) searches also find resources with a period or two dates', async () => {
+    // A long period (no single narrow date) and a narrow one: both must match a date range they overlap.
+    const wide = await post({ resourceType: 'Observation', status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+      subject: { reference: `Patient/${pid.cid}` }, effectivePeriod: { start: '2024-01-10T00:00:00Z', end: '2024-03-10T00:00:00Z' }, valueQuantity: { value: 55 } });
+    const q = (extra: string) => get(`Observation?code=http://loinc.org|8867-4&date=ge2024-01-20&date=lt2024-01-25${extra}&_total=accurate`);
+    assert.deepEqual(ids(await q('')), [wide.id]);
+    assert.deepEqual(ids(await q(`&subject=Patient/${pid.cid}`)), [wide.id]);
+    assert.equal((await q(`&subject=Patient/${pid.ann}`)).body.total, 0);
+    const narrow = await get(`Observation?code=http://loinc.org|8867-4&date=ge2024-01-01&date=lt2024-01-02&subject=Patient/${pid.ann}`);
+    assert.equal(narrow.body.entry.length, 1);
+    assert.equal(narrow.body.entry[0].resource.valueQuantity.value, 60);
+    await request(app).delete(`/fhir/Observation/${wide.id}`);
+  });
+
   it('_sort ascending, descending and multi-key', async () => {
     const asc = await get('Observation?code=8867-4&_sort=value-quantity');
     assert.deepEqual(asc.body.entry.map((e: any) => e.resource.valueQuantity.value), [60, 72, 90, 100]);

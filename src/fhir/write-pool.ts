@@ -1,8 +1,9 @@
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
 import type { Logger } from 'pino';
 import { createIndexer, Blinder, type IndexRows, type Indexer } from '../store/index.js';
 import { validationIssues } from './validate.js';
+import { startWorker } from '../workers.js';
 
 export interface PrepareRequest { id: number; resource: unknown; validateOnly?: boolean }
 export type PrepareReply =
@@ -73,13 +74,7 @@ export class WorkerPreparer implements WritePreparer {
   }
 
   private spawn(): Slot {
-    // Built, this module is .js. Run from source under tsx (tests), the worker registers tsx
-    // itself first: Node 20 does not carry --import loaders into workers.
-    const fromSource = import.meta.url.endsWith('.ts');
-    const entry = new URL(`./write-worker.${fromSource ? 'ts' : 'js'}`, import.meta.url);
-    const worker = fromSource
-      ? new Worker(`import('tsx/esm/api').then((t) => { t.register(); return import(${JSON.stringify(entry.href)}); });`, { eval: true, workerData: { indexKey: this.indexKey } })
-      : new Worker(entry, { workerData: { indexKey: this.indexKey } });
+    const worker = startWorker(new URL('./write-worker.js', import.meta.url), { indexKey: this.indexKey });
     const slot: Slot = { worker, ready: false, inFlight: 0 };
     worker.unref();
     worker.on('message', (msg: PrepareReply | { ready: true }) => {

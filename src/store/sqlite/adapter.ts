@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Worker } from 'node:worker_threads';
 import type { Resource } from '@medplum/fhirtypes';
 import { getPatientCompartmentParams } from '../../fhir/definitions.js';
 import { Blinder } from '../blind.js';
@@ -14,6 +15,7 @@ import type {
   StoreReader, StoreTransaction, VersionWriteHook, WriteInput,
 } from '../types.js';
 import { WriteQueue } from '../write-queue.js';
+import { startWorker } from '../../workers.js';
 import { SCHEMA, SCHEMA_VERSION } from './schema.js';
 import { compileSearch, NARROW_SPAN, PRIMARY_DATE_PARAM } from './search.js';
 
@@ -22,6 +24,8 @@ export interface SqliteStoreOptions {
   file: string;
   keys: MasterKeys;
   hooks?: VersionWriteHook[];
+  /** Checkpoint the WAL from a worker thread instead of inside commits (default true). */
+  backgroundCheckpoint?: boolean;
 }
 
 interface VersionRow {
@@ -251,6 +255,7 @@ export class SqliteStore extends SqliteReader implements Store {
   private readonly writer: Database.Database;
   private readonly tx: SqliteWriter;
   private readonly queue: WriteQueue<SqliteWriter>;
+  private checkpointer?: Worker;
 
   private constructor(reader: Database.Database, writer: Database.Database, ctx: StoreContext) {
     super(reader, ctx);
@@ -279,13 +284,47 @@ export class SqliteStore extends SqliteReader implements Store {
     else if (Number(v) !== SCHEMA_VERSION) throw new Error(`database schema version ${v} is not ${SCHEMA_VERSION}`);
     const reader = openDb(opts.file, true);
     const blinder = new Blinder(opts.keys.indexKey);
+    const store = (ctx: StoreContext) => new SqliteStore(reader, writer, ctx);
     const ctx: StoreContext = {
       keys: new DataKeyCache(opts.keys.kek),
       blinder,
       indexer: createIndexer(blinder),
       hooks: opts.hooks ?? [],
     };
-    return new SqliteStore(reader, writer, ctx);
+    const s = store(ctx);
+    if (opts.backgroundCheckpoint !== false) s.startCheckpointer(opts.file);
+    return s;
+  }
+
+  private startCheckpointer(file: string): void {
+    this.writer.pragma('wal_autocheckpoint = 0');
+    const worker = startWorker(new URL('./checkpointer.js', import.meta.url), { file, intervalMs: 250 });
+    worker.unref();
+    worker.on('error', () => undefined);
+    worker.on('exit', () => {
+      // Without the worker the WAL would grow without bound: checkpoint in commits again.
+      if (this.checkpointer === worker) {
+        this.checkpointer = undefined;
+        if (this.writer.open) this.writer.pragma('wal_autocheckpoint = 1000');
+      }
+    });
+    this.checkpointer = worker;
+  }
+
+  private async stopCheckpointer(): Promise<void> {
+    const worker = this.checkpointer;
+    if (!worker) return;
+    this.checkpointer = undefined;
+    await new Promise<void>((resolve) => {
+      const done = () => resolve();
+      worker.once('message', (m) => { if (m === 'stopped') done(); });
+      worker.once('exit', done);
+      // Keep the process alive until the final checkpoint is done.
+      worker.ref();
+      worker.postMessage('stop');
+      setTimeout(() => { void worker.terminate().then(done); }, 5000).unref();
+    });
+    await worker.terminate();
   }
 
   transaction<T>(fn: (tx: StoreTransaction) => Promise<T>): Promise<T> {
@@ -294,6 +333,7 @@ export class SqliteStore extends SqliteReader implements Store {
 
   async close(): Promise<void> {
     while (!this.queue.idle) await new Promise((r) => setTimeout(r, 5));
+    await this.stopCheckpointer();
     this.db.close();
     this.writer.close();
   }
