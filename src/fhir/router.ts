@@ -23,6 +23,9 @@ export interface RouterOptions {
   preparer: WritePreparer;
 }
 
+/** Bounds the SQL one search compiles to (SQLite allows 32,766 parameters per statement). */
+const MAX_SEARCH_VALUES = 1000;
+
 /** W/"3" -> 3; anything else is a 400 (an If-Match that cannot match anything). */
 export function parseETag(tag: string): number {
   const m = /^(?:W\/)?"?(\d+)"?$/.exec(tag.trim());
@@ -335,6 +338,8 @@ export class FhirRouter {
       // Counting every match costs as much as the search; pages report a total when it is free.
       defaultTotal: 'none',
     });
+    const valueCount = parsed.query.filters.reduce((n, f) => n + f.values.length + (f.chain?.filter.values.length ?? 0), 0);
+    if (valueCount > MAX_SEARCH_VALUES) throw new FhirError(400, 'too-costly', `A search may have at most ${MAX_SEARCH_VALUES} values in all; this one has ${valueCount}`);
     if (compartment) {
       assertValidId(compartment.id);
       const params = getPatientCompartmentParams(type);
