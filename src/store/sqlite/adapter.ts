@@ -296,17 +296,17 @@ export class SqliteStore extends SqliteReader implements Store {
     return s;
   }
 
+  /**
+   * The worker copies WAL frames into the database file between commits; the writer keeps its own
+   * autocheckpoint, which then finds little left to copy and is what lets the WAL restart from
+   * the beginning (a PASSIVE checkpoint in another connection never races a busy writer to that).
+   */
   private startCheckpointer(file: string): void {
-    this.writer.pragma('wal_autocheckpoint = 0');
     const worker = startWorker(new URL('./checkpointer.js', import.meta.url), { file, intervalMs: 250 });
     worker.unref();
     worker.on('error', () => undefined);
     worker.on('exit', () => {
-      // Without the worker the WAL would grow without bound: checkpoint in commits again.
-      if (this.checkpointer === worker) {
-        this.checkpointer = undefined;
-        if (this.writer.open) this.writer.pragma('wal_autocheckpoint = 1000');
-      }
+      if (this.checkpointer === worker) this.checkpointer = undefined;
     });
     this.checkpointer = worker;
   }

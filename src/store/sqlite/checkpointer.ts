@@ -1,6 +1,6 @@
 /**
  * Worker thread: moves WAL pages into the database file (PASSIVE checkpoints, which never block
- * the writer), so the fsync of the main database file is not paid inside a request's commit.
+ * the writer), so that most of that copying and its fsync are not paid inside a request's commit.
  */
 import Database from 'better-sqlite3';
 import { parentPort, workerData } from 'node:worker_threads';
