@@ -108,24 +108,12 @@ const isPositive = (f: Compiled): f is IndexFilter | LeadOnly => f.kind === 'lea
 function pickLead(filters: Compiled[], estimate: Estimator | undefined): number {
   const candidates = filters.map((f, i) => [f, i] as const).filter(([f]) => isPositive(f));
   if (candidates.length === 0) return -1;
-  if (estimate && candidates.length > 1) {
-    // Likely-narrow candidates first; one that is small enough is taken without probing the rest.
-    const rank = (f: Compiled) => (f.kind === 'lead' ? 0 : isJoinDriver(f) ? 1 : 2);
-    const ordered = [...candidates].sort((a, b) => rank(a[0]) - rank(b[0]));
-    let best = -1;
-    let bestCount = Infinity;
-    for (const [f, i] of ordered) {
-      const rows = f.kind === 'lead' ? f.rows : rowsSql(f as IndexFilter);
-      const n = estimate(`SELECT count(*) FROM (${rows.sql} LIMIT ${PROBE_CAP})`, rows.params);
-      // Ties go to the earlier (join driver over IN list), which also spares a sort.
-      if (n < bestCount) {
-        best = i;
-        bestCount = n;
-      }
-      if (bestCount <= GOOD_ENOUGH) break;
-    }
-    return best;
-  }
+  // A key + date range on one index (code or subject with date) beats the filters it combines;
+  // only several such leads need comparing.
+  const leads = candidates.filter(([f]) => f.kind === 'lead');
+  if (leads.length === 1) return leads[0]![1];
+  if (leads.length > 1) return estimate ? fewestRows(leads, estimate) : leads[0]![1];
+  if (estimate && candidates.length > 1) return fewestRows(candidates, estimate);
   const ref = candidates.find(([f]) => isJoinDriver(f) && (f as IndexFilter).table === 'idx_reference');
   const exact = candidates.find(([f]) => isJoinDriver(f));
   const eq = candidates.find(([f]) => f.kind === 'index' && EQUALITY_TABLES.has(f.table));
@@ -157,6 +145,25 @@ function codeDateLeads(filters: Compiled[]): LeadOnly[] {
         },
       };
     });
+}
+
+/** The candidate with the fewest index rows (counted up to PROBE_CAP); likely-narrow ones first. */
+function fewestRows(candidates: Array<readonly [Compiled, number]>, estimate: Estimator): number {
+  const rank = (f: Compiled) => (f.kind === 'lead' && f.rows.sql.includes('idx_reference') ? 0 : isJoinDriver(f) ? 1 : 2);
+  const ordered = [...candidates].sort((a, b) => rank(a[0]) - rank(b[0]));
+  let best = -1;
+  let bestCount = Infinity;
+  for (const [f, i] of ordered) {
+    const rows = f.kind === 'lead' ? f.rows : rowsSql(f as IndexFilter);
+    const n = estimate(`SELECT count(*) FROM (${rows.sql} LIMIT ${PROBE_CAP})`, rows.params);
+    // Ties go to the earlier (join driver over IN list), which also spares a sort.
+    if (n < bestCount) {
+      best = i;
+      bestCount = n;
+    }
+    if (bestCount <= GOOD_ENOUGH) break;
+  }
+  return best;
 }
 
 /** date=geA&date=ltB on one parameter is one range: one index seek instead of two half-open scans. */
