@@ -70,4 +70,35 @@ describe('custos CLI', () => {
     assert.equal(back.status, 200);
     assert.equal(((await back.json()) as { gender: string }).gender, 'female');
   });
+
+  it('keeps every acknowledged write across a SIGKILL (acknowledged means durable)', async () => {
+    const dir = path.join(tempDir(), 'data');
+    const port = await freePort();
+    const first = await serve({ PORT: String(port), DATA_DIR: dir });
+    const acknowledged: string[] = [];
+    // Kill while writes are in flight: every write answered 201 before the kill must survive.
+    const writers = Array.from({ length: 8 }, async () => {
+      for (;;) {
+        try {
+          const r = await fetch(`${first.base}/Observation`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/fhir+json', prefer: 'return=minimal' },
+            body: JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: 'spo2' }, valueQuantity: { value: 97 } }),
+          });
+          if (r.status !== 201) return;
+          acknowledged.push(r.headers.get('location')!.split('/fhir/')[1]!.split('/_history')[0]!);
+          if (acknowledged.length === 150) first.child.kill('SIGKILL');
+        } catch {
+          return; // the server is gone
+        }
+      }
+    });
+    await Promise.all(writers);
+    await new Promise((r) => (first.child.exitCode !== null || first.child.signalCode !== null ? r(undefined) : first.child.once('exit', r)));
+    assert.ok(acknowledged.length >= 150);
+    const again = await serve({ PORT: String(port), DATA_DIR: dir });
+    const count = await (await fetch(`${again.base}/Observation?_summary=count`)).json() as { total: number };
+    assert.ok(count.total >= acknowledged.length, `${count.total} stored, ${acknowledged.length} acknowledged`);
+    for (const ref of acknowledged) assert.equal((await fetch(`${again.base}/${ref}`)).status, 200, ref);
+  });
 });
