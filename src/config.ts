@@ -15,6 +15,8 @@ export interface Config {
   maxBodyBytes: number;
   /** Worker threads that validate and index writes beside the event loop (0 = inline). */
   writeWorkers: number;
+  /** Worker threads that run searches on their own read connections (0 = on the event loop). */
+  readWorkers: number;
 }
 
 function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -42,5 +44,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     maxBodyBytes: intFrom(env, 'MAX_BODY_BYTES', 16 * 1024 * 1024),
     writeWorkers: intFrom(env, 'WRITE_WORKERS', Math.max(1, Math.min(4, os.availableParallelism() - 1))),
+    readWorkers: intFrom(env, 'READ_WORKERS', Math.min(4, os.availableParallelism())),
   };
 }

@@ -3,7 +3,9 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import type { Config } from './config.js';
-import { FhirError, FhirRouter, fhirHttpRouter, InlinePreparer, loadDefinitions, OPEN_ACCESS, sendOutcome, WorkerPreparer } from './fhir/index.js';
+import type { Bundle } from '@medplum/fhirtypes';
+import { FhirError, FhirRouter, fhirHttpRouter, fromWorkerFailure, InlinePreparer, loadDefinitions, OPEN_ACCESS, sendOutcome, WorkerPreparer, type SearchArgs } from './fhir/index.js';
+import { WorkerPool } from './workers.js';
 import { createLogger, type Logger } from './logger.js';
 import { loadMasterKeys, SqliteStore, type Store } from './store/index.js';
 
@@ -22,15 +24,27 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const keys = loadMasterKeys(config.dataDir, config.masterKey);
   const store = SqliteStore.open({ file: path.join(config.dataDir, 'custos.db'), keys });
+
   const preparer = config.writeWorkers > 0 ? new WorkerPreparer(keys.indexKey, config.writeWorkers, logger) : new InlinePreparer(keys.indexKey);
-  const router = new FhirRouter({ store, baseUrl: config.baseUrl, search: config.search, policy: OPEN_ACCESS, preparer });
+  const file = path.join(config.dataDir, 'custos.db');
+  const readers = config.readWorkers > 0
+    ? new WorkerPool<SearchArgs, Bundle>({
+      name: 'search', entry: new URL('./fhir/read-worker.js', import.meta.url), workerData: { file, ...keys }, size: config.readWorkers, logger, toError: fromWorkerFailure,
+    })
+    : undefined;
+  const router = new FhirRouter({
+    store, baseUrl: config.baseUrl, search: config.search, policy: OPEN_ACCESS, preparer,
+    searcher: readers ? (args) => readers.run(args) : undefined,
+  });
 
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  const debug = logger.isLevelEnabled('debug');
   app.use((req, res, next) => {
     const start = process.hrtime.bigint();
     res.on('finish', () => {
+      if (!debug && res.statusCode < 500) return;
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
       const entry = { method: req.method, url: req.originalUrl.slice(0, 500), status: res.statusCode, ms: Math.round(ms * 10) / 10 };
       if (res.statusCode >= 500) logger.warn(entry, 'request failed');
@@ -43,7 +57,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   app.use((req, res) => {
     sendOutcome(res, new FhirError(404, 'not-found', `No route for ${req.method} ${req.path.slice(0, 200)}; the FHIR base is /fhir`));
   });
-  return { app, store, router, logger, close: async () => { await preparer.close(); await store.close(); } };
+  return { app, store, router, logger, close: async () => { await readers?.close(); await preparer.close(); await store.close(); } };
 }
 
 export interface RunningServer {

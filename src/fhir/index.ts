@@ -5,3 +5,5 @@ export { FhirError } from './outcome.js';
 export { OPEN_ACCESS, ANONYMOUS, type AccessPolicy, type Principal } from './principal.js';
 export type { FhirRequest, FhirResponse } from './request.js';
 export { InlinePreparer, WorkerPreparer, type WritePreparer } from './write-pool.js';
+export { fromWorkerFailure } from './outcome.js';
+export type { SearchArgs } from './search-service.js';

@@ -1,4 +1,5 @@
 import type { OperationOutcome, OperationOutcomeIssue } from '@medplum/fhirtypes';
+import type { WorkerFailure } from '../workers.js';
 
 export type IssueCode = OperationOutcomeIssue['code'];
 
@@ -35,4 +36,15 @@ export function outcome(severity: OperationOutcomeIssue['severity'], code: Issue
 
 export function allOk(diagnostics = 'All OK'): OperationOutcome {
   return outcome('information', 'informational', diagnostics);
+}
+
+/** A FhirError keeps its status and issues across a worker-thread boundary; anything else is a 500. */
+export function toWorkerFailure(err: unknown): WorkerFailure {
+  if (err instanceof FhirError) return { message: err.message, status: err.status, issues: err.issues };
+  return { message: (err as Error)?.message ?? String(err) };
+}
+
+export function fromWorkerFailure(f: WorkerFailure): Error {
+  if (f.status !== undefined && f.issues) return FhirError.fromIssues(f.status, f.issues as OperationOutcomeIssue[]);
+  return new Error(f.message);
 }

@@ -5,12 +5,12 @@ import { VersionConflictError } from '../store/index.js';
 import type { HistoryQuery, IndexRows, Store, StoredVersion, StoreReader, StoreTransaction } from '../store/index.js';
 import { processBundle } from './bundle.js';
 import { buildCapabilityStatement } from './capability.js';
-import { getPatientCompartmentParams, isResourceType } from './definitions.js';
+import { isResourceType } from './definitions.js';
 import { allOk, badRequest, FhirError, gone, notFound, notSupported, preconditionFailed } from './outcome.js';
 import type { AccessPolicy, AccessRequest } from './principal.js';
 import type { FhirRequest, FhirResponse } from './request.js';
 import { parseSearch } from './search/parse.js';
-import { runSearch } from './search/execute.js';
+import { searchBundle, type SearchArgs } from './search-service.js';
 import { assertResourceShape, assertValidId, validationIssues } from './validate.js';
 import type { WritePreparer } from './write-pool.js';
 
@@ -21,10 +21,9 @@ export interface RouterOptions {
   policy: AccessPolicy;
   /** Validation + index extraction (worker threads in the server; inline when omitted). */
   preparer: WritePreparer;
+  /** Runs a search in a worker thread; undefined (or its result undefined) = on this thread. */
+  searcher?: (args: SearchArgs) => Promise<Bundle> | undefined;
 }
-
-/** Bounds the SQL one search compiles to (SQLite allows 32,766 parameters per statement). */
-const MAX_SEARCH_VALUES = 1000;
 
 /** W/"3" -> 3; anything else is a 400 (an If-Match that cannot match anything). */
 export function parseETag(tag: string): number {
@@ -331,25 +330,18 @@ export class FhirRouter {
 
   private async search(req: FhirRequest, type: string, tx: StoreTransaction | undefined, compartment?: { resourceType: string; id: string }): Promise<FhirResponse> {
     await this.authorize(req, { interaction: 'search', resourceType: type });
-    const parsed = parseSearch(type, req.query, {
+    const args: SearchArgs = {
+      resourceType: type,
+      query: req.query,
       strict: req.headers.handling === 'strict',
+      ...(compartment ? { compartment } : {}),
       defaultCount: this.opts.search.defaultCount,
       maxCount: this.opts.search.maxCount,
-      // Counting every match costs as much as the search; pages report a total when it is free.
-      defaultTotal: 'none',
-    });
-    const valueCount = parsed.query.filters.reduce((n, f) => n + f.values.length + (f.chain?.filter.values.length ?? 0), 0);
-    if (valueCount > MAX_SEARCH_VALUES) throw new FhirError(400, 'too-costly', `A search may have at most ${MAX_SEARCH_VALUES} values in all; this one has ${valueCount}`);
-    if (compartment) {
-      assertValidId(compartment.id);
-      const params = getPatientCompartmentParams(type);
-      if (type === 'Patient') parsed.query.ids = [compartment.id];
-      else if (params.length === 0) throw notSupported(`${type} is not in the Patient compartment`);
-      else parsed.query.compartment = { ...compartment, params };
-    }
-    const selfPath = compartment ? `${compartment.resourceType}/${compartment.id}/${type}` : type;
-    const bundle = await runSearch(tx ?? this.opts.store, parsed, { baseUrl: this.opts.baseUrl, selfPath, query: req.query });
-    return { status: 200, body: bundle };
+      baseUrl: this.opts.baseUrl,
+    };
+    // Inside a transaction the search must see its writes: only the transaction's connection does.
+    const inWorker = tx ? undefined : this.opts.searcher?.(args);
+    return { status: 200, body: await (inWorker ?? searchBundle(tx ?? this.opts.store, args)) };
   }
 
   private async history(req: FhirRequest, scope: { resourceType?: string; id?: string }, tx?: StoreTransaction): Promise<FhirResponse> {

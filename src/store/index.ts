@@ -1,6 +1,6 @@
 export type * from './types.js';
 export { VersionConflictError } from './errors.js';
-export { SqliteStore, type SqliteStoreOptions } from './sqlite/adapter.js';
+export { SqliteStore, openSqliteReader, type SqliteStoreOptions } from './sqlite/adapter.js';
 export { loadMasterKeys, type MasterKeys } from './crypto.js';
 export { contentHash, canonicalJson } from './content-hash.js';
 export { isParamBlinded } from './blinding-policy.js';

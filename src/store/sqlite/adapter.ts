@@ -251,6 +251,14 @@ function keyScopeOf(resource: Resource, index: IndexRows): string {
   return ref ? `patient:${ref.targetId}` : 'shared';
 }
 
+/** A read-only connection with its own key cache, e.g. for a search worker thread. */
+export function openSqliteReader(opts: { file: string; keys: MasterKeys }): StoreReader & { close(): void } {
+  const db = openDb(opts.file, true);
+  const blinder = new Blinder(opts.keys.indexKey);
+  const reader = new SqliteReader(db, { keys: new DataKeyCache(opts.keys.kek), blinder, indexer: createIndexer(blinder), hooks: [] });
+  return Object.assign(reader, { close: () => db.close() });
+}
+
 export class SqliteStore extends SqliteReader implements Store {
   private readonly writer: Database.Database;
   private readonly tx: SqliteWriter;

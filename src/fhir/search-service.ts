@@ -1,0 +1,44 @@
+import type { Bundle } from '@medplum/fhirtypes';
+import type { StoreReader } from '../store/index.js';
+import { getPatientCompartmentParams } from './definitions.js';
+import { FhirError, notSupported } from './outcome.js';
+import { runSearch } from './search/execute.js';
+import { parseSearch } from './search/parse.js';
+import { assertValidId } from './validate.js';
+
+/** Everything a search needs, as plain data (it may run in a worker thread). */
+export interface SearchArgs {
+  resourceType: string;
+  query: Array<[string, string]>;
+  strict: boolean;
+  compartment?: { resourceType: string; id: string };
+  defaultCount: number;
+  maxCount: number;
+  baseUrl: string;
+}
+
+/** Bounds the SQL one search compiles to (SQLite allows 32,766 parameters per statement). */
+const MAX_SEARCH_VALUES = 1000;
+
+/** Parses, plans and runs a search, returning the searchset Bundle. */
+export async function searchBundle(reader: StoreReader, a: SearchArgs): Promise<Bundle> {
+  const parsed = parseSearch(a.resourceType, a.query, {
+    strict: a.strict,
+    defaultCount: a.defaultCount,
+    maxCount: a.maxCount,
+    // Counting every match costs as much as the search; pages report a total when it is free.
+    defaultTotal: 'none',
+  });
+  const valueCount = parsed.query.filters.reduce((n, f) => n + f.values.length + (f.chain?.filter.values.length ?? 0), 0);
+  if (valueCount > MAX_SEARCH_VALUES) throw new FhirError(400, 'too-costly', `A search may have at most ${MAX_SEARCH_VALUES} values in all; this one has ${valueCount}`);
+  const c = a.compartment;
+  if (c) {
+    assertValidId(c.id);
+    const params = getPatientCompartmentParams(a.resourceType);
+    if (a.resourceType === 'Patient') parsed.query.ids = [c.id];
+    else if (params.length === 0) throw notSupported(`${a.resourceType} is not in the Patient compartment`);
+    else parsed.query.compartment = { ...c, params };
+  }
+  const selfPath = c ? `${c.resourceType}/${c.id}/${a.resourceType}` : a.resourceType;
+  return runSearch(reader, parsed, { baseUrl: a.baseUrl, selfPath, query: a.query });
+}
