@@ -60,6 +60,8 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   return { app, store, router, logger, close: async () => { await readers?.close(); await preparer.close(); await store.close(); } };
 }
 
+const SHUTDOWN_GRACE_MS = 5000;
+
 export interface RunningServer {
   server: http.Server;
   url: string;
@@ -82,7 +84,12 @@ export async function startServer(config: Config, deps: { logger?: Logger } = {}
     server,
     url: `http://${host}:${port}`,
     close: async () => {
-      await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); });
+      // Stop accepting, let requests in flight finish (bounded), then stop workers and the store.
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
+        server.close(() => { clearTimeout(force); resolve(); });
+        server.closeIdleConnections();
+      });
       await built.close();
     },
   };

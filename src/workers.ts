@@ -101,8 +101,10 @@ export class WorkerPool<Req, Res> {
     });
   }
 
+  /** Lets the requests in flight finish (up to a few seconds), then stops the workers. */
   async close(): Promise<void> {
     this.closed = true;
+    for (let waited = 0; this.pending.size > 0 && waited < 5000; waited += 10) await new Promise((r) => setTimeout(r, 10));
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 }
