@@ -2,7 +2,7 @@
  * Group commit: write jobs queued while a commit is in flight run together in the next
  * database transaction, each inside its own savepoint. One fsync then covers many writes,
  * and each job still commits or rolls back on its own. A job's promise settles only after
- * the COMMIT is durable.
+ * the COMMIT is durable (after `flush`, when the driver has one).
  */
 export interface GroupCommitDriver<Tx> {
   begin(): void;
@@ -11,6 +11,11 @@ export interface GroupCommitDriver<Tx> {
   savepoint(): void;
   release(): void;
   rollbackToSavepoint(): void;
+  /**
+   * Makes what the last COMMIT wrote durable (e.g. an fsync on the thread pool), when COMMIT
+   * itself does not. Jobs are answered only after it resolves; the next group runs meanwhile.
+   */
+  flush?(): Promise<void>;
   /** Called after a job rolled back or the whole group failed, so caches can forget uncommitted state. */
   onJobAborted(): void;
   onGroupCommitted(): void;
@@ -85,10 +90,12 @@ export class WriteQueue<Tx> {
       group.forEach((j) => j.reject(error));
       return;
     }
-    group.forEach((job, i) => {
+    const answer = () => group.forEach((job, i) => {
       const o = outcomes[i]!;
       if (o.ok) job.resolve(o.value);
       else job.reject(o.error);
     });
+    if (!d.flush) return answer();
+    d.flush().then(answer, (error: unknown) => group.forEach((j) => j.reject(error)));
   }
 }

@@ -42,8 +42,10 @@ function openDb(file: string, readonly: boolean): Database.Database {
   if (!readonly) {
     db.pragma('journal_mode = WAL');
   }
-  // FULL: a commit is on disk before it is acknowledged ("acknowledged means durable").
-  db.pragma('synchronous = FULL');
+  // The writer's commits are made durable by an fsync of the WAL on the libuv thread pool
+  // (SqliteStore.flushWal) before any write is acknowledged, so the event loop does not wait
+  // for the disk; checkpoints still sync the database file themselves.
+  db.pragma('synchronous = NORMAL');
   // Index B-trees are written at scattered places; keep their pages in memory (64 MiB).
   db.pragma('cache_size = -65536');
   return db;
@@ -264,10 +266,13 @@ export class SqliteStore extends SqliteReader implements Store {
   private readonly tx: SqliteWriter;
   private readonly queue: WriteQueue<SqliteWriter>;
   private checkpointer?: Worker;
+  private readonly walFd: number;
 
-  private constructor(reader: Database.Database, writer: Database.Database, ctx: StoreContext) {
+  private constructor(reader: Database.Database, writer: Database.Database, ctx: StoreContext, file: string) {
     super(reader, ctx);
     this.writer = writer;
+    // The WAL file lives (same inode) as long as the writer connection is open.
+    this.walFd = fs.openSync(`${file}-wal`, 'a');
     this.tx = new SqliteWriter(writer, ctx);
     const exec = (sql: string) => () => { writer.exec(sql); };
     this.queue = new WriteQueue<SqliteWriter>({
@@ -277,6 +282,7 @@ export class SqliteStore extends SqliteReader implements Store {
       savepoint: exec('SAVEPOINT job'),
       release: exec('RELEASE job'),
       rollbackToSavepoint: exec('ROLLBACK TO job'),
+      flush: () => new Promise<void>((resolve, reject) => fs.fdatasync(this.walFd, (err) => (err ? reject(err) : resolve()))),
       onJobAborted: () => ctx.keys.aborted(),
       onGroupCommitted: () => ctx.keys.committed(),
       tx: this.tx,
@@ -292,7 +298,7 @@ export class SqliteStore extends SqliteReader implements Store {
     else if (Number(v) !== SCHEMA_VERSION) throw new Error(`database schema version ${v} is not ${SCHEMA_VERSION}`);
     const reader = openDb(opts.file, true);
     const blinder = new Blinder(opts.keys.indexKey);
-    const store = (ctx: StoreContext) => new SqliteStore(reader, writer, ctx);
+    const store = (ctx: StoreContext) => new SqliteStore(reader, writer, ctx, opts.file);
     const ctx: StoreContext = {
       keys: new DataKeyCache(opts.keys.kek),
       blinder,
@@ -310,6 +316,8 @@ export class SqliteStore extends SqliteReader implements Store {
    * the beginning (a PASSIVE checkpoint in another connection never races a busy writer to that).
    */
   private startCheckpointer(file: string): void {
+    // 16 MiB of WAL before the writer checkpoints itself; the worker keeps it mostly copied.
+    this.writer.pragma('wal_autocheckpoint = 4000');
     const worker = startWorker(new URL('./checkpointer.js', import.meta.url), { file, intervalMs: 250 });
     worker.unref();
     worker.on('error', () => undefined);
@@ -342,6 +350,9 @@ export class SqliteStore extends SqliteReader implements Store {
   async close(): Promise<void> {
     while (!this.queue.idle) await new Promise((r) => setTimeout(r, 5));
     await this.stopCheckpointer();
+    // Let the last flushes finish before the descriptor goes.
+    await new Promise<void>((resolve) => fs.fdatasync(this.walFd, () => resolve()));
+    fs.closeSync(this.walFd);
     this.db.close();
     this.writer.close();
   }
