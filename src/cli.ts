@@ -20,6 +20,8 @@ Environment (read once at start):
   CUSTOS_MASTER_KEY  Base64 32-byte master key (default: DATA_DIR/keys/master.key, generated, mode 0600)
   SEARCH_DEFAULT_COUNT, SEARCH_MAX_COUNT  Search page size default (20) and maximum (1000)
   MAX_BODY_BYTES   Largest request body (default 16 MiB; larger is a 413)
+  WRITE_WORKERS, READ_WORKERS  Worker threads for validation+indexing and for searches
+                   (default cores-1 and cores; 0 = on the main thread)
 
 Examples:
   custos serve
