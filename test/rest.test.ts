@@ -68,6 +68,14 @@ describe('create, read, vread, update, delete', () => {
     assert.equal(res.body.name[0].family, 'Chalmers');
   });
 
+  it('answers HEAD like GET, without a body', async () => {
+    const res = await request(app).head(`/fhir/Patient/${id}`);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.etag, 'W/"1"');
+    assert.equal(res.text, undefined);
+    assert.equal((await request(app).head('/fhir/Patient/nope')).status, 404);
+  });
+
   it('accepts application/json too', async () => {
     const res = await request(app).post('/fhir/Patient').set('Content-Type', 'application/json').send(JSON.stringify(patient));
     assert.equal(res.status, 201);

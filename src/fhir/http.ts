@@ -94,8 +94,9 @@ export function fhirHttpRouter(router: FhirRouter, opts: { maxBodyBytes: number;
     try {
       const query = parseQuery(req.url);
       checkAcceptable(req, query);
-      const method = req.method.toUpperCase();
-      if (method === 'HEAD' || method === 'OPTIONS') throw new FhirError(405, 'not-supported', `${method} is not supported`);
+      // HEAD is a GET whose body express leaves out.
+      const method = req.method.toUpperCase() === 'HEAD' ? 'GET' : req.method.toUpperCase();
+      if (!['GET', 'POST', 'PUT', 'PATCH', 'DELETE'].includes(method)) throw new FhirError(405, 'not-supported', `${method} is not supported`);
       const { body, form } = parseBody(req);
       const path = decodePath(req.path);
       if (form && !/(^|\/)_search$/.test(path)) {
