@@ -132,6 +132,15 @@ export function storeContract(name: string, open: () => Promise<Store>): void {
       assert.equal(p3.total, 5);
     });
 
+    it('follows references only from the exact sources and to the exact targets (no type/id cross-over)', async () => {
+      await store.transaction((tx) => tx.write({ resourceType: 'Observation', id: 'd1', resource: obs('d1', 'Patient/vis', '1234-5', 1) }));
+      const fwd = await store.referencedBy(['Observation/o1', 'Device/d1'], 'subject', undefined, 10);
+      assert.deepEqual(fwd.map((r) => `${r.resourceType}/${r.id}`), ['Patient/p1']);
+      const rev = await store.referencing('Observation', 'subject', ['Patient/p1', 'Device/vis'], 10);
+      assert.deepEqual(rev.map((r) => r.id), ['o1']);
+      await store.transaction((tx) => tx.write({ resourceType: 'Observation', id: 'd1' }));
+    });
+
     it('filters history by type and since', async () => {
       const all = await store.history({ count: 100, offset: 0 });
       assert.ok(all.total >= 10);

@@ -146,9 +146,9 @@ class SqliteReader implements StoreReader {
     const pairs = targets.map((t) => t.split('/'));
     const paramClause = param === '*' ? '' : 'r.param = ? AND ';
     const sql = `SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.type = c.type AND v.id = c.id AND v.version = c.version
-      WHERE c.type = ? AND c.deleted = 0 AND c.pk IN (SELECT r.res FROM idx_reference r WHERE ${paramClause}r.target_id IN (${pairs.map(() => '?').join(',')}) AND r.target_type IN (${pairs.map(() => '?').join(',')}))
+      WHERE c.type = ? AND c.deleted = 0 AND c.pk IN (SELECT r.res FROM idx_reference r WHERE ${paramClause}(r.target_id, r.target_type) IN (VALUES ${pairs.map(() => '(?, ?)').join(', ')}))
       ORDER BY c.pk LIMIT ?`;
-    const args: unknown[] = [resourceType, ...(param === '*' ? [] : [param]), ...pairs.map((p) => p[1]), ...pairs.map((p) => p[0]), limit];
+    const args: unknown[] = [resourceType, ...(param === '*' ? [] : [param]), ...pairs.flatMap((p) => [p[1], p[0]]), limit];
     const rows = this.db.prepare(sql).all(...args) as VersionRow[];
     return rows.map((r) => this.toVersion(r));
   }
@@ -156,10 +156,8 @@ class SqliteReader implements StoreReader {
   async referencedBy(sources: string[], param: string, targetType: string | undefined, limit: number): Promise<StoredVersion[]> {
     if (sources.length === 0) return [];
     const pairs = sources.map((s) => s.split('/'));
-    const conds: string[] = ['r.target_type IS NOT NULL'];
-    const args: unknown[] = [];
-    conds.push(`s.id IN (${pairs.map(() => '?').join(',')})`); args.push(...pairs.map((p) => p[1]));
-    conds.push(`s.type IN (${pairs.map(() => '?').join(',')})`); args.push(...pairs.map((p) => p[0]));
+    const conds: string[] = ['r.target_type IS NOT NULL', `(s.type, s.id) IN (VALUES ${pairs.map(() => '(?, ?)').join(', ')})`];
+    const args: unknown[] = pairs.flatMap((p) => [p[0], p[1]]);
     if (param !== '*') { conds.push('r.param = ?'); args.push(param); }
     if (targetType) { conds.push('r.target_type = ?'); args.push(targetType); }
     const sql = `SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.type = c.type AND v.id = c.id AND v.version = c.version
