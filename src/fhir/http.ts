@@ -148,7 +148,7 @@ function send(res: Response, out: FhirResponse, prefer: Prefer): void {
   if (isWrite && prefer.return === 'minimal') body = undefined;
   else if (isWrite && prefer.return === 'OperationOutcome') body = out.outcome ?? allOk(out.status === 201 ? 'Created' : 'Updated');
   if (out.status === 204 || out.status === 304 || body === undefined) {
-    res.status(out.status === 200 && body === undefined ? 200 : out.status).end();
+    res.status(out.status).end();
     return;
   }
   res.status(out.status).type(FHIR_JSON).send(JSON.stringify(body));
