@@ -19,7 +19,7 @@
  */
 import { STATUS_CODES } from 'node:http';
 import type { Bundle, BundleEntry, BundleEntryResponse, OperationOutcome, OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
-import type { StoreTransaction } from '../store/types.js';
+import type { IndexRows, StoreTransaction } from '../store/index.js';
 import { isResourceType } from './definitions.js';
 import { allOk, badRequest, FhirError, preconditionFailed } from './outcome.js';
 import type { Principal } from './principal.js';
@@ -42,6 +42,8 @@ export interface BundleContext {
    * the transaction opens, so the (serialized) write transaction does only the writing.
    */
   validate?(resource: unknown): Promise<OperationOutcomeIssue[]>;
+  /** Validates and extracts index rows off the event loop (for bodies that are already final). */
+  prepare?(resource: unknown): Promise<{ issues: OperationOutcomeIssue[]; index?: IndexRows }>;
 }
 
 type EntryMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -63,6 +65,8 @@ type Json = Record<string, unknown>;
 interface ParsedEntry {
   /** Validated before the transaction began. */
   prevalidated?: boolean;
+  /** Index rows of the final body, extracted before the transaction began. */
+  preparedIndex?: IndexRows;
   index: number;
   method: EntryMethod;
   kind: EntryKind;
@@ -341,7 +345,15 @@ async function processBatch(entries: Array<ParsedEntry | FhirError>, ctx: Bundle
 
 async function processTransaction(entries: ParsedEntry[], ctx: BundleContext, baseUrl: string): Promise<Bundle> {
   checkOverlaps(entries);
-  if (ctx.validate) await prevalidate(entries, ctx.validate);
+  if (ctx.prepare && isUnconditional(entries)) {
+    // Nothing here needs a search inside the transaction: ids and references can be settled
+    // now, so the bodies are final and their index rows are extracted off the event loop too.
+    settleIdentities(entries, ctx, baseUrl);
+    await prevalidate(entries, ctx.prepare);
+  } else if (ctx.validate) {
+    const validate = ctx.validate;
+    await prevalidate(entries, async (r) => ({ issues: await validate(r) }));
+  }
   return ctx.transaction(async (tx) => {
     const responses = new Map<number, FhirResponse>();
     const run = async (e: ParsedEntry): Promise<FhirResponse> => {
@@ -395,7 +407,7 @@ async function processTransaction(entries: ParsedEntry[], ctx: BundleContext, ba
               continue;
             }
           }
-          e.assignedId = ctx.newId();
+          e.assignedId ??= ctx.newId();
           (e.body as Json).id = e.assignedId;
           e.headers = { ...e.headers, ifNoneExist: undefined };
           mapFullUrl(e, `${type}/${e.assignedId}`);
@@ -485,15 +497,50 @@ async function processTransaction(entries: ParsedEntry[], ctx: BundleContext, ba
   });
 }
 
-/** Validates POST/PUT bodies in parallel; reference rewriting later does not change validity. */
-async function prevalidate(entries: ParsedEntry[], validate: (r: unknown) => Promise<OperationOutcomeIssue[]>): Promise<void> {
+/**
+ * Validates POST/PUT bodies in parallel (reference rewriting later does not change validity);
+ * index rows that come back (from `prepare`, on final bodies) are kept for the transaction.
+ */
+async function prevalidate(
+  entries: ParsedEntry[],
+  check: (r: unknown) => Promise<{ issues: OperationOutcomeIssue[]; index?: IndexRows }>,
+): Promise<void> {
   const writes = entries.filter((e) => (e.method === 'POST' || e.method === 'PUT') && isObject(e.body) && typeof e.body.resourceType === 'string');
-  const results = await Promise.all(writes.map((e) => validate(e.body)));
+  const results = await Promise.all(writes.map((e) => check(e.body)));
   writes.forEach((e, i) => {
-    const issues = results[i]!;
+    const { issues, index } = results[i]!;
     if (issues.length > 0) throw entryFailed(e, 400, issues);
     e.prevalidated = true;
+    e.preparedIndex = index;
   });
+}
+
+/** Plain creates, updates by id, deletes and reads, with no conditional reference anywhere. */
+function isUnconditional(entries: ParsedEntry[]): boolean {
+  return entries.every((e) => {
+    if (e.kind === 'create') return e.headers.ifNoneExist === undefined && collectConditionalRefs(e.body).size === 0;
+    if (e.kind === 'update') return collectConditionalRefs(e.body).size === 0;
+    return e.kind === 'delete' || e.kind === 'read';
+  });
+}
+
+/** Assigns the ids of creates and rewrites references to fullUrls, as step 2 and 4 would in the transaction. */
+function settleIdentities(entries: ParsedEntry[], ctx: BundleContext, baseUrl: string): void {
+  const ids = new Map<string, string>();
+  for (const e of entries) {
+    if (e.kind === 'create') {
+      e.assignedId = ctx.newId();
+      (e.body as Json).id = e.assignedId;
+      if (e.fullUrl) ids.set(e.fullUrl, `${e.type}/${e.assignedId}`);
+    } else if (e.kind === 'update' && e.fullUrl) {
+      ids.set(e.fullUrl, `${e.type}/${e.id}`);
+    }
+  }
+  for (const e of entries) {
+    if ((e.kind === 'create' || e.kind === 'update') && e.body !== undefined) {
+      e.body = rewriteReferences(e.body, relativeBase(e.fullUrl, baseUrl), ids, new Map());
+    }
+  }
 }
 
 /** Two entries of a transaction that write the same resource make it fail (http.html#trules). */
@@ -653,6 +700,7 @@ function toRequest(e: ParsedEntry, principal: Principal): FhirRequest {
     principal,
     ...(e.assignedId ? { assignedId: e.assignedId } : {}),
     ...(e.prevalidated ? { prevalidated: true } : {}),
+    ...(e.preparedIndex ? { preparedIndex: e.preparedIndex } : {}),
   };
 }
 

@@ -1,4 +1,5 @@
 import type { Resource } from '@medplum/fhirtypes';
+import type { IndexRows } from '../store/index.js';
 import type { Principal } from './principal.js';
 
 /** A FHIR interaction independent of HTTP: what express requests and Bundle entries both become. */
@@ -16,6 +17,8 @@ export interface FhirRequest {
   assignedId?: string;
   /** Internal (transaction Bundles): the body was validated before the transaction began. */
   prevalidated?: boolean;
+  /** Internal (transaction Bundles): index rows of the final body, extracted before the transaction. */
+  preparedIndex?: IndexRows;
 }
 
 export interface FhirRequestHeaders {

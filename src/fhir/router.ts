@@ -165,7 +165,7 @@ export class FhirRouter {
   private async create(req: FhirRequest, type: string, tx?: StoreTransaction): Promise<FhirResponse> {
     await this.authorize(req, { interaction: 'create', resourceType: type });
     const resource = assertResourceShape(req.body, type);
-    const index = await this.prepare(resource, tx, req.prevalidated);
+    const index = await this.prepare(resource, tx, req);
     return this.inTx(tx, async (t) => {
       if (req.headers.ifNoneExist) {
         const existing = await this.matches(t, type, req.headers.ifNoneExist, 'If-None-Exist');
@@ -213,13 +213,14 @@ export class FhirRouter {
     if (resource.id === undefined) throw badRequest('The resource in an update must have an id matching the URL', [`${type}.id`]);
     if (resource.id !== id) throw badRequest(`Resource id "${String(resource.id).slice(0, 80)}" does not match the URL id "${id}"`, [`${type}.id`]);
     const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
-    const index = await this.prepare(resource, tx, req.prevalidated);
+    const index = await this.prepare(resource, tx, req);
     return this.inTx(tx, (t) => this.writeUpdate(t, type, id, resource, ifMatch, index));
   }
 
   /** Validates (400 with the issues) and extracts index rows; off-thread unless inside a transaction. */
-  private async prepare(resource: Resource, tx: StoreTransaction | undefined, prevalidated?: boolean): Promise<IndexRows> {
-    if (tx && prevalidated) return this.opts.preparer.indexNow(resource);
+  private async prepare(resource: Resource, tx: StoreTransaction | undefined, req?: FhirRequest): Promise<IndexRows> {
+    if (tx && req?.preparedIndex) return req.preparedIndex;
+    if (tx && req?.prevalidated) return this.opts.preparer.indexNow(resource);
     const p = tx ? this.opts.preparer.prepareNow(resource) : await this.opts.preparer.prepare(resource);
     if (p.issues.length > 0) throw FhirError.fromIssues(400, p.issues);
     return p.index!;
@@ -243,7 +244,7 @@ export class FhirRouter {
     if (req.query.length === 0) throw methodNotAllowed('PUT', type + ' (an update needs an id or search criteria)');
     const resource = assertResourceShape(req.body, type);
     const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
-    const index = await this.prepare(resource, tx, req.prevalidated);
+    const index = await this.prepare(resource, tx, req);
     return this.inTx(tx, async (t) => {
       const found = await this.matches(t, type, new URLSearchParams(req.query).toString(), 'Conditional update');
       if (found.length > 1) throw preconditionFailed(`Conditional update matched more than one ${type}`);
@@ -404,6 +405,7 @@ export class FhirRouter {
       newId: () => randomUUID(),
       prefer: req.headers.preferReturn,
       validate: (r) => this.opts.preparer.validate(r as Resource),
+      prepare: (r) => this.opts.preparer.prepare(r as Resource),
     });
     return { status: 200, body };
   }
