@@ -3,7 +3,6 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import type { Config } from './config.js';
-import type { Bundle } from '@medplum/fhirtypes';
 import { FhirError, FhirRouter, fhirHttpRouter, fromWorkerFailure, InlinePreparer, loadDefinitions, OPEN_ACCESS, sendOutcome, WorkerPreparer, type SearchArgs } from './fhir/index.js';
 import { WorkerPool } from './workers.js';
 import { createLogger, type Logger } from './logger.js';
@@ -28,7 +27,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   const preparer = config.writeWorkers > 0 ? new WorkerPreparer(keys.indexKey, config.writeWorkers, logger) : new InlinePreparer(keys.indexKey);
   const file = path.join(config.dataDir, 'custos.db');
   const readers = config.readWorkers > 0
-    ? new WorkerPool<SearchArgs, Bundle>({
+    ? new WorkerPool<SearchArgs, string>({
       name: 'search', entry: new URL('./fhir/read-worker.js', import.meta.url), workerData: { file, ...keys }, size: config.readWorkers, logger, toError: fromWorkerFailure,
     })
     : undefined;

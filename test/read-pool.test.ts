@@ -13,7 +13,7 @@ import { FHIR_JSON, readFixture, testApp } from './helpers.js';
 /** Searches in worker threads (own read connections) answer exactly as on the main thread. */
 describe('search worker threads', () => {
   let t: Awaited<ReturnType<typeof testApp>>;
-  let pool: WorkerPool<SearchArgs, Bundle>;
+  let pool: WorkerPool<SearchArgs, string>;
 
   before(async () => {
     t = await testApp({ READ_WORKERS: '0' });
@@ -26,7 +26,7 @@ describe('search worker threads', () => {
       }));
     }
     const keys = loadMasterKeys(t.config.dataDir);
-    pool = new WorkerPool<SearchArgs, Bundle>({
+    pool = new WorkerPool<SearchArgs, string>({
       name: 'search', entry: new URL('../src/fhir/read-worker.js', import.meta.url),
       workerData: { file: path.join(t.config.dataDir, 'custos.db'), ...keys }, size: 1, logger: createLogger('silent'), toError: fromWorkerFailure,
     });
@@ -49,7 +49,7 @@ describe('search worker threads', () => {
       ['Encounter', 'patient=907&_revinclude=Provenance:target'],
       ['Patient', 'family=baxt&_elements=name'],
     ] as const) {
-      const inWorker = await pool.run(args(type, qs))!;
+      const inWorker = JSON.parse(await pool.run(args(type, qs))!) as Bundle;
       const inline = await searchBundle(t.store, args(type, qs));
       assert.deepEqual(inWorker, inline, `${type}?${qs}`);
       assert.ok((inWorker.entry?.length ?? 0) > 0, `${type}?${qs} finds something`);

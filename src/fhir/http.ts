@@ -137,6 +137,10 @@ function header(req: Request, name: string): string | undefined {
 }
 
 function send(res: Response, out: FhirResponse, prefer: Prefer): void {
+  if (out.bodyJson !== undefined) {
+    res.status(out.status).type(FHIR_JSON).send(out.bodyJson);
+    return;
+  }
   if (out.etag) res.setHeader('ETag', out.etag);
   if (out.lastModified) res.setHeader('Last-Modified', out.lastModified);
   if (out.location) {

@@ -9,4 +9,5 @@ import { searchBundle, type SearchArgs } from './search-service.js';
 loadDefinitions();
 const { file, kek, indexKey } = workerData as { file: string; kek: Uint8Array; indexKey: Uint8Array };
 const reader = openSqliteReader({ file, keys: { kek: Buffer.from(kek), indexKey: Buffer.from(indexKey) } });
-serveRequests((args: SearchArgs) => searchBundle(reader, args), toWorkerFailure);
+// Serialized here: a string crosses the thread boundary far cheaper than the object graph.
+serveRequests(async (args: SearchArgs) => JSON.stringify(await searchBundle(reader, args)), toWorkerFailure);

@@ -38,6 +38,8 @@ export interface FhirResponse {
   status: number;
   /** Resource (or OperationOutcome / Bundle) to return; the caller applies Prefer: return=... */
   body?: Resource;
+  /** The body already serialized (a search answered by a worker thread); then `body` is unset. */
+  bodyJson?: string;
   /** W/"n" */
   etag?: string;
   lastModified?: string;

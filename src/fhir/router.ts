@@ -21,8 +21,8 @@ export interface RouterOptions {
   policy: AccessPolicy;
   /** Validation + index extraction (worker threads in the server; inline when omitted). */
   preparer: WritePreparer;
-  /** Runs a search in a worker thread; undefined (or its result undefined) = on this thread. */
-  searcher?: (args: SearchArgs) => Promise<Bundle> | undefined;
+  /** Runs a search in a worker thread, answering the serialized Bundle; undefined = on this thread. */
+  searcher?: (args: SearchArgs) => Promise<string> | undefined;
 }
 
 /** W/"3" -> 3; anything else is a 400 (an If-Match that cannot match anything). */
@@ -342,7 +342,8 @@ export class FhirRouter {
     };
     // Inside a transaction the search must see its writes: only the transaction's connection does.
     const inWorker = tx ? undefined : this.opts.searcher?.(args);
-    return { status: 200, body: await (inWorker ?? searchBundle(tx ?? this.opts.store, args)) };
+    if (inWorker) return { status: 200, bodyJson: await inWorker };
+    return { status: 200, body: await searchBundle(tx ?? this.opts.store, args) };
   }
 
   private async history(req: FhirRequest, scope: { resourceType?: string; id?: string }, tx?: StoreTransaction): Promise<FhirResponse> {
@@ -398,7 +399,11 @@ export class FhirRouter {
   private async bundle(req: FhirRequest, tx?: StoreTransaction): Promise<FhirResponse> {
     if (tx) throw badRequest('A Bundle cannot be nested inside a transaction');
     const body = await processBundle(req.body, {
-      handle: (r, t) => this.handle(r, t),
+      // Bundle entries need the response as an object.
+      handle: async (r, t) => {
+        const resp = await this.handle(r, t);
+        return resp.bodyJson === undefined ? resp : { ...resp, body: JSON.parse(resp.bodyJson) as Resource, bodyJson: undefined };
+      },
       transaction: (fn) => this.opts.store.transaction(fn),
       baseUrl: this.opts.baseUrl,
       principal: req.principal,
