@@ -154,7 +154,17 @@ describe('indexer', () => {
   it('dedupes identical rows', () => {
     const rows = indexer.extract({ resourceType: 'Observation', status: 'final', code: { coding: [{ system: 's', code: 'c' }, { system: 's', code: 'c' }] } } as Resource);
     assert.equal(rows.token.filter((t) => t.param === 'code').length, 1);
-    assert.equal(rows.token.filter((t) => t.param === 'combo-code').length, 1);
+  });
+
+  it('stores no rows for union parameters (combo-*), whose members hold them', () => {
+    const rows = indexer.extract({
+      resourceType: 'Observation', status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '85354-9' }] },
+      component: [{ code: { coding: [{ system: 'http://loinc.org', code: '8480-6' }] }, valueQuantity: { value: 120 } }],
+    } as Resource);
+    assert.deepEqual(rows.token.filter((t) => t.param.startsWith('combo-')), []);
+    assert.deepEqual(rows.quantity.filter((q) => q.param.startsWith('combo-')), []);
+    assert.ok(rows.token.some((t) => t.param === 'component-code' && t.code === '8480-6'));
+    assert.ok(rows.quantity.some((q) => q.param === 'component-value-quantity' && q.value === 120));
   });
 
   it('extracts an Observation quickly (figure printed, not asserted)', () => {

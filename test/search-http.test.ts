@@ -55,6 +55,25 @@ describe('search over HTTP', () => {
     assert.equal((await get('Observation?code:text=heart&_total=accurate')).body.total, 4);
   });
 
+  it('union parameters (combo-code, combo-value-quantity) match the code and the components', async () => {
+    const bp = await post({
+      resourceType: 'Observation', status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '85354-9' }] },
+      subject: { reference: `Patient/${pid.bob}` }, effectiveDateTime: '2024-04-01T08:00:00Z',
+      component: [
+        { code: { coding: [{ system: 'http://loinc.org', code: '8480-6' }] }, valueQuantity: { value: 131, unit: 'mm[Hg]' } },
+        { code: { coding: [{ system: 'http://loinc.org', code: '8462-4' }] }, valueQuantity: { value: 85, unit: 'mm[Hg]' } },
+      ],
+    });
+    assert.deepEqual(ids(await get('Observation?combo-code=http://loinc.org|8480-6')), [bp.id]);
+    assert.deepEqual(ids(await get('Observation?combo-code=http://loinc.org|85354-9')), [bp.id]);
+    assert.equal((await get('Observation?combo-code=8867-4&_total=accurate')).body.total, 4, 'plain codes too');
+    assert.deepEqual(ids(await get('Observation?combo-value-quantity=131&code=85354-9')), [bp.id]);
+    assert.equal((await get('Observation?combo-code:missing=true&_total=accurate')).body.total, 0);
+    const sorted = await get(`Observation?subject=Patient/${pid.bob}&_sort=-combo-value-quantity`);
+    assert.deepEqual(sorted.body.entry.map((e: any) => e.resource.id)[0], bp.id, '131 sorts above 90 and 85');
+    await request(app).delete(`/fhir/Observation/${bp.id}`);
+  });
+
   it('date and quantity prefixes', async () => {
     assert.equal((await get('Observation?date=ge2024-01-01&date=lt2024-02-01&_total=accurate')).body.total, 2);
     assert.equal((await get('Observation?date=2024&_total=accurate')).body.total, 4);

@@ -3,6 +3,7 @@ import type { Resource } from '@medplum/fhirtypes';
 import { getTypeSearchParameters, isResourceType } from '../fhir/definitions.js';
 import { normalizeString, type Blinder } from './blind.js';
 import { isBlinded, paramDetails } from './blinding-policy.js';
+import { isUnionParam } from './param-aliases.js';
 import type { IndexRows, SearchParamType } from './types.js';
 
 /** Parameters that are columns of resource_current, or Medplum-internal, and never get index rows. */
@@ -46,7 +47,7 @@ function buildPlan(resourceType: string): ParamPlan[] {
   const out: ParamPlan[] = [];
   for (const [code, sp] of Object.entries(getTypeSearchParameters(resourceType))) {
     const type = sp.type as SearchParamType;
-    if (NOT_INDEXED.has(code) || !INDEXED_TYPES.has(type) || !sp.expression) continue;
+    if (NOT_INDEXED.has(code) || !INDEXED_TYPES.has(type) || !sp.expression || isUnionParam(resourceType, code)) continue;
     const parsed = getSearchParameterDetails(resourceType, sp).parsedExpression;
     const blinded = isBlinded(resourceType, code, type, paramDetails(resourceType, code));
     // Display text of clinical codes stays clear like the codes; text of identifiers/telecom is blinded.

@@ -2,6 +2,7 @@ import { getTypeSearchParameters } from '../../fhir/definitions.js';
 import { badRequest, notSupported } from '../../fhir/outcome.js';
 import { codePointPrefix, MAX_BLIND_PREFIX, normalizeString, type Blinder } from '../blind.js';
 import { isParamBlinded } from '../blinding-policy.js';
+import { storedParams } from '../param-aliases.js';
 import { MAX_TIME, MIN_TIME, numberRange, parseDateRange, parseReference } from '../indexer.js';
 import type { Prefix, SearchFilter, SearchParamType, SearchQuery } from '../types.js';
 
@@ -246,10 +247,10 @@ function compileFilter(f: SearchFilter, ctx: Ctx): IndexFilter | SqlFilter {
   if (f.param === '_lastUpdated') return { kind: 'sql', sql: orValues(f, (v) => dateCondition(`${ctx.alias}.last_updated`, `${ctx.alias}.last_updated`, v.prefix, v.value)) };
   if (f.modifier === 'missing') {
     const { table, param } = indexOf(f);
-    return { kind: 'index', table, params: [param], cond: { sql: '1', params: [] }, negate: f.values[0]?.value === 'true' };
+    return { kind: 'index', table, params: storedParams(ctx.resourceType, param), cond: { sql: '1', params: [] }, negate: f.values[0]?.value === 'true' };
   }
   const { table, param, condition } = valueMatcher(f, ctx);
-  const filter: IndexFilter = { kind: 'index', table, params: [param], cond: orValues(f, condition), negate: f.modifier === 'not' };
+  const filter: IndexFilter = { kind: 'index', table, params: storedParams(ctx.resourceType, param), cond: orValues(f, condition), negate: f.modifier === 'not' };
   if (table === 'idx_date' && !f.blinded && !f.modifier) {
     const bounds = f.values.map((v) => narrowLoBounds(v.prefix, v.value));
     filter.loBounds = [Math.min(...bounds.map((b) => b[0])), Math.max(...bounds.map((b) => b[1]))];
@@ -514,19 +515,21 @@ export function compileOrderBy(query: SearchQuery, alias = 'c'): { orderBy: stri
     if (rule.code === '_id') terms.push(`${alias}.id ${dir}`);
     else if (rule.code === '_lastUpdated') terms.push(`${alias}.last_updated ${dir}`);
     else {
-      const expr = sortExpression(query.resourceType, rule.code, rule.descending, alias);
+      const stored = storedParams(query.resourceType, rule.code);
+      const expr = sortExpression(query.resourceType, rule.code, rule.descending, alias, stored.length);
       terms.push(`${expr} ${dir} NULLS LAST`);
-      params.push(rule.code);
+      params.push(...stored);
     }
   }
   terms.push(`${alias}.pk ASC`);
   return { orderBy: terms.join(', '), params };
 }
 
-function sortExpression(resourceType: string, code: string, descending: boolean, alias: string): string {
+function sortExpression(resourceType: string, code: string, descending: boolean, alias: string, storedCount: number): string {
   const sp = getTypeSearchParameters(resourceType)[code];
   const col = sp ? SORT_COLUMNS[sp.type as SearchParamType] : undefined;
   if (!col) throw badRequest(`Cannot sort by '${code}' on ${resourceType}`);
   if (isParamBlinded(resourceType, code)) throw notSupported(`Cannot sort by '${code}': it is blinded (stored as keyed hashes)`);
-  return `(SELECT ${descending ? col.desc : col.asc} FROM ${col.table} WHERE res = ${alias}.pk AND param = ?)`;
+  const param = storedCount === 1 ? 'param = ?' : `param IN (${Array.from({ length: storedCount }, () => '?').join(', ')})`;
+  return `(SELECT ${descending ? col.desc : col.asc} FROM ${col.table} WHERE res = ${alias}.pk AND ${param})`;
 }
