@@ -22,10 +22,10 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   loadDefinitions();
   fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const keys = loadMasterKeys(config.dataDir, config.masterKey);
-  const store = SqliteStore.open({ file: path.join(config.dataDir, 'custos.db'), keys });
+  const file = path.join(config.dataDir, 'custos.db');
+  const store = SqliteStore.open({ file, keys });
 
   const preparer = config.writeWorkers > 0 ? new WorkerPreparer(keys.indexKey, config.writeWorkers, logger) : new InlinePreparer(keys.indexKey);
-  const file = path.join(config.dataDir, 'custos.db');
   const readers = config.readWorkers > 0
     ? new WorkerPool<SearchArgs, string>({
       name: 'search', entry: new URL('./fhir/read-worker.js', import.meta.url), workerData: { file, ...keys }, size: config.readWorkers, logger, toError: fromWorkerFailure,

@@ -166,13 +166,4 @@ describe('indexer', () => {
     assert.ok(rows.token.some((t) => t.param === 'component-code' && t.code === '8480-6'));
     assert.ok(rows.quantity.some((q) => q.param === 'component-value-quantity' && q.value === 120));
   });
-
-  it('extracts an Observation quickly (figure printed, not asserted)', () => {
-    const obs = fixture('Observation-example');
-    for (let i = 0; i < 200; i++) indexer.extract(obs);
-    const n = 2000;
-    const t = performance.now();
-    for (let i = 0; i < n; i++) indexer.extract(obs);
-    console.log(`indexer: ${(((performance.now() - t) / n) * 1000).toFixed(1)} µs per Observation-example`);
-  });
 });

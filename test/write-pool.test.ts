@@ -41,4 +41,13 @@ describe('write preparation in worker threads', () => {
       assert.equal(r.index!.quantity.find((q) => q.param === 'value-quantity')!.value, i);
     });
   });
+
+  it('answers the requests of a worker that dies under them (on this thread)', async () => {
+    const obs = (v: number) => ({ resourceType: 'Observation', status: 'final', code: { text: 'spo2' }, valueQuantity: { value: v } }) as Resource;
+    const inFlight = Array.from({ length: 50 }, (_, i) => pool.prepare(obs(i)));
+    const slots = (pool as unknown as { pool: { slots: Array<{ worker: { terminate(): Promise<number> } }> } }).pool.slots;
+    await slots[0]!.worker.terminate();
+    const results = await Promise.all(inFlight);
+    results.forEach((r, i) => assert.equal(r.index!.quantity.find((q) => q.param === 'value-quantity')!.value, i));
+  });
 });

@@ -169,7 +169,7 @@ export class FhirRouter {
     return this.inTx(tx, async (t) => {
       if (req.headers.ifNoneExist) {
         const existing = await this.matches(t, type, req.headers.ifNoneExist, 'If-None-Exist');
-        if (existing.length > 1) throw preconditionFailed(`If-None-Exist matched ${existing.length > 1 ? 'more than one' : ''} ${type}: the criteria are not selective enough`);
+        if (existing.length > 1) throw preconditionFailed(`If-None-Exist matched more than one ${type}: the criteria are not selective enough`);
         if (existing.length === 1) return { ...this.found(existing[0]!), location: this.written(existing[0]!, 200).location };
       }
       const id = req.assignedId ?? randomUUID();
@@ -342,7 +342,14 @@ export class FhirRouter {
     };
     // Inside a transaction the search must see its writes: only the transaction's connection does.
     const inWorker = tx ? undefined : this.opts.searcher?.(args);
-    if (inWorker) return { status: 200, bodyJson: await inWorker };
+    if (inWorker) {
+      try {
+        return { status: 200, bodyJson: await inWorker };
+      } catch (err) {
+        // A worker that died under the request is no reason to fail it: search here instead.
+        if (err instanceof FhirError) throw err;
+      }
+    }
     return { status: 200, body: await searchBundle(tx ?? this.opts.store, args) };
   }
 

@@ -81,11 +81,24 @@ export class WorkerPreparer implements WritePreparer {
   }
 
   async validate(resource: Resource): Promise<OperationOutcomeIssue[]> {
-    return ((await this.pool.run({ resource, validateOnly: true })) ?? this.inline.handle({ resource, validateOnly: true })).issues;
+    return (await this.run({ resource, validateOnly: true })).issues;
   }
 
   prepare(resource: Resource): Promise<Prepared> {
-    return this.pool.run({ resource }) ?? this.inline.prepare(resource);
+    return this.run({ resource });
+  }
+
+  /** In a worker when one is ready; here when none is, or when the worker died under the request. */
+  private async run(req: PrepareRequest): Promise<Prepared> {
+    const inWorker = this.pool.run(req);
+    if (inWorker) {
+      try {
+        return await inWorker;
+      } catch {
+        // Validation reports problems as issues, so a rejection means the worker itself failed.
+      }
+    }
+    return this.inline.handle(req);
   }
 
   close(): Promise<void> {

@@ -42,8 +42,8 @@ function openDb(file: string, readonly: boolean): Database.Database {
   if (!readonly) {
     db.pragma('journal_mode = WAL');
   }
-  // The writer's commits are made durable by an fsync of the WAL on the libuv thread pool
-  // (SqliteStore.flushWal) before any write is acknowledged, so the event loop does not wait
+  // The writer's commits are made durable by an fdatasync of the WAL on the libuv thread pool
+  // (the write queue's flush) before any write is acknowledged, so the event loop does not wait
   // for the disk; checkpoints still sync the database file themselves.
   db.pragma('synchronous = NORMAL');
   // Index B-trees are written at scattered places; keep their pages in memory (64 MiB).
@@ -296,14 +296,13 @@ export class SqliteStore extends SqliteReader implements Store {
     else if (Number(v) !== SCHEMA_VERSION) throw new Error(`database schema version ${v} is not ${SCHEMA_VERSION}`);
     const reader = openDb(opts.file, true);
     const blinder = new Blinder(opts.keys.indexKey);
-    const store = (ctx: StoreContext) => new SqliteStore(reader, writer, ctx, opts.file);
     const ctx: StoreContext = {
       keys: new DataKeyCache(opts.keys.kek),
       blinder,
       indexer: createIndexer(blinder),
       hooks: opts.hooks ?? [],
     };
-    const s = store(ctx);
+    const s = new SqliteStore(reader, writer, ctx, opts.file);
     if (opts.backgroundCheckpoint !== false) s.startCheckpointer(opts.file);
     return s;
   }

@@ -59,9 +59,10 @@ type Compiled = IndexFilter | LeadOnly | SqlFilter;
 
 /**
  * Compiles a search so SQLite drives it from the index tables and stops at the page:
- * - with the default order, a single exact token (system|code) or reference filter becomes the
- *   driving join: its index yields one row per resource in pk order, so the page needs no sort;
- * - otherwise the first positive index filter is an `IN` list (materialized, pk-ordered);
+ * - one filter leads (pickLead: a code/subject + date range, else the fewest index rows);
+ * - with the default order, a lead that is an exact token (system|code) or reference becomes
+ *   the driving join: its index yields one row per resource in pk order, so no sort is needed;
+ *   any other lead is an `IN` list (materialized, pk-ordered);
  * - every other filter is a correlated EXISTS / NOT EXISTS on the (res, param, ...) index.
  * The unary `+` on c.type / c.deleted keeps the planner from scanning the type index instead.
  */
@@ -189,12 +190,9 @@ function mergeDateFilters(filters: Compiled[]): Compiled[] {
   return out;
 }
 
-
 function isJoinDriver(f: Compiled): boolean {
   return f.kind === 'index' && !f.negate && f.params.length === 1 && f.cond.exactKey === true;
 }
-
-
 
 /** `param = ? AND (cond)` (or `param IN (...)` for several params). */
 function paramCond(f: IndexFilter, column: string): Sql {
