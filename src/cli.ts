@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 import { loadConfig } from './config.js';
 import { createLogger } from './logger.js';
-import { startServer } from './server.js';
 
 const HELP = `custos - FHIR R4 server with encrypted storage, patient consent and ledger anchoring
 
@@ -9,6 +8,8 @@ Usage: custos <command> [options]
 
 Commands:
   serve            Start the FHIR server (base URL /fhir)
+  client           Manage SMART OAuth clients: add, list, revoke (see "custos client --help")
+  user             Manage SMART user accounts: add, list (see "custos user --help")
   help             Show this help
 
 Environment (read once at start):
@@ -26,12 +27,17 @@ Environment (read once at start):
 Examples:
   custos serve
   PORT=8081 DATA_DIR=./data2 custos serve
+  custos client add --type backend --jwks ./device-keys.json --scope "system/Observation.cruds" --json
+  custos client add --type public --redirect-uri https://app.example/callback --scope "launch/patient openid fhirUser patient/*.rs"
+  custos user add --username alice --password '...' --patient 123
   curl http://127.0.0.1:8080/fhir/metadata
 `;
 
 async function serve(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
+  // Loaded here so admin commands start fast and without the server's dependencies.
+  const { startServer } = await import('./server.js');
   const running = await startServer(config, { logger });
   logger.info({ url: `${running.url}/fhir`, dataDir: config.dataDir, baseUrl: config.baseUrl }, 'custos listening');
   let stopping = false;
@@ -65,6 +71,10 @@ async function main(argv: string[]): Promise<number> {
     }
     await serve();
     return -1;
+  }
+  if (cmd === 'client' || cmd === 'user') {
+    const { runAdminCommand } = await import('./admin-cli.js');
+    return runAdminCommand(argv, process.env);
   }
   process.stderr.write(`custos: unknown command "${cmd}"\n\n${HELP}`);
   return 2;

@@ -17,6 +17,12 @@ export interface Config {
   writeWorkers: number;
   /** Worker threads that run searches on their own read connections (0 = on the event loop). */
   readWorkers: number;
+  auth: {
+    /** Lifetime of access tokens in seconds. */
+    accessTokenTtl: number;
+    /** A new token signing key is generated at start when the newest is this many days old. */
+    signingKeyRotationDays: number;
+  };
 }
 
 function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -45,5 +51,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxBodyBytes: intFrom(env, 'MAX_BODY_BYTES', 16 * 1024 * 1024),
     writeWorkers: intFrom(env, 'WRITE_WORKERS', Math.max(1, Math.min(4, os.availableParallelism() - 1))),
     readWorkers: intFrom(env, 'READ_WORKERS', Math.min(4, os.availableParallelism())),
+    auth: {
+      accessTokenTtl: Math.max(30, intFrom(env, 'ACCESS_TOKEN_TTL', 300)),
+      signingKeyRotationDays: Math.max(1, intFrom(env, 'SIGNING_KEY_ROTATION_DAYS', 30)),
+    },
   };
 }

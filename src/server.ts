@@ -3,15 +3,17 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import type { Config } from './config.js';
-import { FhirError, FhirRouter, fhirHttpRouter, fromWorkerFailure, InlinePreparer, loadDefinitions, OPEN_ACCESS, sendOutcome, WorkerPreparer, type SearchArgs } from './fhir/index.js';
+import { FhirError, FhirRouter, fhirHttpRouter, fromWorkerFailure, InlinePreparer, loadDefinitions, sendOutcome, WorkerPreparer, type SearchArgs } from './fhir/index.js';
 import { WorkerPool } from './workers.js';
 import { createLogger, type Logger } from './logger.js';
 import { loadMasterKeys, SqliteStore, type Store } from './store/index.js';
+import { SmartAuth } from './smart-auth/index.js';
 
 export interface App {
   app: express.Express;
   store: Store;
   router: FhirRouter;
+  auth: SmartAuth;
   logger: Logger;
   close(): Promise<void>;
 }
@@ -31,8 +33,13 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
       name: 'search', entry: new URL('./fhir/read-worker.js', import.meta.url), workerData: { file, ...keys }, size: config.readWorkers, logger, toError: fromWorkerFailure,
     })
     : undefined;
+  const auth = await SmartAuth.create({
+    dataDir: config.dataDir, fhirBase: config.baseUrl, masterKeys: keys, logger,
+    accessTokenTtl: config.auth.accessTokenTtl, signingKeyRotationDays: config.auth.signingKeyRotationDays,
+    patientExists: async (id) => { const v = await store.read('Patient', id); return !!v && !v.deleted; },
+  });
   const router = new FhirRouter({
-    store, baseUrl: config.baseUrl, search: config.search, policy: OPEN_ACCESS, preparer,
+    store, baseUrl: config.baseUrl, search: config.search, policy: auth.policy, security: auth.capabilitySecurity(), preparer,
     searcher: readers ? (args) => readers.run(args) : undefined,
   });
 
@@ -52,11 +59,29 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
     next();
   });
   app.get('/healthz', (_req, res) => { res.json({ status: 'ok' }); });
-  app.use('/fhir', fhirHttpRouter(router, { maxBodyBytes: config.maxBodyBytes, logger }));
+  app.use('/fhir', corsForApps);
+  app.get('/fhir/.well-known/smart-configuration', (_req, res) => { res.json(auth.smartConfiguration()); });
+  app.use('/auth/interaction', auth.interactions());
+  app.use('/auth', auth.oauth());
+  app.use('/fhir', auth.authenticate(), fhirHttpRouter(router, { maxBodyBytes: config.maxBodyBytes, logger }));
   app.use((req, res) => {
     sendOutcome(res, new FhirError(404, 'not-found', `No route for ${req.method} ${req.path.slice(0, 200)}; the FHIR base is /fhir`));
   });
-  return { app, store, router, logger, close: async () => { await readers?.close(); await preparer.close(); await store.close(); } };
+  return { app, store, router, auth, logger, close: async () => { await readers?.close(); await preparer.close(); await store.close(); auth.close(); } };
+}
+
+/** Browser SMART apps call the FHIR API from their own origin with a bearer token (no cookies). */
+function corsForApps(req: express.Request, res: express.Response, next: express.NextFunction): void {
+  res.set('Access-Control-Allow-Origin', '*');
+  res.set('Access-Control-Expose-Headers', 'Location, ETag, Last-Modified, Content-Location, WWW-Authenticate');
+  if (req.method === 'OPTIONS') {
+    res.set('Access-Control-Allow-Methods', 'GET, HEAD, POST, PUT, PATCH, DELETE');
+    res.set('Access-Control-Allow-Headers', 'Authorization, Content-Type, Accept, If-Match, If-None-Match, If-None-Exist, If-Modified-Since, Prefer');
+    res.set('Access-Control-Max-Age', '600');
+    res.status(204).end();
+    return;
+  }
+  next();
 }
 
 const SHUTDOWN_GRACE_MS = 5000;
@@ -64,6 +89,7 @@ const SHUTDOWN_GRACE_MS = 5000;
 export interface RunningServer {
   server: http.Server;
   url: string;
+  app: App;
   close(): Promise<void>;
 }
 
@@ -82,6 +108,7 @@ export async function startServer(config: Config, deps: { logger?: Logger } = {}
   return {
     server,
     url: `http://${host}:${port}`,
+    app: built,
     close: async () => {
       // Stop accepting, let requests in flight finish (bounded), then stop workers and the store.
       await new Promise<void>((resolve) => {

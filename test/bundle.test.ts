@@ -8,8 +8,8 @@ import request from 'supertest';
 import type { Bundle, BundleEntry, Observation, OperationOutcome, Patient, Resource } from '@medplum/fhirtypes';
 import { loadConfig } from '../src/config.js';
 import { processBundle } from '../src/fhir/bundle.js';
-import { ANONYMOUS } from '../src/fhir/index.js';
 import { createApp } from '../src/server.js';
+import { testApp } from './helpers.js';
 
 const FIXTURES = new URL('../../shared/fixtures/', import.meta.url);
 const FHIR_JSON = 'application/fhir+json';
@@ -57,10 +57,11 @@ describe('batch and transaction Bundles', () => {
   let dataDir: string;
 
   before(async () => {
-    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custos-bundle-'));
-    config = loadConfig({ DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'silent' });
-    built = await createApp(config);
-    app = built.app;
+    const t = await testApp();
+    built = t;
+    config = t.config;
+    dataDir = t.config.dataDir;
+    app = t.app;
   });
   after(async () => {
     await built.close();
@@ -470,7 +471,7 @@ describe('batch and transaction Bundles', () => {
     let n = 0;
     const ctx = (prefer?: 'minimal' | 'representation' | 'OperationOutcome') => ({
       handle: router.handle.bind(router), transaction: built.store.transaction.bind(built.store),
-      baseUrl: config.baseUrl, principal: ANONYMOUS, newId: () => `prefer-${++n}`, prefer,
+      baseUrl: config.baseUrl, principal: { kind: 'system' as const, reason: 'test' }, newId: () => `prefer-${++n}`, prefer,
     });
     const bundle = (): Bundle => txn([
       { resource: { resourceType: 'Patient', identifier: [{ system: SYS, value: 'prefer' }] }, request: { method: 'POST', url: 'Patient' } },

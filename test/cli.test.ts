@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { freePort, tempDir } from './helpers.js';
+import { fetchSystemToken, freePort, tempDir } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const children: ChildProcess[] = [];
@@ -29,6 +29,20 @@ async function serve(env: Record<string, string>): Promise<{ child: ChildProcess
 
 after(() => { for (const c of children) c.kill('SIGKILL'); });
 
+/** Registers a backend client with `custos client add` (as an operator would) and returns a fetch that sends its token. */
+async function authorizedFetch(base: string, dataDir: string): Promise<typeof fetch> {
+  const tokenEndpoint = `${new URL(base).origin}/auth/token`;
+  const token = await fetchSystemToken(tokenEndpoint, async (jwks) => {
+    const file = path.join(tempDir(), 'jwks.json');
+    fs.writeFileSync(file, JSON.stringify(jwks));
+    const r = spawnSync(process.execPath, [CLI, 'client', 'add', '--type', 'backend', '--jwks', file, '--scope', 'system/*.*', '--json'], { encoding: 'utf8', env: { ...process.env, DATA_DIR: dataDir } });
+    assert.equal(r.status, 0, r.stderr);
+    return (JSON.parse(r.stdout) as { client_id: string }).client_id;
+  });
+  return (url, init) => fetch(url, { ...init, headers: { ...(init?.headers as Record<string, string> | undefined), authorization: `Bearer ${token}` } });
+}
+
+
 describe('custos CLI', () => {
   it('prints help with the commands and settings', () => {
     const r = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' });
@@ -50,12 +64,15 @@ describe('custos CLI', () => {
     assert.ok(fs.existsSync(path.join(dirA, 'keys', 'master.key')));
     assert.ok(fs.existsSync(path.join(dirB, 'custos.db')));
     assert.notEqual(fs.readFileSync(path.join(dirA, 'keys', 'master.key'), 'utf8'), fs.readFileSync(path.join(dirB, 'keys', 'master.key'), 'utf8'));
-    const created = await fetch(`${a.base}/Patient`, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Patient', gender: 'female' }) });
+    const fetchA = await authorizedFetch(a.base, dirA);
+    const fetchB = await authorizedFetch(b.base, dirB);
+    assert.equal((await fetch(`${a.base}/Patient`)).status, 401, 'no token, no data');
+    const created = await fetchA(`${a.base}/Patient`, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Patient', gender: 'female' }) });
     assert.equal(created.status, 201);
     assert.equal(created.headers.get('location')?.startsWith(`${a.base}/Patient/`), true, 'Location uses the default BASE_URL of its own port');
     const id = ((await created.json()) as { id: string }).id;
-    assert.equal((await fetch(`${a.base}/Patient/${id}`)).status, 200);
-    assert.equal((await fetch(`${b.base}/Patient/${id}`)).status, 404);
+    assert.equal((await fetchA(`${a.base}/Patient/${id}`)).status, 200);
+    assert.equal((await fetchB(`${b.base}/Patient/${id}`)).status, 404);
     // Structured logs: JSON lines from pino.
     const line = a.logs().split('\n').find((l) => l.includes('custos listening'));
     assert.ok(line, a.logs());
@@ -66,7 +83,8 @@ describe('custos CLI', () => {
     await new Promise((r) => a.child.once('exit', r));
     assert.equal(a.child.exitCode, 0);
     const again = await serve({ PORT: String(portA), DATA_DIR: dirA });
-    const back = await fetch(`${again.base}/Patient/${id}`);
+    // The token, its client and the signing key survive the restart.
+    const back = await fetchA(`${again.base}/Patient/${id}`);
     assert.equal(back.status, 200);
     assert.equal(((await back.json()) as { gender: string }).gender, 'female');
   });
@@ -75,12 +93,13 @@ describe('custos CLI', () => {
     const dir = path.join(tempDir(), 'data');
     const port = await freePort();
     const first = await serve({ PORT: String(port), DATA_DIR: dir });
+    const authed = await authorizedFetch(first.base, dir);
     const acknowledged: string[] = [];
     // Kill while writes are in flight: every write answered 201 before the kill must survive.
     const writers = Array.from({ length: 8 }, async () => {
       for (;;) {
         try {
-          const r = await fetch(`${first.base}/Observation`, {
+          const r = await authed(`${first.base}/Observation`, {
             method: 'POST',
             headers: { 'content-type': 'application/fhir+json', prefer: 'return=minimal' },
             body: JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: 'spo2' }, valueQuantity: { value: 97 } }),
@@ -97,8 +116,8 @@ describe('custos CLI', () => {
     await new Promise((r) => (first.child.exitCode !== null || first.child.signalCode !== null ? r(undefined) : first.child.once('exit', r)));
     assert.ok(acknowledged.length >= 150);
     const again = await serve({ PORT: String(port), DATA_DIR: dir });
-    const count = await (await fetch(`${again.base}/Observation?_summary=count`)).json() as { total: number };
+    const count = await (await authed(`${again.base}/Observation?_summary=count`)).json() as { total: number };
     assert.ok(count.total >= acknowledged.length, `${count.total} stored, ${acknowledged.length} acknowledged`);
-    for (const ref of acknowledged) assert.equal((await fetch(`${again.base}/${ref}`)).status, 200, ref);
+    for (const ref of acknowledged) assert.equal((await authed(`${again.base}/${ref}`)).status, 200, ref);
   });
 });

@@ -10,7 +10,7 @@ describe('fhir-kit-client', () => {
 
   before(async () => {
     server = await testServer();
-    client = new Client({ baseUrl: server.base });
+    client = new Client({ baseUrl: server.base, bearerToken: server.token });
   });
   after(async () => server.close());
 

@@ -1,4 +1,4 @@
-import type { CapabilityStatement, CapabilityStatementRestResource, CapabilityStatementRestResourceSearchParam } from '@medplum/fhirtypes';
+import type { CapabilityStatement, CapabilityStatementRestResource, CapabilityStatementRestSecurity, CapabilityStatementRestResourceSearchParam } from '@medplum/fhirtypes';
 import { isParamBlinded } from '../store/index.js';
 import { getResourceTypes, getTypeSearchParameters } from './definitions.js';
 
@@ -6,7 +6,7 @@ const SUPPORTED_TYPES = new Set(['token', 'string', 'date', 'number', 'quantity'
 /** Resource-level parameters that are columns or not indexed by this server. */
 const SKIPPED = new Set(['_compartment']);
 
-let cached: { baseUrl: string; cs: CapabilityStatement } | undefined;
+let cached: { baseUrl: string; security?: CapabilityStatementRestSecurity; cs: CapabilityStatement } | undefined;
 
 function searchParams(type: string): CapabilityStatementRestResourceSearchParam[] {
   return Object.entries(getTypeSearchParameters(type))
@@ -44,8 +44,8 @@ function resourceEntry(type: CapabilityStatementRestResource['type']): Capabilit
 }
 
 /** What this server implements, and nothing more. */
-export function buildCapabilityStatement(baseUrl: string): CapabilityStatement {
-  if (cached?.baseUrl === baseUrl) return cached.cs;
+export function buildCapabilityStatement(baseUrl: string, security?: CapabilityStatementRestSecurity): CapabilityStatement {
+  if (cached?.baseUrl === baseUrl && cached.security === security) return cached.cs;
   const cs: CapabilityStatement = {
     resourceType: 'CapabilityStatement',
     status: 'active',
@@ -59,6 +59,7 @@ export function buildCapabilityStatement(baseUrl: string): CapabilityStatement {
     patchFormat: ['application/json-patch+json'],
     rest: [{
       mode: 'server',
+      ...(security ? { security } : {}),
       documentation: 'JSON only. Search: token, string, reference, date, number, quantity and uri parameters; '
         + 'composite and special parameters, _has, _list, _text, _content and _filter are not supported. '
         + 'Index values that identify a person (names, addresses, telecom, identifiers, birth dates, free-text strings in '
@@ -69,6 +70,6 @@ export function buildCapabilityStatement(baseUrl: string): CapabilityStatement {
       operation: [],
     }],
   };
-  cached = { baseUrl, cs };
+  cached = { baseUrl, security, cs };
   return cs;
 }

@@ -2,7 +2,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import type { Logger } from 'pino';
 import type { Resource } from '@medplum/fhirtypes';
 import { allOk, badRequest, FhirError } from './outcome.js';
-import { ANONYMOUS } from './principal.js';
+import { ANONYMOUS, type Principal } from './principal.js';
 import type { FhirRequest, FhirResponse } from './request.js';
 import type { FhirRouter } from './router.js';
 
@@ -117,7 +117,8 @@ export function fhirHttpRouter(router: FhirRouter, opts: { maxBodyBytes: number;
           contentType: mediaType(req),
         },
         body,
-        principal: ANONYMOUS,
+        // The authentication middleware in front of this router puts the principal here.
+        principal: (res.locals.principal as Principal | undefined) ?? ANONYMOUS,
       };
       const out = await router.handle(fhirReq);
       send(res, out, prefer);

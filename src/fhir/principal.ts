@@ -1,10 +1,35 @@
 /**
- * Who is asking. Until SMART auth lands every request is anonymous and the server is open;
- * the smart-auth issue replaces this with client, user, patient context and granted scopes.
+ * Who is asking. SMART auth turns a bearer token into a `token` principal; `system` is the
+ * server acting for itself (never reachable from HTTP).
  */
+export type Permission = 'c' | 'r' | 'u' | 'd' | 's';
+
+/** One granted SMART resource scope, as the decision step needs it. */
+export interface ScopeGrant {
+  context: 'patient' | 'user' | 'system';
+  resourceType: string;
+  permissions: ReadonlySet<Permission>;
+  query: ReadonlyArray<readonly [string, string]>;
+}
+
+export interface TokenPrincipal {
+  kind: 'token';
+  clientId: string;
+  /** Account id of the user, or the client id for client_credentials tokens. */
+  subject: string;
+  tokenId: string;
+  scope: string;
+  scopes: readonly ScopeGrant[];
+  /** Absolute URL of the user's Patient or Practitioner resource. */
+  fhirUser?: string;
+  /** Launch context: the patient this token works with. */
+  patient?: string;
+}
+
 export type Principal =
   | { kind: 'anonymous' }
-  | { kind: 'system'; reason: string };
+  | { kind: 'system'; reason: string }
+  | TokenPrincipal;
 
 export const ANONYMOUS: Principal = { kind: 'anonymous' };
 
@@ -17,13 +42,13 @@ export interface AccessRequest {
 }
 
 /**
- * The decision step before the store. The consent issue supplies a policy that also
- * constrains search queries; the open policy here permits everything because no
- * authentication exists yet (it is not a stand-in for one).
+ * The decision step before the store, in one place: SMART auth supplies it, the consent
+ * issue narrows it further.
  */
 export interface AccessPolicy {
   /** Throws a FhirError (401/403/404) when the principal may not perform the interaction. */
   authorize(principal: Principal, request: AccessRequest): void | Promise<void>;
 }
 
+/** Permits everything: only for the server's own in-process use and unit tests of the router. */
 export const OPEN_ACCESS: AccessPolicy = { authorize: () => undefined };

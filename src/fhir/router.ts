@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import jsonpatch from 'fast-json-patch';
-import type { Bundle, BundleEntry, Parameters, Resource } from '@medplum/fhirtypes';
+import type { Bundle, BundleEntry, CapabilityStatementRestSecurity, Parameters, Resource } from '@medplum/fhirtypes';
 import { VersionConflictError } from '../store/index.js';
 import type { HistoryQuery, IndexRows, Store, StoredVersion, StoreReader, StoreTransaction } from '../store/index.js';
 import { processBundle } from './bundle.js';
@@ -19,6 +19,8 @@ export interface RouterOptions {
   baseUrl: string;
   search: { defaultCount: number; maxCount: number };
   policy: AccessPolicy;
+  /** rest.security of the CapabilityStatement (how to get a token). */
+  security?: CapabilityStatementRestSecurity;
   /** Validation + index extraction (worker threads in the server; inline when omitted). */
   preparer: WritePreparer;
   /** Runs a search in a worker thread, answering the serialized Bundle; undefined = on this thread. */
@@ -59,7 +61,7 @@ export class FhirRouter {
     }
     if (first === 'metadata' && segs.length === 1) {
       if (m !== 'GET') throw methodNotAllowed(m, 'metadata');
-      return { status: 200, body: buildCapabilityStatement(this.opts.baseUrl) };
+      return { status: 200, body: buildCapabilityStatement(this.opts.baseUrl, this.opts.security) };
     }
     if (first === '_history' && segs.length === 1) {
       if (m !== 'GET') throw methodNotAllowed(m, '_history');

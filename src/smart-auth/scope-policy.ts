@@ -1,0 +1,45 @@
+import { FhirError, type AccessPolicy, type AccessRequest, type Principal, type TokenPrincipal } from '../fhir/index.js';
+import { matchingScopes, permissionFor, type Interaction, type ResourceScope } from './scopes.js';
+
+function interactionOf(r: AccessRequest): Interaction {
+  switch (r.interaction) {
+    case 'history': return r.id ? 'history-instance' : r.resourceType ? 'history-type' : 'history-system';
+    case 'search': return r.resourceType ? 'search-type' : 'search-system';
+    case 'capabilities': return 'read';
+    default: return r.interaction;
+  }
+}
+
+const PERMISSION_WORD = { c: 'create', r: 'read', u: 'update', d: 'delete', s: 'search' } as const;
+
+/** The scopes of a token that can apply: patient/ scopes only with a patient in context. */
+export function usableScopes(p: TokenPrincipal): ResourceScope[] {
+  return (p.scopes as ResourceScope[]).filter((s) => s.context !== 'patient' || p.patient !== undefined);
+}
+
+/**
+ * SMART scopes as the upper bound of every interaction. The consent issue adds the patient's
+ * Consent to this same decision.
+ */
+export class ScopePolicy implements AccessPolicy {
+  authorize(principal: Principal, request: AccessRequest): void {
+    if (principal.kind === 'system' || request.interaction === 'capabilities') return;
+    if (principal.kind !== 'token') throw new FhirError(401, 'login', 'A valid Bearer access token is required');
+    const permission = permissionFor(interactionOf(request));
+    const type = request.resourceType ?? '*';
+    const matches = matchingScopes(usableScopes(principal), permission, type);
+    if (matches.length === 0) {
+      const what = request.resourceType ? `${PERMISSION_WORD[permission]} ${request.resourceType}` : `${PERMISSION_WORD[permission]} across all types`;
+      throw new FhirError(403, 'forbidden', `The access token's scopes do not allow this: to ${what} a scope like ${principal.patient ? 'patient' : 'user'}/${request.resourceType ?? '*'}.${permission} is needed`);
+    }
+    if (matches.every((s) => s.context === 'patient') || principal.fhirUser?.includes('/Patient/')) {
+      // Compartment confinement lands in the next change; until then patient-context access is refused, not open.
+      throw new FhirError(403, 'forbidden', 'Patient-context access (patient/ scopes, patient users) is not enforced by this server yet, so it grants no access');
+    }
+    if (matches.every((s) => s.query.length > 0)) {
+      // Granular scopes (e.g. patient/Observation.rs?category=vital-signs) need their query applied to
+      // the request; until that is enforced they grant nothing rather than everything.
+      throw new FhirError(403, 'forbidden', `Scopes with query parameters (${matches.map((s) => s.raw).join(' ')}) are not enforced by this server yet, so they grant no access`);
+    }
+  }
+}
