@@ -41,13 +41,19 @@ export interface AccessRequest {
   operation?: string;
 }
 
+/** What the decision step permits beyond yes/no: the constraints the router must apply. */
+export interface AccessDecision {
+  /** Confine the interaction to this patient's compartment (reads, searches, includes, writes). */
+  patient?: string;
+}
+
 /**
  * The decision step before the store, in one place: SMART auth supplies it, the consent
  * issue narrows it further.
  */
 export interface AccessPolicy {
   /** Throws a FhirError (401/403/404) when the principal may not perform the interaction. */
-  authorize(principal: Principal, request: AccessRequest): void | Promise<void>;
+  authorize(principal: Principal, request: AccessRequest): AccessDecision | void | Promise<AccessDecision | void>;
 }
 
 /** Permits everything: only for the server's own in-process use and unit tests of the router. */

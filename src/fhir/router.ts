@@ -7,7 +7,8 @@ import { processBundle } from './bundle.js';
 import { buildCapabilityStatement } from './capability.js';
 import { isResourceType } from './definitions.js';
 import { allOk, badRequest, FhirError, gone, notFound, notSupported, preconditionFailed } from './outcome.js';
-import type { AccessPolicy, AccessRequest } from './principal.js';
+import { confineQuery, contentInCompartment, isMember } from './confinement.js';
+import type { AccessDecision, AccessPolicy, AccessRequest } from './principal.js';
 import type { FhirRequest, FhirResponse } from './request.js';
 import { parseSearch } from './search/parse.js';
 import { searchBundle, type SearchArgs } from './search-service.js';
@@ -65,7 +66,7 @@ export class FhirRouter {
     }
     if (first === '_history' && segs.length === 1) {
       if (m !== 'GET') throw methodNotAllowed(m, '_history');
-      await this.authorize(req, { interaction: 'history' });
+      this.refuseConfinedHistory(await this.authorize(req, { interaction: 'history' }));
       return this.history(req, {}, tx);
     }
     if (!first || !isResourceType(first)) {
@@ -87,7 +88,7 @@ export class FhirRouter {
     }
     if (second === '_history' && segs.length === 2) {
       if (m !== 'GET') throw methodNotAllowed(m, `${type}/_history`);
-      await this.authorize(req, { interaction: 'history', resourceType: type });
+      this.refuseConfinedHistory(await this.authorize(req, { interaction: 'history', resourceType: type }));
       return this.history(req, { resourceType: type }, tx);
     }
     if (second === '$validate' && segs.length === 2) {
@@ -110,7 +111,8 @@ export class FhirRouter {
     if (third === '_history') {
       if (m !== 'GET') throw methodNotAllowed(m, `${type}/[id]/_history`);
       if (segs.length === 3) {
-        await this.authorize(req, { interaction: 'history', resourceType: type, id });
+        const d = await this.authorize(req, { interaction: 'history', resourceType: type, id });
+        await this.assertVisible(d, tx, type, id);
         return this.history(req, { resourceType: type, id }, tx);
       }
       if (segs.length === 4 && fourth) return this.vread(req, type, id, fourth, tx);
@@ -129,8 +131,24 @@ export class FhirRouter {
     throw notFound(`No route for ${m} ${req.path.slice(0, 200)}`);
   }
 
-  private async authorize(req: FhirRequest, request: AccessRequest): Promise<void> {
-    await this.opts.policy.authorize(req.principal, request);
+  private async authorize(req: FhirRequest, request: AccessRequest): Promise<AccessDecision> {
+    return (await this.opts.policy.authorize(req.principal, request)) ?? {};
+  }
+
+  /** A confined principal sees another patient's resource exactly as it sees one that does not exist. */
+  private async assertVisible(d: AccessDecision, tx: StoreTransaction | undefined, type: string, id: string): Promise<void> {
+    if (d.patient !== undefined && !(await isMember(tx ?? this.opts.store, type, id, d.patient))) throw notFound(`${type}/${id} is not known`);
+  }
+
+  /** New content of a confined principal must stay in its patient's compartment. */
+  private assertWritable(d: AccessDecision, type: string, id: string | undefined, index: IndexRows): void {
+    if (d.patient !== undefined && !contentInCompartment(type, id, index, d.patient)) {
+      throw new FhirError(403, 'forbidden', `This ${type} would not be in the compartment of the patient this token is limited to`);
+    }
+  }
+
+  private refuseConfinedHistory(d: AccessDecision): void {
+    if (d.patient !== undefined) throw new FhirError(403, 'forbidden', 'Type and system history are not available to patient-limited tokens; use the history of one resource');
   }
 
   private inTx<T>(tx: StoreTransaction | undefined, fn: (tx: StoreTransaction) => Promise<T>): Promise<T> {
@@ -152,7 +170,7 @@ export class FhirRouter {
   }
 
   /** Runs a search inside the write transaction (conditional operations) and returns the matches. */
-  private async matches(reader: StoreReader, type: string, query: string, what: string): Promise<StoredVersion[]> {
+  private async matches(reader: StoreReader, type: string, query: string, what: string, d: AccessDecision): Promise<StoredVersion[]> {
     // If-None-Exist may carry the type too ("Patient?identifier=..."), as Bundle entries often do.
     const criteria = query.startsWith(`${type}?`) ? query.slice(type.length + 1) : query.startsWith('?') ? query.slice(1) : query;
     const params = [...new URLSearchParams(criteria)];
@@ -161,16 +179,18 @@ export class FhirRouter {
     parsed.query.count = 2;
     parsed.query.offset = 0;
     parsed.query.total = 'none';
+    if (d.patient !== undefined) confineQuery(parsed.query, d.patient);
     return (await reader.search(parsed.query)).matches;
   }
 
   private async create(req: FhirRequest, type: string, tx?: StoreTransaction): Promise<FhirResponse> {
-    await this.authorize(req, { interaction: 'create', resourceType: type });
+    const d = await this.authorize(req, { interaction: 'create', resourceType: type });
     const resource = assertResourceShape(req.body, type);
     const index = await this.prepare(resource, tx, req);
+    this.assertWritable(d, type, req.assignedId, index);
     return this.inTx(tx, async (t) => {
       if (req.headers.ifNoneExist) {
-        const existing = await this.matches(t, type, req.headers.ifNoneExist, 'If-None-Exist');
+        const existing = await this.matches(t, type, req.headers.ifNoneExist, 'If-None-Exist', d);
         if (existing.length > 1) throw preconditionFailed(`If-None-Exist matched more than one ${type}: the criteria are not selective enough`);
         if (existing.length === 1) return { ...this.found(existing[0]!), location: this.written(existing[0]!, 200).location };
       }
@@ -181,7 +201,8 @@ export class FhirRouter {
   }
 
   private async read(req: FhirRequest, type: string, id: string, tx?: StoreTransaction): Promise<FhirResponse> {
-    await this.authorize(req, { interaction: 'read', resourceType: type, id });
+    const d = await this.authorize(req, { interaction: 'read', resourceType: type, id });
+    await this.assertVisible(d, tx, type, id);
     const v = await (tx ?? this.opts.store).read(type, id);
     if (!v) throw notFound(`${type}/${id} is not known`);
     if (v.deleted) throw deletedError(v);
@@ -198,7 +219,8 @@ export class FhirRouter {
   }
 
   private async vread(req: FhirRequest, type: string, id: string, vid: string, tx?: StoreTransaction): Promise<FhirResponse> {
-    await this.authorize(req, { interaction: 'vread', resourceType: type, id });
+    const d = await this.authorize(req, { interaction: 'vread', resourceType: type, id });
+    await this.assertVisible(d, tx, type, id);
     if (!/^[1-9]\d{0,15}$/.test(vid)) throw badRequest(`Invalid version id "${vid.slice(0, 40)}"`);
     const v = await (tx ?? this.opts.store).vread(type, id, Number(vid));
     if (!v) {
@@ -210,13 +232,17 @@ export class FhirRouter {
   }
 
   private async update(req: FhirRequest, type: string, id: string, tx?: StoreTransaction): Promise<FhirResponse> {
-    await this.authorize(req, { interaction: 'update', resourceType: type, id });
+    const d = await this.authorize(req, { interaction: 'update', resourceType: type, id });
     const resource = assertResourceShape(req.body, type);
     if (resource.id === undefined) throw badRequest('The resource in an update must have an id matching the URL', [`${type}.id`]);
     if (resource.id !== id) throw badRequest(`Resource id "${String(resource.id).slice(0, 80)}" does not match the URL id "${id}"`, [`${type}.id`]);
     const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
     const index = await this.prepare(resource, tx, req);
-    return this.inTx(tx, (t) => this.writeUpdate(t, type, id, resource, ifMatch, index));
+    this.assertWritable(d, type, id, index);
+    return this.inTx(tx, async (t) => {
+      if (d.patient !== undefined && (await t.read(type, id)) && !(await isMember(t, type, id, d.patient))) throw notFound(`${type}/${id} is not known`);
+      return this.writeUpdate(t, type, id, resource, ifMatch, index);
+    });
   }
 
   /** Validates (400 with the issues) and extracts index rows; off-thread unless inside a transaction. */
@@ -242,46 +268,53 @@ export class FhirRouter {
   }
 
   private async conditionalUpdate(req: FhirRequest, type: string, tx?: StoreTransaction): Promise<FhirResponse> {
-    await this.authorize(req, { interaction: 'update', resourceType: type });
+    const d = await this.authorize(req, { interaction: 'update', resourceType: type });
     if (req.query.length === 0) throw methodNotAllowed('PUT', type + ' (an update needs an id or search criteria)');
     const resource = assertResourceShape(req.body, type);
     const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
     const index = await this.prepare(resource, tx, req);
     return this.inTx(tx, async (t) => {
-      const found = await this.matches(t, type, new URLSearchParams(req.query).toString(), 'Conditional update');
+      const found = await this.matches(t, type, new URLSearchParams(req.query).toString(), 'Conditional update', d);
       if (found.length > 1) throw preconditionFailed(`Conditional update matched more than one ${type}`);
       if (found.length === 1) {
         const id = found[0]!.id;
         if (resource.id !== undefined && resource.id !== id) throw badRequest(`Resource id "${resource.id}" does not match the ${type}/${id} the criteria matched`, [`${type}.id`]);
+        this.assertWritable(d, type, id, index);
         return this.writeUpdate(t, type, id, { ...resource, id }, ifMatch, index);
       }
       const id = resource.id ?? randomUUID();
       assertValidId(id);
+      this.assertWritable(d, type, id, index);
+      // An id the criteria did not match may still be another patient's resource.
+      if (d.patient !== undefined && (await t.read(type, id)) && !(await isMember(t, type, id, d.patient))) throw notFound(`${type}/${id} is not known`);
       return this.writeUpdate(t, type, id, { ...resource, id }, ifMatch, index);
     });
   }
 
   private async patch(req: FhirRequest, type: string, id: string, tx?: StoreTransaction): Promise<FhirResponse> {
-    await this.authorize(req, { interaction: 'patch', resourceType: type, id });
+    const d = await this.authorize(req, { interaction: 'patch', resourceType: type, id });
     const ops = assertJsonPatch(req);
     const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
-    return this.inTx(tx, (t) => this.applyPatch(t, type, id, ops, ifMatch));
+    return this.inTx(tx, async (t) => {
+      await this.assertVisible(d, t, type, id);
+      return this.applyPatch(t, type, id, ops, ifMatch, d);
+    });
   }
 
   private async conditionalPatch(req: FhirRequest, type: string, tx?: StoreTransaction): Promise<FhirResponse> {
-    await this.authorize(req, { interaction: 'patch', resourceType: type });
+    const d = await this.authorize(req, { interaction: 'patch', resourceType: type });
     if (req.query.length === 0) throw methodNotAllowed('PATCH', type + ' (a patch needs an id or search criteria)');
     const ops = assertJsonPatch(req);
     const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
     return this.inTx(tx, async (t) => {
-      const found = await this.matches(t, type, new URLSearchParams(req.query).toString(), 'Conditional patch');
+      const found = await this.matches(t, type, new URLSearchParams(req.query).toString(), 'Conditional patch', d);
       if (found.length === 0) throw notFound(`Conditional patch matched no ${type}`);
       if (found.length > 1) throw preconditionFailed(`Conditional patch matched more than one ${type}`);
-      return this.applyPatch(t, type, found[0]!.id, ops, ifMatch);
+      return this.applyPatch(t, type, found[0]!.id, ops, ifMatch, d);
     });
   }
 
-  private async applyPatch(t: StoreTransaction, type: string, id: string, ops: jsonpatch.Operation[], ifMatch: number | undefined): Promise<FhirResponse> {
+  private async applyPatch(t: StoreTransaction, type: string, id: string, ops: jsonpatch.Operation[], ifMatch: number | undefined, d: AccessDecision): Promise<FhirResponse> {
     const cur = await t.read(type, id);
     if (!cur) throw notFound(`${type}/${id} is not known`);
     if (cur.deleted) throw deletedError(cur);
@@ -300,14 +333,17 @@ export class FhirRouter {
     if (patched.resourceType !== type || patched.id !== id) throw new FhirError(422, 'processing', 'JSON Patch may not change resourceType or id');
     const issues = validationIssues(patched);
     if (issues.length > 0) throw FhirError.fromIssues(422, issues);
+    const index = d.patient !== undefined ? this.opts.preparer.indexNow(patched) : undefined;
+    if (index) this.assertWritable(d, type, id, index);
     // Pin the version we patched so a concurrent write in another connection can't be lost.
-    return this.writeUpdate(t, type, id, patched, cur.versionId);
+    return this.writeUpdate(t, type, id, patched, cur.versionId, index);
   }
 
   private async delete(req: FhirRequest, type: string, id: string, tx?: StoreTransaction): Promise<FhirResponse> {
-    await this.authorize(req, { interaction: 'delete', resourceType: type, id });
+    const d = await this.authorize(req, { interaction: 'delete', resourceType: type, id });
     const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
     return this.inTx(tx, async (t) => {
+      await this.assertVisible(d, t, type, id);
       const cur = await t.read(type, id);
       if (!cur) throw notFound(`${type}/${id} is not known`);
       if (cur.deleted) return { status: 204, etag: etagOf(cur) };
@@ -320,10 +356,10 @@ export class FhirRouter {
   }
 
   private async conditionalDelete(req: FhirRequest, type: string, tx?: StoreTransaction): Promise<FhirResponse> {
-    await this.authorize(req, { interaction: 'delete', resourceType: type });
+    const d = await this.authorize(req, { interaction: 'delete', resourceType: type });
     if (req.query.length === 0) throw methodNotAllowed('DELETE', type + ' (a delete needs an id or search criteria)');
     return this.inTx(tx, async (t) => {
-      const found = await this.matches(t, type, new URLSearchParams(req.query).toString(), 'Conditional delete');
+      const found = await this.matches(t, type, new URLSearchParams(req.query).toString(), 'Conditional delete', d);
       if (found.length > 1) throw preconditionFailed(`Conditional delete matched more than one ${type}; this server deletes one resource at a time`);
       if (found.length === 0) return { status: 204, outcome: allOk(`No ${type} matched; nothing deleted`) };
       const v = await t.write({ resourceType: type, id: found[0]!.id, ifMatch: found[0]!.versionId });
@@ -332,12 +368,14 @@ export class FhirRouter {
   }
 
   private async search(req: FhirRequest, type: string, tx: StoreTransaction | undefined, compartment?: { resourceType: string; id: string }): Promise<FhirResponse> {
-    await this.authorize(req, { interaction: 'search', resourceType: type });
+    const d = await this.authorize(req, { interaction: 'search', resourceType: type });
+    if (d.patient !== undefined && compartment && compartment.id !== d.patient) throw notFound(`Patient/${compartment.id} is not known`);
     const args: SearchArgs = {
       resourceType: type,
       query: req.query,
       strict: req.headers.handling === 'strict',
       ...(compartment ? { compartment } : {}),
+      ...(d.patient !== undefined ? { confinedTo: d.patient } : {}),
       defaultCount: this.opts.search.defaultCount,
       maxCount: this.opts.search.maxCount,
       baseUrl: this.opts.baseUrl,

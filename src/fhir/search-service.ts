@@ -1,5 +1,6 @@
 import type { Bundle } from '@medplum/fhirtypes';
 import type { StoreReader } from '../store/index.js';
+import { confineQuery } from './confinement.js';
 import { getPatientCompartmentParams } from './definitions.js';
 import { FhirError, notSupported } from './outcome.js';
 import { runSearch } from './search/execute.js';
@@ -12,6 +13,8 @@ export interface SearchArgs {
   query: Array<[string, string]>;
   strict: boolean;
   compartment?: { resourceType: string; id: string };
+  /** A patient-limited principal: matches and includes stay in this patient's compartment. */
+  confinedTo?: string;
   defaultCount: number;
   maxCount: number;
   baseUrl: string;
@@ -39,6 +42,7 @@ export async function searchBundle(reader: StoreReader, a: SearchArgs): Promise<
     else if (params.length === 0) throw notSupported(`${a.resourceType} is not in the Patient compartment`);
     else parsed.query.compartment = { ...c, params };
   }
+  if (a.confinedTo !== undefined) confineQuery(parsed.query, a.confinedTo);
   const selfPath = c ? `${c.resourceType}/${c.id}/${a.resourceType}` : a.resourceType;
-  return runSearch(reader, parsed, { baseUrl: a.baseUrl, selfPath, query: a.query });
+  return runSearch(reader, parsed, { baseUrl: a.baseUrl, selfPath, query: a.query, confinedTo: a.confinedTo });
 }

@@ -1,4 +1,4 @@
-import { FhirError, type AccessPolicy, type AccessRequest, type Principal, type TokenPrincipal } from '../fhir/index.js';
+import { FhirError, type AccessDecision, type AccessPolicy, type AccessRequest, type Principal, type TokenPrincipal } from '../fhir/index.js';
 import { matchingScopes, permissionFor, type Interaction, type ResourceScope } from './scopes.js';
 
 function interactionOf(r: AccessRequest): Interaction {
@@ -12,6 +12,12 @@ function interactionOf(r: AccessRequest): Interaction {
 
 const PERMISSION_WORD = { c: 'create', r: 'read', u: 'update', d: 'delete', s: 'search' } as const;
 
+/** The Patient id of a patient user (fhirUser .../Patient/<id>), if the token's user is a patient. */
+export function patientUserOf(p: TokenPrincipal): string | undefined {
+  const m = p.fhirUser ? /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(p.fhirUser) : null;
+  return m ? m[1] : undefined;
+}
+
 /** The scopes of a token that can apply: patient/ scopes only with a patient in context. */
 export function usableScopes(p: TokenPrincipal): ResourceScope[] {
   return (p.scopes as ResourceScope[]).filter((s) => s.context !== 'patient' || p.patient !== undefined);
@@ -22,8 +28,8 @@ export function usableScopes(p: TokenPrincipal): ResourceScope[] {
  * Consent to this same decision.
  */
 export class ScopePolicy implements AccessPolicy {
-  authorize(principal: Principal, request: AccessRequest): void {
-    if (principal.kind === 'system' || request.interaction === 'capabilities') return;
+  authorize(principal: Principal, request: AccessRequest): AccessDecision {
+    if (principal.kind === 'system' || request.interaction === 'capabilities') return {};
     if (principal.kind !== 'token') throw new FhirError(401, 'login', 'A valid Bearer access token is required');
     const permission = permissionFor(interactionOf(request));
     const type = request.resourceType ?? '*';
@@ -32,14 +38,16 @@ export class ScopePolicy implements AccessPolicy {
       const what = request.resourceType ? `${PERMISSION_WORD[permission]} ${request.resourceType}` : `${PERMISSION_WORD[permission]} across all types`;
       throw new FhirError(403, 'forbidden', `The access token's scopes do not allow this: to ${what} a scope like ${principal.patient ? 'patient' : 'user'}/${request.resourceType ?? '*'}.${permission} is needed`);
     }
-    if (matches.every((s) => s.context === 'patient') || principal.fhirUser?.includes('/Patient/')) {
-      // Compartment confinement lands in the next change; until then patient-context access is refused, not open.
-      throw new FhirError(403, 'forbidden', 'Patient-context access (patient/ scopes, patient users) is not enforced by this server yet, so it grants no access');
-    }
     if (matches.every((s) => s.query.length > 0)) {
       // Granular scopes (e.g. patient/Observation.rs?category=vital-signs) need their query applied to
       // the request; until that is enforced they grant nothing rather than everything.
       throw new FhirError(403, 'forbidden', `Scopes with query parameters (${matches.map((s) => s.raw).join(' ')}) are not enforced by this server yet, so they grant no access`);
     }
+    // A patient user sees only their own record, whatever the scope's context; patient/ scopes
+    // confine to the launch patient unless a user/ or system/ scope also allows the interaction.
+    const self = patientUserOf(principal);
+    if (self !== undefined) return { patient: self };
+    if (matches.every((s) => s.context === 'patient')) return { patient: principal.patient! };
+    return {};
   }
 }

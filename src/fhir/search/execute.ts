@@ -1,5 +1,6 @@
 import type { Bundle, BundleEntry, BundleLink, Resource } from '@medplum/fhirtypes';
 import type { StoredVersion, StoreReader } from '../../store/index.js';
+import { keepMembers } from '../confinement.js';
 import { applyElements, applySummary } from '../shape.js';
 import type { IncludeSpec, ParsedSearch } from './parse.js';
 
@@ -12,6 +13,8 @@ export interface SearchContext {
   selfPath: string;
   /** The request's parameters, for paging links. */
   query: Array<[string, string]>;
+  /** A patient-limited principal: included resources outside this patient's compartment are left out. */
+  confinedTo?: string;
 }
 
 /** Runs a parsed search and assembles the searchset Bundle (matches, includes, paging links, outcome). */
@@ -30,7 +33,7 @@ export async function runSearch(reader: StoreReader, parsed: ParsedSearch, ctx: 
   }));
   if (!summaryCount && result.matches.length > 0) {
     const seen = new Set(result.matches.map(ref));
-    const included = await includes(reader, result.matches, parsed.include, parsed.revinclude);
+    const included = await includes(reader, result.matches, parsed.include, parsed.revinclude, ctx.confinedTo);
     for (const v of included) {
       if (seen.has(ref(v))) continue;
       seen.add(ref(v));
@@ -62,8 +65,8 @@ function shape(resource: Resource, parsed: ParsedSearch): Resource {
   return resource;
 }
 
-async function includes(reader: StoreReader, matches: StoredVersion[], include: IncludeSpec[], revinclude: IncludeSpec[]): Promise<StoredVersion[]> {
-  const out: StoredVersion[] = [];
+async function includes(reader: StoreReader, matches: StoredVersion[], include: IncludeSpec[], revinclude: IncludeSpec[], confinedTo?: string): Promise<StoredVersion[]> {
+  let out: StoredVersion[] = [];
   let sources = matches;
   for (const spec of include) {
     const from = sources.filter((v) => spec.sourceType === '*' || v.resourceType === spec.sourceType).map(ref);
@@ -72,14 +75,17 @@ async function includes(reader: StoreReader, matches: StoredVersion[], include: 
   for (const spec of revinclude) {
     out.push(...(await reader.referencing(spec.sourceType, spec.param, matches.map(ref), MAX_INCLUDES)));
   }
+  if (confinedTo !== undefined) out = await keepMembers(reader, out, confinedTo);
   // One level of :iterate: includes of what was just included.
   const iterating = include.filter((s) => s.iterate);
   if (iterating.length > 0 && out.length > 0) {
     sources = out.slice();
+    const more: StoredVersion[] = [];
     for (const spec of iterating) {
       const from = sources.filter((v) => v.resourceType === spec.sourceType).map(ref);
-      out.push(...(await reader.referencedBy(from, spec.param, spec.targetType, MAX_INCLUDES)));
+      more.push(...(await reader.referencedBy(from, spec.param, spec.targetType, MAX_INCLUDES)));
     }
+    out.push(...(confinedTo !== undefined ? await keepMembers(reader, more, confinedTo) : more));
   }
   return out;
 }
