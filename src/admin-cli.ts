@@ -3,6 +3,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig } from './config.js';
 import { loadMasterKeys } from './store/index.js';
 import { openAuthDb, type AuthDb } from './smart-auth/auth-db.js';
+import { LaunchContexts } from './smart-auth/launch-context.js';
 import { Registry, ValidationError, type ClientRecord, type ClientType, type NewClient, type UserRecord } from './smart-auth/registry.js';
 
 /** `custos client ...` and `custos user ...`: manage the SMART auth registry in DATA_DIR/auth.db. */
@@ -351,6 +352,7 @@ export async function runAdminCommand(argv: string[], env: NodeJS.ProcessEnv, io
   out: (s) => process.stdout.write(s),
   err: (s) => process.stderr.write(s),
 }): Promise<number> {
+  if (argv[0] === 'launch') return launchCommand(argv.slice(1), env, io);
   const [group, sub, ...rest] = argv;
   if (group !== 'client' && group !== 'user') {
     io.err(`custos: unknown command "${group ?? ''}"\n`);
@@ -383,5 +385,50 @@ export async function runAdminCommand(argv: string[], env: NodeJS.ProcessEnv, io
     }
     io.err(`custos ${key}: ${(err as Error).message}\n`);
     return 1;
+  }
+}
+
+const LAUNCH_USAGE = `Usage: custos launch --patient <id> [--encounter <id>] [--minutes <n>] [--json]
+
+Mints an opaque EHR launch id (SMART EHR launch) for a patient, valid --minutes (default 60).
+Open the app's launch URL with it: <app launch url>?iss=<BASE_URL>&launch=<id>.
+The app asks for the "launch" scope; the signed-in practitioner then works with this patient.
+
+Options:
+  --patient <id>     The Patient in context
+  --encounter <id>   The Encounter in context (optional)
+  --minutes <n>      Lifetime of the launch id (1-1440, default 60)
+  --json             Print one JSON object {launch, patient, iss, expires_in}
+  -h, --help         Show this help
+`;
+
+async function launchCommand(args: string[], env: NodeJS.ProcessEnv, io: Io): Promise<number> {
+  if (args.some((a) => HELP_FLAGS.has(a))) {
+    io.out(LAUNCH_USAGE);
+    return 0;
+  }
+  let values: { patient?: string; encounter?: string; minutes?: string; json?: boolean };
+  try {
+    ({ values } = parseArgs({ args, options: { patient: { type: 'string' }, encounter: { type: 'string' }, minutes: { type: 'string' }, json: { type: 'boolean' } }, strict: true }));
+  } catch (err) {
+    io.err(`custos launch: ${(err as Error).message}\n\n${LAUNCH_USAGE}`);
+    return 2;
+  }
+  const idPattern = /^[A-Za-z0-9\-.]{1,64}$/;
+  const minutes = values.minutes === undefined ? 60 : Number(values.minutes);
+  if (!values.patient || !idPattern.test(values.patient) || (values.encounter !== undefined && !idPattern.test(values.encounter))
+    || !Number.isInteger(minutes) || minutes < 1 || minutes > 1440) {
+    io.err(`custos launch: --patient <id> is required; ids are 1-64 characters [A-Za-z0-9-.]; --minutes 1-1440\n\n${LAUNCH_USAGE}`);
+    return 2;
+  }
+  const config = loadConfig(env);
+  const db = openAuthDb(config.dataDir);
+  try {
+    const launch = new LaunchContexts(db).mint({ patient: values.patient, encounter: values.encounter }, minutes * 60);
+    if (values.json) io.out(JSON.stringify({ launch, patient: values.patient, ...(values.encounter ? { encounter: values.encounter } : {}), iss: config.baseUrl, expires_in: minutes * 60 }) + '\n');
+    else io.out(`launch=${launch}\niss=${config.baseUrl}\nvalid for ${minutes} minutes: open <app launch url>?iss=${encodeURIComponent(config.baseUrl)}&launch=${launch}\n`);
+    return 0;
+  } finally {
+    db.close();
   }
 }

@@ -10,6 +10,7 @@ Commands:
   serve            Start the FHIR server (base URL /fhir)
   client           Manage SMART OAuth clients: add, list, revoke (see "custos client --help")
   user             Manage SMART user accounts: add, list (see "custos user --help")
+  launch           Mint an EHR launch id for a patient (see "custos launch --help")
   help             Show this help
 
 Environment (read once at start):
@@ -40,6 +41,19 @@ async function serve(): Promise<void> {
   const { startServer } = await import('./server.js');
   const running = await startServer(config, { logger });
   logger.info({ url: `${running.url}/fhir`, dataDir: config.dataDir, baseUrl: config.baseUrl }, 'custos listening');
+  if (running.app.auth.registry.listClients().length === 0) {
+    logger.info({
+      smart_configuration: `${config.baseUrl}/.well-known/smart-configuration`,
+      token_endpoint: running.app.auth.endpoints.token,
+      steps: [
+        'Every FHIR request except /metadata needs a Bearer token. To get a first one (SMART Backend Services):',
+        '1. make an ES384 (or RS384) key pair and save its public JWK Set, e.g. keys.json',
+        `2. DATA_DIR=${config.dataDir} custos client add --type backend --jwks keys.json --scope "system/*.rs" --json`,
+        `3. POST ${running.app.auth.endpoints.token} with grant_type=client_credentials, scope, client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer and client_assertion = a JWT signed with your private key (iss=sub=client_id, aud=the token endpoint, jti, exp <= 5 min)`,
+        'Apps (SMART App Launch): custos client add --type public --redirect-uri <uri> --scope "..." and custos user add ...; see README "Authorization".',
+      ],
+    }, 'no OAuth clients registered yet: how to get a first token');
+  }
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -72,7 +86,7 @@ async function main(argv: string[]): Promise<number> {
     await serve();
     return -1;
   }
-  if (cmd === 'client' || cmd === 'user') {
+  if (cmd === 'client' || cmd === 'user' || cmd === 'launch') {
     const { runAdminCommand } = await import('./admin-cli.js');
     return runAdminCommand(argv, process.env);
   }

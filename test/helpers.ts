@@ -38,7 +38,7 @@ export async function testApp(env: Record<string, string> = {}, opts: { auth?: '
   const token = await systemToken(built);
   const app = express();
   app.use((req, _res, next) => {
-    req.headers.authorization ??= `Bearer ${token}`;
+    if (req.url.startsWith('/fhir')) req.headers.authorization ??= `Bearer ${token}`;
     next();
   });
   app.use(built.app);
@@ -97,7 +97,7 @@ export async function systemToken(app: App, scope = 'system/*.*'): Promise<strin
   const key = await backendKeyPair();
   const { client } = app.auth.registry.addClient({ type: 'backend', jwks: key.jwks, scope, name: 'test backend' });
   const tokenUrl = new URL(app.auth.endpoints.token);
-  const res = await supertest(app.app).post(tokenUrl.pathname).set('Host', tokenUrl.host).type('form')
+  const res = await supertest((app as { raw?: express.Express }).raw ?? app.app).post(tokenUrl.pathname).set('Host', tokenUrl.host).type('form')
     .send(tokenForm(await clientAssertion(key, client.clientId, tokenUrl.href), scope));
   if (res.status !== 200) throw new Error(`token request failed: ${res.status} ${res.text}`);
   return (res.body as { access_token: string }).access_token;

@@ -7,3 +7,4 @@ export type { FhirRequest, FhirResponse } from './request.js';
 export { InlinePreparer, WorkerPreparer, type WritePreparer } from './write-pool.js';
 export { fromWorkerFailure } from './outcome.js';
 export type { SearchArgs } from './search-service.js';
+export type { ReadRule, ScopeQueries } from './access-constraints.js';

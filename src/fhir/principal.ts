@@ -2,6 +2,8 @@
  * Who is asking. SMART auth turns a bearer token into a `token` principal; `system` is the
  * server acting for itself (never reachable from HTTP).
  */
+import type { ReadRule, ScopeQueries } from './access-constraints.js';
+
 export type Permission = 'c' | 'r' | 'u' | 'd' | 's';
 
 /** One granted SMART resource scope, as the decision step needs it. */
@@ -45,6 +47,8 @@ export interface AccessRequest {
 export interface AccessDecision {
   /** Confine the interaction to this patient's compartment (reads, searches, includes, writes). */
   patient?: string;
+  /** Granular scopes: the resources touched must match at least one of these queries. */
+  queries?: ScopeQueries;
 }
 
 /**
@@ -54,6 +58,8 @@ export interface AccessDecision {
 export interface AccessPolicy {
   /** Throws a FhirError (401/403/404) when the principal may not perform the interaction. */
   authorize(principal: Principal, request: AccessRequest): AccessDecision | void | Promise<AccessDecision | void>;
+  /** What the principal may read, for resources a search includes (_include/_revinclude); undefined = anything. */
+  readRule?(principal: Principal): ReadRule | undefined;
 }
 
 /** Permits everything: only for the server's own in-process use and unit tests of the router. */

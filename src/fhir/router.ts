@@ -7,7 +7,7 @@ import { processBundle } from './bundle.js';
 import { buildCapabilityStatement } from './capability.js';
 import { isResourceType } from './definitions.js';
 import { allOk, badRequest, FhirError, gone, notFound, notSupported, preconditionFailed } from './outcome.js';
-import { confineQuery, contentInCompartment, isMember } from './confinement.js';
+import { confineQuery, constrainQuery, contentInCompartment, isMember, matchingScopeQueries } from './access-constraints.js';
 import type { AccessDecision, AccessPolicy, AccessRequest } from './principal.js';
 import type { FhirRequest, FhirResponse } from './request.js';
 import { parseSearch } from './search/parse.js';
@@ -135,9 +135,19 @@ export class FhirRouter {
     return (await this.opts.policy.authorize(req.principal, request)) ?? {};
   }
 
-  /** A confined principal sees another patient's resource exactly as it sees one that does not exist. */
+  /**
+   * A confined principal sees another patient's resource exactly as it sees one that does not
+   * exist; a resource outside the token's granular scopes is a 403.
+   */
   private async assertVisible(d: AccessDecision, tx: StoreTransaction | undefined, type: string, id: string): Promise<void> {
-    if (d.patient !== undefined && !(await isMember(tx ?? this.opts.store, type, id, d.patient))) throw notFound(`${type}/${id} is not known`);
+    const reader = tx ?? this.opts.store;
+    if (d.patient !== undefined && !(await isMember(reader, type, id, d.patient))) throw notFound(`${type}/${id} is not known`);
+    if (d.queries && (await reader.read(type, id)) && !(await matchingScopeQueries(reader, type, [id], d.queries)).has(id)) throw outsideScopes(type, id);
+  }
+
+  /** After a write inside its transaction: the new version must still match the granular scopes (else the write rolls back). */
+  private async assertStillInScope(d: AccessDecision, t: StoreTransaction, type: string, id: string): Promise<void> {
+    if (d.queries && !(await matchingScopeQueries(t, type, [id], d.queries)).has(id)) throw outsideScopes(type, id);
   }
 
   /** New content of a confined principal must stay in its patient's compartment. */
@@ -180,6 +190,7 @@ export class FhirRouter {
     parsed.query.offset = 0;
     parsed.query.total = 'none';
     if (d.patient !== undefined) confineQuery(parsed.query, d.patient);
+    if (d.queries) constrainQuery(parsed.query, d.queries);
     return (await reader.search(parsed.query)).matches;
   }
 
@@ -196,6 +207,7 @@ export class FhirRouter {
       }
       const id = req.assignedId ?? randomUUID();
       const v = await t.write({ resourceType: type, id, resource: { ...resource, id }, index });
+      await this.assertStillInScope(d, t, type, id);
       return this.written(v, 201);
     });
   }
@@ -240,8 +252,10 @@ export class FhirRouter {
     const index = await this.prepare(resource, tx, req);
     this.assertWritable(d, type, id, index);
     return this.inTx(tx, async (t) => {
-      if (d.patient !== undefined && (await t.read(type, id)) && !(await isMember(t, type, id, d.patient))) throw notFound(`${type}/${id} is not known`);
-      return this.writeUpdate(t, type, id, resource, ifMatch, index);
+      if (await t.read(type, id)) await this.assertVisible(d, t, type, id);
+      const out = await this.writeUpdate(t, type, id, resource, ifMatch, index);
+      await this.assertStillInScope(d, t, type, id);
+      return out;
     });
   }
 
@@ -280,14 +294,18 @@ export class FhirRouter {
         const id = found[0]!.id;
         if (resource.id !== undefined && resource.id !== id) throw badRequest(`Resource id "${resource.id}" does not match the ${type}/${id} the criteria matched`, [`${type}.id`]);
         this.assertWritable(d, type, id, index);
-        return this.writeUpdate(t, type, id, { ...resource, id }, ifMatch, index);
+        const out = await this.writeUpdate(t, type, id, { ...resource, id }, ifMatch, index);
+        await this.assertStillInScope(d, t, type, id);
+        return out;
       }
       const id = resource.id ?? randomUUID();
       assertValidId(id);
       this.assertWritable(d, type, id, index);
       // An id the criteria did not match may still be another patient's resource.
-      if (d.patient !== undefined && (await t.read(type, id)) && !(await isMember(t, type, id, d.patient))) throw notFound(`${type}/${id} is not known`);
-      return this.writeUpdate(t, type, id, { ...resource, id }, ifMatch, index);
+      if (await t.read(type, id)) await this.assertVisible(d, t, type, id);
+      const out = await this.writeUpdate(t, type, id, { ...resource, id }, ifMatch, index);
+      await this.assertStillInScope(d, t, type, id);
+      return out;
     });
   }
 
@@ -336,7 +354,9 @@ export class FhirRouter {
     const index = d.patient !== undefined ? this.opts.preparer.indexNow(patched) : undefined;
     if (index) this.assertWritable(d, type, id, index);
     // Pin the version we patched so a concurrent write in another connection can't be lost.
-    return this.writeUpdate(t, type, id, patched, cur.versionId, index);
+    const out = await this.writeUpdate(t, type, id, patched, cur.versionId, index);
+    await this.assertStillInScope(d, t, type, id);
+    return out;
   }
 
   private async delete(req: FhirRequest, type: string, id: string, tx?: StoreTransaction): Promise<FhirResponse> {
@@ -376,6 +396,8 @@ export class FhirRouter {
       strict: req.headers.handling === 'strict',
       ...(compartment ? { compartment } : {}),
       ...(d.patient !== undefined ? { confinedTo: d.patient } : {}),
+      ...(d.queries ? { scopeQueries: d.queries } : {}),
+      ...(req.query.some(([k]) => k.startsWith('_include') || k.startsWith('_revinclude')) ? { readRule: this.opts.policy.readRule?.(req.principal) } : {}),
       defaultCount: this.opts.search.defaultCount,
       maxCount: this.opts.search.maxCount,
       baseUrl: this.opts.baseUrl,
@@ -475,6 +497,10 @@ function historyEntry(baseUrl: string, v: StoredVersion): BundleEntry {
     entry.response = { status: v.versionId === 1 ? '201 Created' : '200 OK', etag: etagOf(v), lastModified: v.lastUpdated };
   }
   return entry;
+}
+
+function outsideScopes(type: string, id: string): FhirError {
+  return new FhirError(403, 'forbidden', `${type}/${id} is outside what the access token's scopes allow`);
 }
 
 function deletedError(v: StoredVersion): FhirError {

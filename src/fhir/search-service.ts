@@ -1,6 +1,6 @@
 import type { Bundle } from '@medplum/fhirtypes';
 import type { StoreReader } from '../store/index.js';
-import { confineQuery } from './confinement.js';
+import { confineQuery, constrainQuery, type ReadRule, type ScopeQueries } from './access-constraints.js';
 import { getPatientCompartmentParams } from './definitions.js';
 import { FhirError, notSupported } from './outcome.js';
 import { runSearch } from './search/execute.js';
@@ -15,6 +15,10 @@ export interface SearchArgs {
   compartment?: { resourceType: string; id: string };
   /** A patient-limited principal: matches and includes stay in this patient's compartment. */
   confinedTo?: string;
+  /** Granular scopes: matches must satisfy one of these queries. */
+  scopeQueries?: ScopeQueries;
+  /** What included resources may be (types and their scope queries); undefined = anything. */
+  readRule?: ReadRule;
   defaultCount: number;
   maxCount: number;
   baseUrl: string;
@@ -43,6 +47,7 @@ export async function searchBundle(reader: StoreReader, a: SearchArgs): Promise<
     else parsed.query.compartment = { ...c, params };
   }
   if (a.confinedTo !== undefined) confineQuery(parsed.query, a.confinedTo);
+  if (a.scopeQueries) constrainQuery(parsed.query, a.scopeQueries);
   const selfPath = c ? `${c.resourceType}/${c.id}/${a.resourceType}` : a.resourceType;
-  return runSearch(reader, parsed, { baseUrl: a.baseUrl, selfPath, query: a.query, confinedTo: a.confinedTo });
+  return runSearch(reader, parsed, { baseUrl: a.baseUrl, selfPath, query: a.query, confinedTo: a.confinedTo, readRule: a.readRule });
 }

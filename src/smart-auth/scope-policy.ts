@@ -1,4 +1,4 @@
-import { FhirError, type AccessDecision, type AccessPolicy, type AccessRequest, type Principal, type TokenPrincipal } from '../fhir/index.js';
+import { FhirError, type AccessDecision, type AccessPolicy, type AccessRequest, type Principal, type ReadRule, type TokenPrincipal } from '../fhir/index.js';
 import { matchingScopes, permissionFor, type Interaction, type ResourceScope } from './scopes.js';
 
 function interactionOf(r: AccessRequest): Interaction {
@@ -38,16 +38,29 @@ export class ScopePolicy implements AccessPolicy {
       const what = request.resourceType ? `${PERMISSION_WORD[permission]} ${request.resourceType}` : `${PERMISSION_WORD[permission]} across all types`;
       throw new FhirError(403, 'forbidden', `The access token's scopes do not allow this: to ${what} a scope like ${principal.patient ? 'patient' : 'user'}/${request.resourceType ?? '*'}.${permission} is needed`);
     }
-    if (matches.every((s) => s.query.length > 0)) {
-      // Granular scopes (e.g. patient/Observation.rs?category=vital-signs) need their query applied to
-      // the request; until that is enforced they grant nothing rather than everything.
-      throw new FhirError(403, 'forbidden', `Scopes with query parameters (${matches.map((s) => s.raw).join(' ')}) are not enforced by this server yet, so they grant no access`);
-    }
+    const decision: AccessDecision = {};
+    // Granular scopes (patient/Observation.rs?category=vital-signs) bound the access only when no
+    // unconstrained scope allows it too.
+    if (matches.every((s) => s.query.length > 0)) decision.queries = matches.map((s) => s.query);
     // A patient user sees only their own record, whatever the scope's context; patient/ scopes
     // confine to the launch patient unless a user/ or system/ scope also allows the interaction.
     const self = patientUserOf(principal);
-    if (self !== undefined) return { patient: self };
-    if (matches.every((s) => s.context === 'patient')) return { patient: principal.patient! };
-    return {};
+    if (self !== undefined) decision.patient = self;
+    else if (matches.every((s) => s.context === 'patient')) decision.patient = principal.patient!;
+    return decision;
+  }
+
+  readRule(principal: Principal): ReadRule | undefined {
+    if (principal.kind !== 'token') return principal.kind === 'system' ? undefined : { types: [], queries: {} };
+    const readers = usableScopes(principal).filter((s) => s.permissions.has('r'));
+    const open = new Set<string>();
+    const constrained = new Map<string, Array<ResourceScope['query']>>();
+    for (const s of readers) {
+      if (s.query.length === 0) open.add(s.resourceType);
+      else if (s.resourceType !== '*') constrained.set(s.resourceType, [...(constrained.get(s.resourceType) ?? []), s.query]);
+    }
+    const queries: ReadRule['queries'] = {};
+    for (const [type, groups] of constrained) if (!open.has(type) && !open.has('*')) queries[type] = groups;
+    return { types: open.has('*') ? '*' : [...new Set([...open, ...constrained.keys()])], queries };
   }
 }

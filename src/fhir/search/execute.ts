@@ -1,6 +1,6 @@
 import type { Bundle, BundleEntry, BundleLink, Resource } from '@medplum/fhirtypes';
 import type { StoredVersion, StoreReader } from '../../store/index.js';
-import { keepMembers } from '../confinement.js';
+import { keepMembers, keepReadable, type ReadRule } from '../access-constraints.js';
 import { applyElements, applySummary } from '../shape.js';
 import type { IncludeSpec, ParsedSearch } from './parse.js';
 
@@ -15,6 +15,8 @@ export interface SearchContext {
   query: Array<[string, string]>;
   /** A patient-limited principal: included resources outside this patient's compartment are left out. */
   confinedTo?: string;
+  /** What included resources may be (types the token can read, and their scope queries). */
+  readRule?: ReadRule;
 }
 
 /** Runs a parsed search and assembles the searchset Bundle (matches, includes, paging links, outcome). */
@@ -33,7 +35,7 @@ export async function runSearch(reader: StoreReader, parsed: ParsedSearch, ctx: 
   }));
   if (!summaryCount && result.matches.length > 0) {
     const seen = new Set(result.matches.map(ref));
-    const included = await includes(reader, result.matches, parsed.include, parsed.revinclude, ctx.confinedTo);
+    const included = await includes(reader, result.matches, parsed.include, parsed.revinclude, ctx.confinedTo, ctx.readRule);
     for (const v of included) {
       if (seen.has(ref(v))) continue;
       seen.add(ref(v));
@@ -65,7 +67,12 @@ function shape(resource: Resource, parsed: ParsedSearch): Resource {
   return resource;
 }
 
-async function includes(reader: StoreReader, matches: StoredVersion[], include: IncludeSpec[], revinclude: IncludeSpec[], confinedTo?: string): Promise<StoredVersion[]> {
+async function includes(reader: StoreReader, matches: StoredVersion[], include: IncludeSpec[], revinclude: IncludeSpec[], confinedTo?: string, readRule?: ReadRule): Promise<StoredVersion[]> {
+  const allowed = async (vs: StoredVersion[]) => {
+    let kept = confinedTo !== undefined ? await keepMembers(reader, vs, confinedTo) : vs;
+    if (readRule) kept = await keepReadable(reader, kept, readRule);
+    return kept;
+  };
   let out: StoredVersion[] = [];
   let sources = matches;
   for (const spec of include) {
@@ -75,7 +82,7 @@ async function includes(reader: StoreReader, matches: StoredVersion[], include: 
   for (const spec of revinclude) {
     out.push(...(await reader.referencing(spec.sourceType, spec.param, matches.map(ref), MAX_INCLUDES)));
   }
-  if (confinedTo !== undefined) out = await keepMembers(reader, out, confinedTo);
+  out = await allowed(out);
   // One level of :iterate: includes of what was just included.
   const iterating = include.filter((s) => s.iterate);
   if (iterating.length > 0 && out.length > 0) {
@@ -85,7 +92,7 @@ async function includes(reader: StoreReader, matches: StoredVersion[], include: 
       const from = sources.filter((v) => v.resourceType === spec.sourceType).map(ref);
       more.push(...(await reader.referencedBy(from, spec.param, spec.targetType, MAX_INCLUDES)));
     }
-    out.push(...(confinedTo !== undefined ? await keepMembers(reader, more, confinedTo) : more));
+    out.push(...(await allowed(more)));
   }
   return out;
 }

@@ -1,0 +1,135 @@
+import type { IndexRows, SearchQuery, StoredVersion, StoreReader } from '../store/index.js';
+import { getPatientCompartmentParams } from './definitions.js';
+import { FhirError } from './outcome.js';
+import { parseSearch } from './search/parse.js';
+
+/**
+ * Patient-compartment confinement (SMART patient/ scopes, patient users): membership is
+ * decided by the store's index of the current version, so it is exactly what a
+ * `Patient/[id]/[type]` search would return.
+ */
+
+/** Types outside the Patient compartment (Practitioner, Organization, Medication, ...) are shared. */
+export function isCompartmentType(type: string): boolean {
+  return type === 'Patient' || getPatientCompartmentParams(type).length > 0;
+}
+
+/** Restricts a search query to the patient's compartment. */
+export function confineQuery(query: SearchQuery, patient: string): void {
+  if (query.resourceType === 'Patient') {
+    query.ids = query.ids ? query.ids.filter((id) => id === patient) : [patient];
+    return;
+  }
+  const params = getPatientCompartmentParams(query.resourceType);
+  if (params.length > 0) query.compartment = { resourceType: 'Patient', id: patient, params };
+}
+
+/** The "Type/id" of those current versions that the patient may see (shared types always). */
+export async function membersOf(reader: StoreReader, refs: Array<{ resourceType: string; id: string }>, patient: string): Promise<Set<string>> {
+  const out = new Set<string>();
+  const byType = new Map<string, string[]>();
+  for (const r of refs) {
+    if (!isCompartmentType(r.resourceType)) out.add(`${r.resourceType}/${r.id}`);
+    else if (r.resourceType === 'Patient') {
+      if (r.id === patient) out.add(`Patient/${r.id}`);
+    } else {
+      const ids = byType.get(r.resourceType) ?? [];
+      ids.push(r.id);
+      byType.set(r.resourceType, ids);
+    }
+  }
+  for (const [resourceType, ids] of byType) {
+    const query: SearchQuery = { resourceType, filters: [], sort: [], count: ids.length, offset: 0, total: 'none', ids };
+    confineQuery(query, patient);
+    for (const v of (await reader.search(query)).matches) out.add(`${v.resourceType}/${v.id}`);
+  }
+  return out;
+}
+
+export async function isMember(reader: StoreReader, resourceType: string, id: string, patient: string): Promise<boolean> {
+  return (await membersOf(reader, [{ resourceType, id }], patient)).has(`${resourceType}/${id}`);
+}
+
+export async function keepMembers(reader: StoreReader, versions: StoredVersion[], patient: string): Promise<StoredVersion[]> {
+  if (versions.length === 0) return versions;
+  const members = await membersOf(reader, versions, patient);
+  return versions.filter((v) => members.has(`${v.resourceType}/${v.id}`));
+}
+
+/** Whether new content (with its index rows) lies in the patient's compartment (or is of a shared type). */
+export function contentInCompartment(resourceType: string, id: string | undefined, index: IndexRows, patient: string): boolean {
+  if (!isCompartmentType(resourceType)) return true;
+  if (resourceType === 'Patient') return id === patient;
+  const params = getPatientCompartmentParams(resourceType);
+  return index.reference.some((r) => r.targetType === 'Patient' && r.targetId === patient && params.includes(r.param));
+}
+
+/**
+ * Granular scopes (SMART v2, e.g. patient/Observation.rs?category=vital-signs): a resource is
+ * within them when it matches at least one scope's query (each query an AND of parameters).
+ */
+export type ScopeQueries = ReadonlyArray<ReadonlyArray<readonly [string, string]>>;
+
+function queryFor(resourceType: string, group: ReadonlyArray<readonly [string, string]>): SearchQuery {
+  try {
+    return parseSearch(resourceType, group.map(([k, v]) => [k, v]), { strict: true, defaultCount: 1, maxCount: 1 }).query;
+  } catch (err) {
+    const why = err instanceof FhirError ? err.message : String(err);
+    throw new FhirError(403, 'forbidden', `The token's scope query ${group.map(([k, v]) => `${k}=${v}`).join('&')} cannot be applied to ${resourceType} (${why}), so it grants nothing`);
+  }
+}
+
+/** Adds the scope queries to a search as filters; several queries must be one parameter OR-ed. */
+export function constrainQuery(query: SearchQuery, groups: ScopeQueries): void {
+  const parsed = groups.map((g) => queryFor(query.resourceType, g).filters);
+  if (parsed.length === 1) {
+    query.filters.push(...parsed[0]!);
+    return;
+  }
+  const first = parsed[0]![0];
+  const mergeable = first && !first.chain && parsed.every((f) => f.length === 1 && f[0]!.param === first.param && f[0]!.modifier === first.modifier && !f[0]!.chain);
+  if (!mergeable) {
+    throw new FhirError(403, 'forbidden', `The token has several scope queries for ${query.resourceType} on different parameters; this server can only combine queries on one parameter`);
+  }
+  query.filters.push({ ...first, values: parsed.flatMap((f) => f[0]!.values) });
+}
+
+/** The ids (of one type) among `ids` whose current version matches at least one scope query. */
+export async function matchingScopeQueries(reader: StoreReader, resourceType: string, ids: string[], groups: ScopeQueries): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const g of groups) {
+    const query = queryFor(resourceType, g);
+    Object.assign(query, { ids, count: ids.length, offset: 0, total: 'none', sort: [] });
+    for (const v of (await reader.search(query)).matches) out.add(v.id);
+  }
+  return out;
+}
+
+/** What a principal may read, for filtering included resources: types, and per type its scope queries. */
+export interface ReadRule {
+  /** '*' = every type (subject to `queries`), else the readable types. */
+  types: '*' | string[];
+  /** Types readable only through granular scopes: the queries their resources must match. */
+  queries: Record<string, ScopeQueries>;
+}
+
+export async function keepReadable(reader: StoreReader, versions: StoredVersion[], rule: ReadRule): Promise<StoredVersion[]> {
+  const byType = new Map<string, StoredVersion[]>();
+  for (const v of versions) {
+    if (rule.types !== '*' && !rule.types.includes(v.resourceType)) continue;
+    const list = byType.get(v.resourceType) ?? [];
+    list.push(v);
+    byType.set(v.resourceType, list);
+  }
+  const keep = new Set<StoredVersion>();
+  for (const [type, list] of byType) {
+    const groups = rule.queries[type];
+    if (!groups) {
+      list.forEach((v) => keep.add(v));
+      continue;
+    }
+    const ok = await matchingScopeQueries(reader, type, list.map((v) => v.id), groups);
+    for (const v of list) if (ok.has(v.id)) keep.add(v);
+  }
+  return versions.filter((v) => keep.has(v));
+}
