@@ -21,6 +21,7 @@ Run "custos client <command> --help" for details.
   'client add': `Usage:
   custos client add --type backend --jwks <file|url> --scope "<scopes>" [--name <n>] [--actor <ref>] [--trusted] [--json]
   custos client add --type public|confidential --redirect-uri <uri> [--redirect-uri <uri>...] --scope "<scopes>" [--name <n>] [--json]
+  custos client add --type confidential --jwks <file|url> --redirect-uri <uri> --scope "<scopes>" [--json]   (asymmetric: private_key_jwt)
 
 Registers an OAuth client and prints its client_id (and, for a confidential client, its
 secret, shown only this once).
@@ -30,7 +31,7 @@ Options:
   --scope "<scopes>"   Allowed scopes, space-separated (e.g. "launch/patient openid fhirUser patient/*.rs";
                        backend: system/ scopes only, e.g. "system/Observation.rs")
   --redirect-uri <uri> Absolute http(s) redirect URI without fragment; repeat for several (public/confidential)
-  --jwks <file|url>    Backend only: a JWK Set file with the client's PUBLIC keys (RSA for RS384 or EC P-384 for ES384),
+  --jwks <file|url>    Backend, or confidential (then it authenticates with private_key_jwt instead of a secret): a JWK Set file with the client's PUBLIC keys (RSA for RS384 or EC P-384 for ES384),
                        or an http(s) URL where the client publishes it
   --name <n>           Display name
   --actor <ref>        Backend only: Organization/<id>, Device/<id> or Practitioner/<id> the client acts as
@@ -207,7 +208,12 @@ async function clientAdd(args: string[], env: NodeJS.ProcessEnv, io: Io): Promis
     if (values.actor !== undefined) client.actor = values.actor;
     if (values.trusted) client.trusted = true;
   } else {
-    for (const opt of ['jwks', 'actor', 'trusted'] as const) {
+    if (values.jwks !== undefined) {
+      if (type === 'public') throw new UsageError('--jwks is for confidential (asymmetric) and backend clients, not public ones', 'client add');
+      if (/^https?:\/\//i.test(values.jwks)) client.jwksUri = values.jwks;
+      else client.jwks = readJwksFile(values.jwks) as { keys: object[] };
+    }
+    for (const opt of ['actor', 'trusted'] as const) {
       if (values[opt] !== undefined) throw new UsageError(`--${opt} is only for backend clients`, 'client add');
     }
     if (!values['redirect-uri']?.length) throw new UsageError(`--redirect-uri is required for a ${type} client`, 'client add');

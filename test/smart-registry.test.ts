@@ -327,6 +327,16 @@ describe('Registry', () => {
     assert.notEqual(pub.client.clientId, conf.client.clientId);
   });
 
+  it('registers a confidential client with keys as asymmetric: no secret, keys kept', () => {
+    const added = reg.addClient({ type: 'confidential', redirectUris: ['https://app.example/cb'], scope: 'openid launch/patient patient/*.rs', jwks: { keys: [publicJwk('ec384', { kid: 'app-1', alg: 'ES384' })] } });
+    assert.equal(added.clientSecret, undefined);
+    const back = reg.getClient(added.client.clientId)!;
+    assert.equal(back.clientSecret, undefined);
+    assert.deepEqual(back.jwks!.keys.map((k) => (k as { kid: string }).kid), ['app-1']);
+    const withSecret = reg.addClient({ type: 'confidential', redirectUris: ['https://app.example/cb'], scope: 'openid' });
+    assert.equal(typeof withSecret.clientSecret, 'string');
+  });
+
   it('rejects invalid clients with a clear ValidationError', () => {
     const offCurve = publicJwk('ec384');
     offCurve.x = Buffer.from(randomBytes(48)).toString('base64url');
@@ -345,7 +355,7 @@ describe('Registry', () => {
       ['scrambled permission', publicClient({ scope: 'patient/Observation.sr' }), /patient\/Observation\.sr/],
       ['backend with redirect URIs', backendClient({ redirectUris: ['https://a.example/cb'] }), /redirect/],
       ['backend without keys', { type: 'backend', scope: 'system/*.rs' }, /exactly one of jwks/],
-      ['backend with jwks and jwksUri', backendClient({ jwksUri: 'https://a.example/jwks' }), /exactly one of jwks/],
+      ['backend with jwks and jwksUri', backendClient({ jwksUri: 'https://a.example/jwks' }), /not both/],
       ['backend with a patient scope', backendClient({ scope: 'system/Observation.rs patient/*.rs' }), /system\//],
       ['backend with openid', backendClient({ scope: 'system/Observation.rs openid' }), /system\//],
       ['relative jwksUri', { type: 'backend', jwksUri: 'jwks.json', scope: 'system/*.rs' }, /absolute/],

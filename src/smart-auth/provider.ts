@@ -65,9 +65,10 @@ function clientMetadata(c: ClientRecord & { clientSecret?: string }): ClientMeta
   }
   return {
     ...common, grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], redirect_uris: c.redirectUris,
-    ...(c.type === 'confidential'
-      ? { token_endpoint_auth_method: 'client_secret_basic', client_secret: c.clientSecret }
-      : { token_endpoint_auth_method: 'none' }),
+    ...(c.type === 'public' ? { token_endpoint_auth_method: 'none' }
+      : c.jwks || c.jwksUri
+        ? { token_endpoint_auth_method: 'private_key_jwt', ...(c.jwksUri ? { jwks_uri: c.jwksUri } : { jwks: c.jwks as ClientMetadata['jwks'] }) }
+        : { token_endpoint_auth_method: 'client_secret_basic', client_secret: c.clientSecret }),
   };
 }
 

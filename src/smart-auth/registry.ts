@@ -245,16 +245,17 @@ export class Registry {
     if (!Array.isArray(redirectUris)) fail('redirectUris must be an array');
     let jwks: { keys: object[] } | undefined;
     let jwksUri: string | undefined;
+    if (c.jwks !== undefined && c.jwksUri !== undefined) fail('give one of jwks (inline public keys) or jwksUri, not both');
+    if (c.type === 'public' && (c.jwks !== undefined || c.jwksUri !== undefined)) fail('public clients take no jwks or jwksUri (they have no credentials)');
+    if (c.jwks !== undefined) jwks = validateJwks(c.jwks);
+    if (c.jwksUri !== undefined) {
+      httpUrl(c.jwksUri, 'jwksUri');
+      jwksUri = c.jwksUri;
+    }
     if (c.type === 'backend') {
       if (redirectUris.length) fail('backend clients take no redirect URIs');
-      if ((c.jwks === undefined) === (c.jwksUri === undefined)) fail('backend clients need exactly one of jwks (inline public keys) or jwksUri');
-      if (c.jwks !== undefined) jwks = validateJwks(c.jwks);
-      if (c.jwksUri !== undefined) {
-        httpUrl(c.jwksUri, 'jwksUri');
-        jwksUri = c.jwksUri;
-      }
+      if (c.jwks === undefined && c.jwksUri === undefined) fail('backend clients need exactly one of jwks (inline public keys) or jwksUri');
     } else {
-      if (c.jwks !== undefined || c.jwksUri !== undefined) fail(`${c.type} clients take no jwks or jwksUri (only backend clients authenticate with keys)`);
       if (redirectUris.length === 0) fail(`${c.type} clients need at least one redirect URI`);
       for (const u of redirectUris) {
         httpUrl(u, 'redirect URI');
@@ -262,7 +263,8 @@ export class Registry {
       }
     }
     const clientId = randomId('c-');
-    const clientSecret = c.type === 'confidential' ? randomBytes(32).toString('base64url') : undefined;
+    // A confidential client with keys authenticates with private_key_jwt (client-confidential-asymmetric); else with a secret.
+    const clientSecret = c.type === 'confidential' && !jwks && !jwksUri ? randomBytes(32).toString('base64url') : undefined;
     const sealed = clientSecret === undefined ? null : seal(this.keys.kek, Buffer.from(clientSecret, 'utf8'), secretAad(clientId));
     const now = Date.now();
     this.db.prepare(`INSERT INTO client (${CLIENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`).run(
