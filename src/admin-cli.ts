@@ -200,6 +200,7 @@ async function clientAdd(args: string[], env: NodeJS.ProcessEnv, io: Io): Promis
   if (values.scope === undefined) throw new UsageError('--scope is required', 'client add');
   const client: NewClient = { type: type as ClientType, scope: values.scope };
   if (values.name !== undefined) client.name = values.name;
+  if (values.jwks !== undefined && /^https?:\/\//i.test(values.jwks)) assertReachableJwksUri(values.jwks, env);
   if (type === 'backend') {
     if (values['redirect-uri']) throw new UsageError('--redirect-uri is for public and confidential clients, not backend ones', 'client add');
     if (values.jwks === undefined) throw new UsageError('--jwks <file|url> is required for a backend client', 'client add');
@@ -436,5 +437,22 @@ async function launchCommand(args: string[], env: NodeJS.ProcessEnv, io: Io): Pr
     return 0;
   } finally {
     db.close();
+  }
+}
+
+/**
+ * The token endpoint refuses to fetch key sets from loopback/private addresses unless the host
+ * is listed in JWKS_PRIVATE_HOSTS (SSRF protection): say so at registration, not at the first token.
+ */
+function assertReachableJwksUri(uri: string, env: NodeJS.ProcessEnv): void {
+  let host: string;
+  try {
+    host = new URL(uri).hostname.replace(/^\[|\]$/g, '');
+  } catch {
+    return; // the registry reports the malformed URL
+  }
+  const privateLiteral = host === 'localhost' || host.endsWith('.localhost') || host === '::1' || /^(127\.|10\.|192\.168\.|169\.254\.|172\.(1[6-9]|2\d|3[01])\.|0\.)/.test(host) || /^f[cd]/i.test(host);
+  if (privateLiteral && !loadConfig(env).auth.jwksPrivateHosts.includes(host)) {
+    throw new UsageError(`--jwks ${uri} is on a loopback/private address, which the token endpoint will not fetch; list "${host}" in JWKS_PRIVATE_HOSTS (for the server too) to allow it`, 'client add', false);
   }
 }

@@ -22,6 +22,8 @@ export interface Config {
     accessTokenTtl: number;
     /** A new token signing key is generated at start when the newest is this many days old. */
     signingKeyRotationDays: number;
+    /** Hosts whose client jwks_uri may be on loopback/private addresses (JWKS_PRIVATE_HOSTS, comma-separated). */
+    jwksPrivateHosts: string[];
   };
 }
 
@@ -54,6 +56,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     auth: {
       accessTokenTtl: Math.max(30, intFrom(env, 'ACCESS_TOKEN_TTL', 300)),
       signingKeyRotationDays: Math.max(1, intFrom(env, 'SIGNING_KEY_ROTATION_DAYS', 30)),
+      jwksPrivateHosts: (env.JWKS_PRIVATE_HOSTS ?? '').split(',').map((h) => h.trim().replace(/^\[|\]$/g, '')).filter(Boolean),
     },
   };
 }

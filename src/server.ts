@@ -35,7 +35,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
     : undefined;
   const auth = await SmartAuth.create({
     dataDir: config.dataDir, fhirBase: config.baseUrl, masterKeys: keys, logger,
-    accessTokenTtl: config.auth.accessTokenTtl, signingKeyRotationDays: config.auth.signingKeyRotationDays,
+    accessTokenTtl: config.auth.accessTokenTtl, signingKeyRotationDays: config.auth.signingKeyRotationDays, jwksPrivateHosts: config.auth.jwksPrivateHosts,
     patientExists: async (id) => { const v = await store.read('Patient', id); return !!v && !v.deleted; },
   });
   const router = new FhirRouter({
@@ -62,6 +62,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   app.use('/fhir', corsForApps);
   app.get('/fhir/.well-known/smart-configuration', (_req, res) => { res.json(auth.smartConfiguration()); });
   app.use('/auth/interaction', auth.interactions());
+  app.post('/auth/token', auth.publicRefresh());
   app.use('/auth', auth.oauth());
   app.use('/fhir', auth.authenticate(), fhirHttpRouter(router, { maxBodyBytes: config.maxBodyBytes, logger }));
   app.use((req, res) => {

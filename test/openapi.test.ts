@@ -2,7 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import supertest from 'supertest';
 import { getPatientCompartmentParams, getResourceTypes } from '../src/fhir/definitions.js';
+import { authEndpoints, ROUTES } from '../src/smart-auth/provider.js';
+import { testApp } from './helpers.js';
 
 // The spec is JSON (valid OpenAPI 3.1): no YAML parser is among the project's dependencies.
 const SPEC_FILE = fileURLToPath(new URL('../openapi/openapi.json', import.meta.url));
@@ -24,7 +27,18 @@ const EXPECTED: Record<string, string[]> = {
   '/fhir/{type}/{id}/_history/{vid}': ['get'],
   '/fhir/{type}/{id}/$validate': ['post'],
   '/fhir/Patient/{id}/{type}': ['get'],
+  '/fhir/.well-known/smart-configuration': ['get'],
+  '/auth/.well-known/openid-configuration': ['get'],
+  '/auth/authorize': ['get'],
+  '/auth/token': ['post'],
+  '/auth/introspect': ['post'],
+  '/auth/revoke': ['post'],
+  '/auth/jwks': ['get'],
 };
+/** The only /fhir operations that need no token (src/smart-auth/server.ts, authenticate()). */
+const NO_TOKEN = new Set(['get /fhir/metadata', 'get /fhir/.well-known/smart-configuration']);
+/** Where server.ts mounts oidc-provider. */
+const AUTH_MOUNT = '/auth';
 const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
 
 function resolve(ref: string): Json {
@@ -113,9 +127,10 @@ test('openapi: component schemas, content types and headers', () => {
   }
 });
 
-test('openapi: error responses are OperationOutcomes', () => {
+test('openapi: error responses of the FHIR API are OperationOutcomes', () => {
   const statuses = new Set<string>();
-  for (const { op } of operations()) {
+  for (const { path, op } of operations()) {
+    if (path.startsWith(AUTH_MOUNT + '/')) continue; // OAuth errors, see below
     for (const [status, resp] of Object.entries<Json>(op.responses)) {
       if (Number(status) < 400) continue;
       statuses.add(status);
@@ -123,5 +138,143 @@ test('openapi: error responses are OperationOutcomes', () => {
       assert.equal(schema?.$ref, '#/components/schemas/OperationOutcome', `${status} is an OperationOutcome`);
     }
   }
-  for (const s of ['400', '404', '405', '406', '409', '410', '412', '413', '415', '422', '500']) assert.ok(statuses.has(s), `status ${s} is documented`);
+  for (const s of ['400', '401', '403', '404', '405', '406', '409', '410', '412', '413', '415', '422', '500']) assert.ok(statuses.has(s), `status ${s} is documented`);
+});
+
+// ------------------------------------------------------------------------------------------
+// SMART on FHIR authorization
+// ------------------------------------------------------------------------------------------
+
+/** The security requirements that apply to an operation (its own, else the top-level ones). */
+const effectiveSecurity = (op: Json): Json[] => op.security ?? spec.security ?? [];
+
+test('openapi: security schemes smart (oauth2) and bearer (JWT); the top level requires one of them', () => {
+  const schemes = spec.components.securitySchemes;
+  assert.equal(schemes.smart?.type, 'oauth2');
+  assert.ok(schemes.smart.flows.authorizationCode, 'authorization code flow');
+  assert.ok(schemes.smart.flows.clientCredentials, 'client credentials flow');
+  for (const s of ['openid', 'fhirUser', 'launch', 'launch/patient', 'offline_access', 'online_access', 'patient/*.rs', 'user/*.cruds']) {
+    assert.equal(typeof schemes.smart.flows.authorizationCode.scopes[s], 'string', `authorizationCode scope ${s}`);
+  }
+  for (const s of ['system/*.rs', 'system/*.cruds']) assert.equal(typeof schemes.smart.flows.clientCredentials.scopes[s], 'string', `clientCredentials scope ${s}`);
+  assert.match(schemes.smart.description, /cruds/);
+  assert.deepEqual({ type: schemes.bearer?.type, scheme: schemes.bearer?.scheme, bearerFormat: schemes.bearer?.bearerFormat }, { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' });
+  assert.deepEqual(spec.security, [{ smart: [] }, { bearer: [] }]);
+  // every requirement anywhere names declared schemes
+  for (const { path, method, op } of operations()) {
+    for (const req of effectiveSecurity(op)) for (const name of Object.keys(req)) assert.ok(schemes[name], `${method.toUpperCase()} ${path}: unknown security scheme ${name}`);
+  }
+});
+
+test('openapi: every /fhir operation needs a token and declares 401 (WWW-Authenticate) and 403, except metadata and smart-configuration', () => {
+  let protectedOps = 0;
+  for (const { path, method, op } of operations()) {
+    if (!path.startsWith('/fhir')) continue;
+    const where = `${method.toUpperCase()} ${path}`;
+    if (NO_TOKEN.has(`${method} ${path}`)) {
+      assert.deepEqual(op.security, [], `${where} needs no token: security: []`);
+      assert.equal(op.responses['401'], undefined, `${where} has no 401`);
+      continue;
+    }
+    protectedOps++;
+    const security = effectiveSecurity(op);
+    assert.ok(security.length > 0, `${where} is covered by a security requirement`);
+    assert.ok(security.every((req: Json) => Object.keys(req).length > 0), `${where}: the token is not optional (no {} alternative)`);
+    assert.ok(security.some((req: Json) => 'smart' in req || 'bearer' in req), `${where} accepts a SMART bearer token`);
+    const e401 = deref(op.responses['401'] ?? {});
+    const e403 = deref(op.responses['403'] ?? {});
+    assert.equal(e401.content?.['application/fhir+json']?.schema?.$ref, '#/components/schemas/OperationOutcome', `${where} declares 401`);
+    assert.equal(e403.content?.['application/fhir+json']?.schema?.$ref, '#/components/schemas/OperationOutcome', `${where} declares 403`);
+    assert.ok(deref(e401.headers?.['WWW-Authenticate'] ?? {}).schema, `${where}: the 401 describes WWW-Authenticate`);
+  }
+  const expectedFhirOps = Object.entries(EXPECTED).filter(([p]) => p.startsWith('/fhir')).reduce((n, [, ms]) => n + ms.length, 0);
+  assert.ok(protectedOps >= expectedFhirOps - NO_TOKEN.size, `protected /fhir operations: ${protectedOps}`);
+  for (const key of NO_TOKEN) {
+    const [method, path] = key.split(' ');
+    assert.ok(spec.paths[path!]?.[method!], `${key} is described`);
+  }
+});
+
+test('openapi: the oauth2 URLs are the routes of oidc-provider (ROUTES in src/smart-auth/provider.ts)', () => {
+  const base = 'http://127.0.0.1:8080/fhir';
+  const e = authEndpoints(base);
+  assert.equal(new URL(e.token).pathname, AUTH_MOUNT + ROUTES.token, 'authEndpoints mounts the provider at /auth');
+  const { authorizationCode, clientCredentials } = spec.components.securitySchemes.smart.flows;
+  assert.equal(authorizationCode.tokenUrl, '/auth/token');
+  assert.equal(authorizationCode.tokenUrl, AUTH_MOUNT + ROUTES.token);
+  assert.equal(authorizationCode.refreshUrl, AUTH_MOUNT + ROUTES.token);
+  assert.equal(clientCredentials.tokenUrl, AUTH_MOUNT + ROUTES.token);
+  assert.equal(authorizationCode.authorizationUrl, AUTH_MOUNT + ROUTES.authorization);
+  assert.equal(new URL(e.authorize).pathname, authorizationCode.authorizationUrl);
+  const described: Array<[keyof typeof ROUTES, string]> = [['authorization', 'get'], ['token', 'post'], ['introspection', 'post'], ['revocation', 'post'], ['jwks', 'get']];
+  for (const [route, method] of described) {
+    const op = spec.paths[AUTH_MOUNT + ROUTES[route]]?.[method];
+    assert.ok(op, `${method.toUpperCase()} ${AUTH_MOUNT}${ROUTES[route]} (${route}) is described`);
+    assert.ok(op.tags?.includes('auth'), `${route} is tagged auth`);
+  }
+  for (const route of ['/auth/token', '/auth/introspect', '/auth/revoke']) {
+    assert.ok(spec.paths[route].post.requestBody.content['application/x-www-form-urlencoded'], `${route} takes a form`);
+  }
+  const grants = deref(spec.components.schemas.TokenRequest).oneOf.map((s: Json) => deref(s).allOf[1].properties.grant_type.const).sort();
+  assert.deepEqual(grants, ['authorization_code', 'client_credentials', 'refresh_token']);
+  const authorizeParams = new Set(spec.paths['/auth/authorize'].get.parameters.map((p: Json) => deref(p).name));
+  for (const p of ['response_type', 'client_id', 'redirect_uri', 'scope', 'state', 'aud', 'launch', 'code_challenge', 'code_challenge_method']) assert.ok(authorizeParams.has(p), `authorize parameter ${p}`);
+  for (const p of ['access_token', 'token_type', 'expires_in', 'scope', 'id_token', 'refresh_token', 'patient']) {
+    assert.ok(spec.components.schemas.TokenResponse.properties[p], `token response field ${p}`);
+  }
+});
+
+test('openapi: OAuth errors under /auth are {error, error_description} JSON', () => {
+  for (const { path, method, op } of operations()) {
+    if (!path.startsWith(AUTH_MOUNT + '/')) continue;
+    for (const [status, resp] of Object.entries<Json>(op.responses)) {
+      if (Number(status) < 400 || path === AUTH_MOUNT + ROUTES.authorization) continue; // authorize shows an HTML page
+      assert.equal(deref(resp).content?.['application/json']?.schema?.$ref, '#/components/schemas/OAuthError', `${method.toUpperCase()} ${path} ${status}`);
+    }
+  }
+  assert.deepEqual(spec.components.schemas.OAuthError.required, ['error']);
+});
+
+test('openapi: matches the running server (smart-configuration, 401 challenge, CORS preflight)', async () => {
+  const app = await testApp({}, { auth: 'none' });
+  try {
+    const http = supertest(app.app);
+    const res = await http.get('/fhir/.well-known/smart-configuration').expect(200);
+    const schema = spec.components.schemas.SmartConfiguration;
+    const config: Record<string, unknown> = res.body;
+    assert.ok(Object.keys(config).length > 0);
+    for (const key of Object.keys(config)) assert.ok(schema.properties[key], `smart-configuration field ${key} is in the SmartConfiguration schema`);
+    for (const key of schema.required) assert.ok(key in config, `required field ${key} is served`);
+    // every endpoint it names is described, at the path the spec gives
+    for (const [field, method] of [['authorization_endpoint', 'get'], ['token_endpoint', 'post'], ['introspection_endpoint', 'post'], ['revocation_endpoint', 'post'], ['jwks_uri', 'get']] as const) {
+      const path = new URL(String(config[field])).pathname;
+      assert.ok(spec.paths[path]?.[method], `${field} ${path} is described (${method.toUpperCase()})`);
+    }
+    // the scopes the spec lists are ones the server advertises
+    const supported = new Set(config.scopes_supported as string[]);
+    for (const flow of Object.values<Json>(spec.components.securitySchemes.smart.flows)) {
+      for (const s of Object.keys(flow.scopes)) assert.ok(supported.has(s), `scope ${s} is in scopes_supported`);
+    }
+    assert.deepEqual(config.code_challenge_methods_supported, ['S256']);
+
+    // 401: the challenge and body the spec describes
+    const denied = await http.get('/fhir/Patient').expect(401);
+    assert.match(String(denied.headers['www-authenticate']), /^Bearer realm="custos", error="invalid_token", error_description="[^"]*"$/);
+    assert.match(spec.components.headers['WWW-Authenticate'].example, /^Bearer realm="custos", error="invalid_token", error_description="[^"]*"$/);
+    assert.equal(denied.body.resourceType, 'OperationOutcome');
+    assert.equal(denied.body.issue[0].code, 'login');
+    assert.equal(spec.components.responses.E401.content['application/fhir+json'].example.issue[0].code, 'login');
+    assert.equal(spec.components.responses.E403.content['application/fhir+json'].example.issue[0].code, 'forbidden');
+    // the two exempt operations really need no token
+    await http.get('/fhir/metadata').expect(200);
+
+    // OPTIONS under /fhir is a CORS preflight (info.description says so)
+    const preflight = await http.options('/fhir/Patient/123').set('Origin', 'https://app.example').set('Access-Control-Request-Method', 'GET');
+    assert.equal(preflight.status, 204);
+    assert.match(String(preflight.headers['access-control-allow-headers']), /Authorization/);
+    assert.match(spec.info.description, /OPTIONS[^.]*CORS preflight answered 204/);
+    assert.doesNotMatch(spec.info.description, /no authentication yet/);
+  } finally {
+    await app.close();
+  }
 });

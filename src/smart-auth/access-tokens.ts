@@ -11,6 +11,8 @@ export interface AccessTokenClaims extends JWTPayload {
   scope?: string;
   patient?: string;
   fhirUser?: string;
+  /** The stored id of the authorization grant (authorization code / refresh flows). */
+  gid?: string;
 }
 
 export class TokenError extends Error {
@@ -39,11 +41,13 @@ export class AccessTokenVerifier {
   private readonly jwks;
   private readonly verified = new Map<string, AccessTokenClaims>();
   private readonly isRevoked;
+  private readonly grantAlive;
   private readonly revoke;
 
   constructor(private readonly db: Database.Database, private readonly registry: Registry, publicJwks: JWK[], private readonly issuer: string, private readonly audience: string) {
     this.jwks = createLocalJWKSet({ keys: publicJwks });
     this.isRevoked = db.prepare('SELECT 1 FROM revoked_token WHERE jti = ?').pluck();
+    this.grantAlive = db.prepare("SELECT 1 FROM oidc_payload WHERE model = 'Grant' AND id = ? AND (expires_at IS NULL OR expires_at > ?)").pluck();
     this.revoke = db.prepare('INSERT OR IGNORE INTO revoked_token (jti, expires_at) VALUES (?, ?)');
   }
 
@@ -59,6 +63,7 @@ export class AccessTokenVerifier {
       throw new TokenError('the access token has expired');
     }
     if (this.isRevoked.get(claims.jti)) throw new TokenError('the access token has been revoked');
+    if (claims.gid !== undefined && !this.grantAlive.get(claims.gid, Math.floor(Date.now() / 1000))) throw new TokenError('the authorization this access token came from has been revoked');
     const client = this.registry.getClient(claims.client_id);
     if (!client || client.revokedAt) throw new TokenError('the client of this access token is not registered (or was revoked)');
     return claims;

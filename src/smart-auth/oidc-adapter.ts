@@ -3,6 +3,11 @@ import type Database from 'better-sqlite3';
 import type { Adapter, AdapterPayload, ClientMetadata } from 'oidc-provider';
 import type { ClientRecord, Registry } from './registry.js';
 
+/** How ids are stored (for opaque tokens the id is the token itself). */
+export function grantRowId(id: string): string {
+  return createHash('sha256').update(id).digest('base64url');
+}
+
 /**
  * oidc-provider persistence in auth.db. Clients come from the registry (so `custos client add`
  * and `revoke` take effect in a running server); everything else is one row per model/id.
@@ -21,7 +26,7 @@ export function createAdapterFactory(db: Database.Database, registry: Registry, 
   const purge = db.prepare('DELETE FROM oidc_payload WHERE expires_at IS NOT NULL AND expires_at < ?');
   let lastPurge = 0;
 
-  const hash = (id: string) => createHash('sha256').update(id).digest('base64url');
+  const hash = grantRowId;
   const nowS = () => Math.floor(Date.now() / 1000);
 
   function row(r: { payload: string; expires_at: number | null; consumed_at: number | null } | undefined): AdapterPayload | undefined {

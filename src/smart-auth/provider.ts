@@ -3,7 +3,7 @@ import type Database from 'better-sqlite3';
 import Provider, { errors, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
 import type { ClientRecord, Registry } from './registry.js';
-import { createAdapterFactory } from './oidc-adapter.js';
+import { createAdapterFactory, grantRowId } from './oidc-adapter.js';
 import { covers, grantableScopes, parseScopes } from './scopes.js';
 import { TOKEN_ALG, type SigningKeys } from './signing-keys.js';
 import type { LaunchContexts } from './launch-context.js';
@@ -17,7 +17,6 @@ export interface AuthEndpoints {
   introspect: string;
   revoke: string;
   jwks: string;
-  userinfo: string;
 }
 
 export const ROUTES = {
@@ -30,7 +29,7 @@ export function authEndpoints(fhirBase: string): AuthEndpoints {
   return {
     issuer, fhirBase,
     authorize: issuer + ROUTES.authorization, token: issuer + ROUTES.token, introspect: issuer + ROUTES.introspection,
-    revoke: issuer + ROUTES.revocation, jwks: issuer + ROUTES.jwks, userinfo: issuer + ROUTES.userinfo,
+    revoke: issuer + ROUTES.revocation, jwks: issuer + ROUTES.jwks,
   };
 }
 
@@ -48,6 +47,8 @@ export interface ProviderOptions {
   launches: LaunchContexts;
   cookieSecret: Buffer;
   accessTokenTtl: number;
+  /** Host names whose jwks_uri may resolve to loopback/private addresses (oidc-provider refuses those by default). */
+  jwksPrivateHosts: string[];
   logger: Logger;
 }
 
@@ -104,7 +105,8 @@ export function createProvider(o: ProviderOptions): Provider {
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
       revocation: { enabled: true },
-      userinfo: { enabled: true },
+      // Access tokens are JWTs for the FHIR server (resource indicator), not for userinfo; the ID token carries fhirUser.
+      userinfo: { enabled: false },
       resourceIndicators: {
         enabled: true,
         defaultResource: async () => fhirBase,
@@ -149,9 +151,15 @@ export function createProvider(o: ProviderOptions): Provider {
     },
     extraTokenClaims: async (_ctx, token) => {
       const grantId = (token as { grantId?: string }).grantId;
-      const context = grantId ? launches.forGrant(grantId) : undefined;
-      if (!context) return undefined;
-      return { ...(context.patient ? { patient: context.patient } : {}), ...(context.fhirUser ? { fhirUser: context.fhirUser } : {}) };
+      if (!grantId) return undefined;
+      const context = launches.forGrant(grantId);
+      return {
+        // The grant the token came from (as stored, hashed): when the grant is revoked (refresh token
+        // revoked, authorization code replayed) its access tokens stop working too.
+        gid: grantRowId(grantId),
+        ...(context?.patient ? { patient: context.patient } : {}),
+        ...(context?.fhirUser ? { fhirUser: context.fhirUser } : {}),
+      };
     },
     findAccount: async (_ctx, id) => {
       const user = registry.getUser(id);
@@ -181,6 +189,13 @@ export function createProvider(o: ProviderOptions): Provider {
       if (typeof claims.exp !== 'number' || claims.exp - now > MAX_ASSERTION_LIFETIME_S) {
         throw new errors.InvalidClientAuth('client assertion exp must be at most 5 minutes in the future');
       }
+    },
+    fetch: (url, options) => {
+      // oidc-provider guards outgoing requests (client jwks_uri) against private addresses;
+      // hosts the operator names explicitly (an intranet key server, a test) may be reached.
+      const opts = options as RequestInit & { dispatcher?: unknown };
+      if (o.jwksPrivateHosts.includes(new URL(String(url)).hostname.replace(/^\[|\]$/g, ''))) delete opts.dispatcher;
+      return globalThis.fetch(url, opts);
     },
     renderError: async (ctx, out) => {
       ctx.type = 'html';

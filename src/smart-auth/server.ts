@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto';
 import type Database from 'better-sqlite3';
-import type { NextFunction, Request, Response } from 'express';
+import express, { type NextFunction, type Request, type Response } from 'express';
 import type { CapabilityStatementRestSecurity } from '@medplum/fhirtypes';
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
@@ -9,9 +9,10 @@ import { FhirError, sendOutcome, type TokenPrincipal } from '../fhir/index.js';
 import type { MasterKeys } from '../store/index.js';
 import { AccessTokenVerifier, looksLikeJwt, TokenError, unverifiedClaims } from './access-tokens.js';
 import { openAuthDb } from './auth-db.js';
+import { grantRowId } from './oidc-adapter.js';
 import { interactionRouter } from './interactions.js';
 import { LaunchContexts } from './launch-context.js';
-import { authEndpoints, createProvider, STATIC_SCOPES, type AuthEndpoints } from './provider.js';
+import { authEndpoints, createProvider, ROUTES, STATIC_SCOPES, type AuthEndpoints } from './provider.js';
 import { Registry } from './registry.js';
 import { ScopePolicy } from './scope-policy.js';
 import { NON_RESOURCE_SCOPES, parseScopes } from './scopes.js';
@@ -23,6 +24,7 @@ export interface SmartAuthOptions {
   masterKeys: MasterKeys;
   accessTokenTtl: number;
   signingKeyRotationDays: number;
+  jwksPrivateHosts: string[];
   patientExists(id: string): Promise<boolean>;
   logger: Logger;
 }
@@ -53,11 +55,12 @@ export class SmartAuth {
     if (keys.rotated) o.logger.info({ kid: keys.publicJwks[0]!.kid }, 'generated a new token signing key');
     const endpoints = authEndpoints(o.fhirBase);
     const provider = createProvider({
-      endpoints, db, registry, keys, launches, accessTokenTtl: o.accessTokenTtl, logger: o.logger,
+      endpoints, db, registry, keys, launches, accessTokenTtl: o.accessTokenTtl, logger: o.logger, jwksPrivateHosts: o.jwksPrivateHosts,
       cookieSecret: createHmac('sha256', o.masterKeys.kek).update('custos/oidc-cookies').digest(),
     });
     const verifier = new AccessTokenVerifier(db, registry, keys.publicJwks, endpoints.issuer, o.fhirBase);
     const auth = new SmartAuth(db, registry, launches, provider, verifier, o);
+    provider.use(offlineAccessNeedsConsent);
     provider.use(auth.tokenEndpointExtras());
     return auth;
   }
@@ -68,6 +71,36 @@ export class SmartAuth {
       provider: this.provider, registry: this.registry, launches: this.launches, fhirBase: this.o.fhirBase,
       patientExists: this.o.patientExists, grantTtlSeconds: GRANT_TTL_S, logger: this.o.logger,
     });
+  }
+
+  /**
+   * Express middleware for POST /auth/token: SMART public apps refresh with grant_type and
+   * refresh_token only, but oidc-provider wants a client_id to find a client that has no
+   * credentials. The refresh token names its client; when that client is public, say so.
+   * (oidc-provider then reads this parsed body instead of the stream.)
+   */
+  publicRefresh() {
+    const parse = express.urlencoded({ extended: false, limit: '56kb' });
+    const clientOf = this.db.prepare("SELECT payload FROM oidc_payload WHERE model = 'RefreshToken' AND id = ?").pluck();
+    return (req: Request, res: Response, next: NextFunction) => {
+      if (req.headers.authorization || !req.is('application/x-www-form-urlencoded')) {
+        next();
+        return;
+      }
+      parse(req, res, (err?: unknown) => {
+        if (err) {
+          next(err);
+          return;
+        }
+        const body = req.body as Record<string, unknown>;
+        if (body.grant_type === 'refresh_token' && body.client_id === undefined && body.client_assertion === undefined && typeof body.refresh_token === 'string') {
+          const payload = clientOf.get(grantRowId(body.refresh_token)) as string | undefined;
+          const clientId = payload ? (JSON.parse(payload) as { clientId?: string }).clientId : undefined;
+          if (clientId && this.registry.getClient(clientId)?.type === 'public') body.client_id = clientId;
+        }
+        next();
+      });
+    };
   }
 
   /** Express handler for everything else under /auth (oidc-provider). */
@@ -85,7 +118,6 @@ export class SmartAuth {
       token_endpoint: e.token,
       introspection_endpoint: e.introspect,
       revocation_endpoint: e.revoke,
-      userinfo_endpoint: e.userinfo,
       grant_types_supported: ['authorization_code', 'client_credentials', 'refresh_token'],
       response_types_supported: ['code'],
       token_endpoint_auth_methods_supported: ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'],
@@ -95,7 +127,7 @@ export class SmartAuth {
       capabilities: [
         'launch-ehr', 'launch-standalone', 'client-public', 'client-confidential-symmetric', 'client-confidential-asymmetric',
         'context-ehr-patient', 'context-standalone-patient', 'permission-offline', 'permission-online', 'permission-patient', 'permission-user',
-        'permission-v1', 'permission-v2', 'sso-openid-connect', 'authorize-post',
+        'permission-v1', 'permission-v2', 'sso-openid-connect',
       ],
     };
   }
@@ -228,4 +260,17 @@ export class SmartAuth {
   close(): void {
     this.db.close();
   }
+}
+
+/**
+ * oidc-provider keeps offline_access only for requests with prompt=consent (OIDC Core 11);
+ * SMART apps ask for it without a prompt, and our approval page is shown for every grant anyway.
+ */
+async function offlineAccessNeedsConsent(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
+  if (ctx.method === 'GET' && ctx.path === ROUTES.authorization) {
+    const q = ctx.query as Record<string, string | string[] | undefined>;
+    const scope = typeof q.scope === 'string' ? q.scope.split(' ') : [];
+    if (scope.includes('offline_access') && q.prompt === undefined) ctx.query = { ...q, prompt: 'consent' };
+  }
+  await next();
 }
