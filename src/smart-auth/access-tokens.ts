@@ -1,6 +1,5 @@
 import type Database from 'better-sqlite3';
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWK, type JWTPayload } from 'jose';
-import type { Registry } from './registry.js';
 import { TOKEN_ALG } from './signing-keys.js';
 
 /** The claims of one of our access tokens that the resource server uses. */
@@ -42,11 +41,13 @@ export class AccessTokenVerifier {
   private readonly verified = new Map<string, AccessTokenClaims>();
   private readonly isRevoked;
   private readonly grantAlive;
+  private readonly clientActive;
   private readonly revoke;
 
-  constructor(private readonly db: Database.Database, private readonly registry: Registry, publicJwks: JWK[], private readonly issuer: string, private readonly audience: string) {
+  constructor(db: Database.Database, publicJwks: JWK[], private readonly issuer: string, private readonly audience: string) {
     this.jwks = createLocalJWKSet({ keys: publicJwks });
     this.isRevoked = db.prepare('SELECT 1 FROM revoked_token WHERE jti = ?').pluck();
+    this.clientActive = db.prepare('SELECT 1 FROM client WHERE client_id = ? AND revoked_at IS NULL').pluck();
     this.grantAlive = db.prepare("SELECT 1 FROM oidc_payload WHERE model = 'Grant' AND id = ? AND (expires_at IS NULL OR expires_at > ?)").pluck();
     this.revoke = db.prepare('INSERT OR IGNORE INTO revoked_token (jti, expires_at) VALUES (?, ?)');
   }
@@ -64,8 +65,7 @@ export class AccessTokenVerifier {
     }
     if (this.isRevoked.get(claims.jti)) throw new TokenError('the access token has been revoked');
     if (claims.gid !== undefined && !this.grantAlive.get(claims.gid, Math.floor(Date.now() / 1000))) throw new TokenError('the authorization this access token came from has been revoked');
-    const client = this.registry.getClient(claims.client_id);
-    if (!client || client.revokedAt) throw new TokenError('the client of this access token is not registered (or was revoked)');
+    if (!this.clientActive.get(claims.client_id)) throw new TokenError('the client of this access token is not registered (or was revoked)');
     return claims;
   }
 

@@ -58,7 +58,7 @@ export class SmartAuth {
       endpoints, db, registry, keys, launches, accessTokenTtl: o.accessTokenTtl, logger: o.logger, jwksPrivateHosts: o.jwksPrivateHosts,
       cookieSecret: createHmac('sha256', o.masterKeys.kek).update('custos/oidc-cookies').digest(),
     });
-    const verifier = new AccessTokenVerifier(db, registry, keys.publicJwks, endpoints.issuer, o.fhirBase);
+    const verifier = new AccessTokenVerifier(db, keys.publicJwks, endpoints.issuer, o.fhirBase);
     const auth = new SmartAuth(db, registry, launches, provider, verifier, o);
     provider.use(offlineAccessNeedsConsent);
     provider.use(auth.tokenEndpointExtras());
