@@ -219,8 +219,12 @@ function rowsSql(f: IndexFilter): Sql {
   };
 }
 
+/**
+ * `+x.param` keeps the planner on the (res, n) key, a seek to the resource's few rows; on the
+ * param index it would scan every row of the parameter.
+ */
 function existsClause(f: IndexFilter, alias: string): Sql {
-  const inner = paramCond(f, 'x.param');
+  const inner = paramCond(f, '+x.param');
   return { sql: `${f.negate ? 'NOT ' : ''}EXISTS (SELECT 1 FROM ${f.table} x WHERE x.res = ${alias}.pk AND ${inner.sql})`, params: inner.params };
 }
 
@@ -528,6 +532,7 @@ function sortExpression(resourceType: string, code: string, descending: boolean,
   const col = sp ? SORT_COLUMNS[sp.type as SearchParamType] : undefined;
   if (!col) throw badRequest(`Cannot sort by '${code}' on ${resourceType}`);
   if (isParamBlinded(resourceType, code)) throw notSupported(`Cannot sort by '${code}': it is blinded (stored as keyed hashes)`);
-  const param = storedCount === 1 ? 'param = ?' : `param IN (${Array.from({ length: storedCount }, () => '?').join(', ')})`;
+  // `+param`: seek on the (res, n) key, as in existsClause.
+  const param = storedCount === 1 ? '+param = ?' : `+param IN (${Array.from({ length: storedCount }, () => '?').join(', ')})`;
   return `(SELECT ${descending ? col.desc : col.asc} FROM ${col.table} WHERE res = ${alias}.pk AND ${param})`;
 }
