@@ -41,6 +41,9 @@ function openDb(file: string, readonly: boolean): Database.Database {
   db.pragma('busy_timeout = 5000');
   if (!readonly) {
     db.pragma('journal_mode = WAL');
+    // Savepoints of grouped jobs copy the pages they touch to the statement journal: keep it in
+    // memory rather than in a temp file (it only lives until the job's RELEASE).
+    db.pragma('temp_store = MEMORY');
   }
   // The writer's commits are made durable by an fdatasync of the WAL on the libuv thread pool
   // (the write queue's flush) before any write is acknowledged, so the event loop does not wait
