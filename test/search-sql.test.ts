@@ -40,7 +40,7 @@ function load(resources: Resource[]): void {
     resources.forEach((r, i) => {
       const pk = insert.run(r.resourceType, r.id, Date.UTC(2024, 0, 1) + i * 1000).lastInsertRowid;
       const ix = indexer.extract(r);
-      rows.insert(Number(pk), ix);
+      rows.insert(Number(pk), r.resourceType, ix);
     });
   })();
 }

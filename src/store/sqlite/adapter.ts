@@ -18,7 +18,7 @@ import { WriteQueue } from '../write-queue.js';
 import { startWorker } from '../../workers.js';
 import { SCHEMA, SCHEMA_VERSION } from './schema.js';
 import { IndexRowWriter } from './index-rows.js';
-import { compileSearch } from './search.js';
+import { compileSearch, referenceParamSql } from './search.js';
 
 export interface SqliteStoreOptions {
   /** Database file; ':memory:' is not supported (reader and writer need the same file). */
@@ -154,10 +154,11 @@ class SqliteReader implements StoreReader {
     // '*': every reference parameter of the type, so that the (param, target) index still applies.
     const params = param === '*' ? referenceParams(resourceType) : [param];
     if (params.length === 0) return [];
+    const p = referenceParamSql(resourceType, params, 'r.param');
     const sql = `SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.pk = c.pk AND v.version = c.version
-      WHERE c.type = ? AND c.deleted = 0 AND c.pk IN (SELECT r.res FROM idx_reference r WHERE r.param IN (${params.map(() => '?').join(', ')}) AND (r.target_id, r.target_type) IN (VALUES ${pairs.map(() => '(?, ?)').join(', ')}))
+      WHERE c.type = ? AND c.deleted = 0 AND c.pk IN (SELECT r.res FROM idx_reference r WHERE ${p.sql} AND (r.target_id, r.target_type) IN (VALUES ${pairs.map(() => '(?, ?)').join(', ')}))
       ORDER BY c.pk LIMIT ?`;
-    const args: unknown[] = [resourceType, ...params, ...pairs.flatMap((p) => [p[1], p[0]]), limit];
+    const args: unknown[] = [resourceType, ...p.params, ...pairs.flatMap((p) => [p[1], p[0]]), limit];
     const rows = this.db.prepare(sql).all(...args) as VersionRow[];
     return rows.map((r) => this.toVersion(r));
   }
@@ -167,7 +168,16 @@ class SqliteReader implements StoreReader {
     const pairs = sources.map((s) => s.split('/'));
     const conds: string[] = ['r.target_type IS NOT NULL', `(s.type, s.id) IN (VALUES ${pairs.map(() => '(?, ?)').join(', ')})`];
     const args: unknown[] = pairs.flatMap((p) => [p[0], p[1]]);
-    if (param !== '*') { conds.push('+r.param = ?'); args.push(param); }
+    if (param !== '*') {
+      // The param is one source type's (the _include names it); an alias reads its base's rows.
+      const types = [...new Set(pairs.map((p) => p[0]!))];
+      const byType = types.map((t) => {
+        const p = referenceParamSql(t, [param], '+r.param');
+        return { sql: types.length === 1 ? p.sql : `(s.type = ? AND ${p.sql})`, params: types.length === 1 ? p.params : [t, ...p.params] };
+      });
+      conds.push(`(${byType.map((b) => b.sql).join(' OR ')})`);
+      args.push(...byType.flatMap((b) => b.params));
+    }
     if (targetType) { conds.push('+r.target_type = ?'); args.push(targetType); }
     const sql = `SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.pk = c.pk AND v.version = c.version
       WHERE c.deleted = 0 AND (c.type, c.id) IN (SELECT DISTINCT r.target_type, r.target_id FROM idx_reference r JOIN resource_current s ON s.pk = r.res WHERE ${conds.join(' AND ')})
@@ -228,7 +238,7 @@ class SqliteWriter extends SqliteReader implements StoreTransaction {
     }
     this.stmt('INSERT INTO resource_version (pk, type, id, version, last_updated, deleted, key_id, body, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
       .run(pk, resourceType, id, version, now, deleted ? 1 : 0, keyId, body, hash);
-    if (index) this.indexRows.insert(pk, index);
+    if (index) this.indexRows.insert(pk, resourceType, index);
 
     const stored: StoredVersion = { resourceType, id, versionId: version, lastUpdated, deleted, resource, contentHash: hash };
     for (const hook of this.ctx.hooks) await hook(this, stored);

@@ -2,7 +2,7 @@
  * SQLite schema. Versions are immutable rows; resource_current points at the latest one and
  * owns the search-index rows (index rows always describe the current, non-deleted version).
  */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,9 +65,11 @@ CREATE INDEX IF NOT EXISTS idx_number_q ON idx_number (param, value, res);
 CREATE TABLE IF NOT EXISTS idx_quantity (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT, unit TEXT, value REAL NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_quantity_q ON idx_quantity (param, value, res);
 
-CREATE TABLE IF NOT EXISTS idx_reference (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, target_type TEXT, target_id TEXT, url TEXT, dlo INTEGER, PRIMARY KEY (res, n)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS idx_reference_qd ON idx_reference (param, target_id, target_type, dlo, res) WHERE target_type IS NOT NULL;
-CREATE INDEX IF NOT EXISTS idx_reference_q ON idx_reference (param, target_id, target_type, res);
+-- flags: which of param and its alias (Observation.patient of subject) the row belongs to, see
+-- store/reference-aliases.ts; 3 for rows of parameters without an alias.
+CREATE TABLE IF NOT EXISTS idx_reference (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, target_type TEXT, target_id TEXT, url TEXT, dlo INTEGER, flags INTEGER NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_reference_qd ON idx_reference (param, target_id, target_type, dlo, res, flags) WHERE target_type IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_reference_q ON idx_reference (param, target_id, target_type, res, flags);
 
 CREATE TABLE IF NOT EXISTS idx_uri (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_uri_q ON idx_uri (param, value, res);
