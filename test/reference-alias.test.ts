@@ -37,6 +37,11 @@ describe('reference aliases (patient stored with subject)', () => {
       await tx.write({ resourceType: 'Observation', id: 'o-abs', resource: obs('o-abs', { reference: 'http://elsewhere.example/fhir/Patient/p2' }) });
       await tx.write({ resourceType: 'Observation', id: 'o-perf', resource: obs('o-perf', undefined, 'Patient/p2') });
       await tx.write({ resourceType: 'Observation', id: 'o-none', resource: obs('o-none', undefined) });
+      const condition = (id: string, subject: string, asserter: string): Resource => ({
+        resourceType: 'Condition', id, subject: { reference: subject }, asserter: { reference: asserter },
+      } as Resource);
+      await tx.write({ resourceType: 'Condition', id: 'c1', resource: condition('c1', 'Patient/p1', 'Patient/p2') });
+      await tx.write({ resourceType: 'Condition', id: 'c2', resource: condition('c2', 'Patient/p2', 'Practitioner/x') });
     });
   });
   after(async () => store.close());
@@ -75,6 +80,16 @@ describe('reference aliases (patient stored with subject)', () => {
     assert.deepEqual(await ids('subject:Patient.name=aliastwo'), ['o-abs']);
     assert.deepEqual(await ids('code=http://loinc.org|8867-4', 'p2'), ['o-abs', 'o-perf']);
     assert.deepEqual(await ids('code=http://loinc.org|8867-4', 'p1'), ['o-hist', 'o-rel']);
+  });
+
+  it('answers a compartment whose parameters mix an alias with a plain parameter (Condition: patient, asserter)', async () => {
+    const inCompartment = async (patient: string) => {
+      const parsed = parseSearch('Condition', [], { strict: true, defaultCount: 100, maxCount: 100 });
+      parsed.query.compartment = { resourceType: 'Patient', id: patient, params: ['patient', 'asserter'] };
+      return (await store.search(parsed.query)).matches.map((m) => m.id).sort();
+    };
+    assert.deepEqual(await inCompartment('p1'), ['c1']);
+    assert.deepEqual(await inCompartment('p2'), ['c1', 'c2']);
   });
 
   it('includes and revincludes through the alias', async () => {

@@ -203,14 +203,20 @@ function paramCond(f: IndexFilter, column: string): Sql {
   return { sql: `${p.sql} AND (${f.cond.sql})`, params: [...p.params, ...f.cond.params] };
 }
 
-/** `param = ?` / `param IN (...)`, with the flags test of aliased reference params (flags is param's neighbour column). */
+/**
+ * `param = ?` / `param IN (...)`, with the flags test of aliased reference params (flags is
+ * param's neighbour column). Rows of parameters without an alias have every flag bit, so one test
+ * serves a list unless two of its parameters need different bits.
+ */
 function paramSql(params: string[], masks: number[] | undefined, column: string): Sql {
   const flags = column.replace(/^\+/, '').replace(/param$/, 'flags');
-  if (masks && masks.some((m) => m !== masks[0])) {
-    return { sql: `(${params.map((_, i) => `(${column} = ? AND (${flags} & ${masks[i]}) != 0)`).join(' OR ')})`, params };
+  const needed = [...new Set((masks ?? []).filter((m) => m !== ANY_ROW))];
+  if (needed.length > 1) {
+    const term = (i: number) => (masks![i] === ANY_ROW ? `${column} = ?` : `(${column} = ? AND (${flags} & ${masks![i]}) != 0)`);
+    return { sql: `(${params.map((_, i) => term(i)).join(' OR ')})`, params };
   }
   let sql = params.length === 1 ? `${column} = ?` : `${column} IN (${params.map(() => '?').join(', ')})`;
-  if (masks && masks[0] !== ANY_ROW) sql += ` AND (${flags} & ${masks[0]}) != 0`;
+  if (needed.length === 1) sql += ` AND (${flags} & ${needed[0]}) != 0`;
   return { sql, params };
 }
 
