@@ -14,7 +14,8 @@
  * Environment: BENCH_QUICK=1 (short phases, 10,000 Observations), BENCH_CPU_PROF=1 (run the
  * server with --cpu-prof and add its top self-time functions to the output),
  * BENCH_DURATION / BENCH_OBSERVATIONS (override phase seconds / fill target),
- * BENCH_SCENARIOS (comma list of scenarios to run; search_token_date includes the fill).
+ * BENCH_SCENARIOS (comma list of scenarios to run; search_token_date includes the fill),
+ * BENCH_SERVER_DIST (directory of another build of the server to run, for A/B comparisons).
  */
 import autocannon from 'autocannon';
 import fs from 'node:fs';

@@ -55,7 +55,9 @@ export async function startServer(opts: StartOptions = {}): Promise<ServerProces
     cpuProfDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custos-bench-cpuprof-'));
     nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`);
   }
-  const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'dist', 'cli.js'), 'serve'], {
+  // BENCH_SERVER_DIST: run another build of the server (A/B comparisons on one checkout).
+  const dist = process.env.BENCH_SERVER_DIST ? path.resolve(process.env.BENCH_SERVER_DIST) : path.join(ROOT, 'dist');
+  const child = spawn(process.execPath, [...nodeArgs, path.join(dist, 'cli.js'), 'serve'], {
     cwd: ROOT,
     env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -149,5 +149,25 @@ export function storeContract(name: string, open: () => Promise<Store>): void {
       const future = await store.history({ since: new Date(Date.now() + 60_000).toISOString(), count: 100, offset: 0 });
       assert.equal(future.total, 0);
     });
+
+    it('isolates failed transactions that share a group commit, the first one included', async () => {
+      const write = (id: string, fail: boolean) => store.transaction(async (tx) => {
+        await tx.write({ resourceType: 'Patient', id, resource: patient(id, 'Group') });
+        await tx.write({ resourceType: 'Observation', id: `${id}-o`, resource: obs(`${id}-o`, `Patient/${id}`, '1234-5', 1) });
+        if (fail) throw new Error(`fail ${id}`);
+      });
+      // Queued in one tick, so they run in one group; the first one fails after writing.
+      const results = await Promise.allSettled([write('ga', true), write('gb', false), write('gc', true), write('gd', false)]);
+      assert.deepEqual(results.map((r) => r.status), ['rejected', 'fulfilled', 'rejected', 'fulfilled']);
+      for (const id of ['ga', 'gc']) {
+        assert.equal(await store.read('Patient', id), undefined);
+        assert.equal(await store.read('Observation', `${id}-o`), undefined);
+      }
+      for (const id of ['gb', 'gd']) assert.equal((await store.read('Observation', `${id}-o`))?.versionId, 1);
+      // The data key the rolled-back first job made for its compartment is made again when needed.
+      await write('ga', false);
+      assert.equal((await store.read('Observation', 'ga-o'))?.versionId, 1);
+      assert.equal((await store.search(q('Observation', { ids: ['ga-o', 'gb-o', 'gc-o', 'gd-o'] }))).total, 3);
+    });
   });
 }

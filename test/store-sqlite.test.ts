@@ -5,7 +5,9 @@ import { describe, it } from 'node:test';
 import type { Resource } from '@medplum/fhirtypes';
 import { loadDefinitions } from '../src/fhir/definitions.js';
 import { randomBytes } from 'node:crypto';
+import Database from 'better-sqlite3';
 import { SqliteStore } from '../src/store/index.js';
+import { SCHEMA_VERSION } from '../src/store/sqlite/schema.js';
 import { storeContract } from './store-contract.js';
 import { tempDir } from './helpers.js';
 
@@ -45,5 +47,26 @@ describe('sqlite adapter', () => {
     assert.ok(walMb < 40, `WAL is ${walMb.toFixed(1)} MB`);
     await store.close();
     assert.equal(fs.existsSync(`${file}-wal`) ? fs.statSync(`${file}-wal`).size : 0, 0);
+  });
+
+  it('refuses a database of another schema version with a clear message, and leaves it untouched', async () => {
+    const file = path.join(tempDir(), 'custos.db');
+    const keys = { kek: randomBytes(32), indexKey: randomBytes(32) };
+    const store = SqliteStore.open({ file, keys });
+    await store.close();
+    const old = new Database(file);
+    old.prepare("UPDATE meta SET value = '1' WHERE key = 'schema_version'").run();
+    old.exec('DROP INDEX idx_token_q');
+    old.close();
+    assert.throws(() => SqliteStore.open({ file, keys }), (e: Error) => e.message.includes('schema version 1') && e.message.includes(`version ${SCHEMA_VERSION} only`));
+    const after = new Database(file, { readonly: true });
+    assert.equal(after.prepare("SELECT count(*) FROM sqlite_schema WHERE name = 'idx_token_q'").pluck().get(), 0);
+    after.close();
+    // A file that has tables but no version at all is refused too.
+    const bare = path.join(tempDir(), 'bare.db');
+    const b = new Database(bare);
+    b.exec('CREATE TABLE resource_version (seq INTEGER PRIMARY KEY)');
+    b.close();
+    assert.throws(() => SqliteStore.open({ file: bare, keys }), /schema version unknown/);
   });
 });

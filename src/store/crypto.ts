@@ -43,9 +43,25 @@ export function loadMasterKeys(dataDir: string, fromEnv?: string): MasterKeys {
   return { kek: derive('custos/kek/v1'), indexKey: derive('custos/index-blinding/v1') };
 }
 
+// Nonces are cut from one larger CSPRNG draw: a randomBytes call per write cost more than the
+// encryption. Each nonce is still fresh random output, never handed out twice.
+const NONCE_POOL = NONCE * 512;
+let noncePool = Buffer.alloc(0);
+let nonceAt = NONCE_POOL;
+
+function freshNonce(): Buffer {
+  if (nonceAt + NONCE > noncePool.length) {
+    noncePool = randomBytes(NONCE_POOL);
+    nonceAt = 0;
+  }
+  const nonce = noncePool.subarray(nonceAt, nonceAt + NONCE);
+  nonceAt += NONCE;
+  return nonce;
+}
+
 /** AES-256-GCM; output is nonce || tag || ciphertext. */
 export function seal(key: Buffer, plaintext: Buffer, aad: string): Buffer {
-  const nonce = randomBytes(NONCE);
+  const nonce = freshNonce();
   const cipher = createCipheriv('aes-256-gcm', key, nonce);
   cipher.setAAD(Buffer.from(aad, 'utf8'));
   const ct = Buffer.concat([cipher.update(plaintext), cipher.final()]);

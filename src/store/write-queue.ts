@@ -1,7 +1,7 @@
 /**
  * Group commit: write jobs queued while a commit is in flight run together in the next
- * database transaction, each inside its own savepoint. One fsync then covers many writes,
- * and each job still commits or rolls back on its own. A job's promise settles only after
+ * database transaction, each after the first inside its own savepoint. One fsync then covers
+ * many writes, and each job still commits or rolls back on its own. A job's promise settles only after
  * the COMMIT is durable (after `flush`, when the driver has one).
  */
 export interface GroupCommitDriver<Tx> {
@@ -62,33 +62,51 @@ export class WriteQueue<Tx> {
   private async runGroup(group: Job<Tx>[]): Promise<void> {
     const d = this.driver;
     const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
-    try {
-      d.begin();
-    } catch (error) {
-      group.forEach((j) => j.reject(error));
-      return;
-    }
+    let open = false;
+    /** Jobs that succeeded in the open transaction. */
+    let kept = 0;
     for (const job of group) {
-      d.savepoint();
+      if (!open) {
+        try {
+          d.begin();
+          open = true;
+        } catch (error) {
+          // Nothing is pending (kept is 0 whenever no transaction is open): fail what is left.
+          for (let i = outcomes.length; i < group.length; i++) outcomes.push({ ok: false, error });
+          break;
+        }
+      }
+      // A savepoint costs a copy of every page the job touches (to roll back to); the first job
+      // of a transaction does without one, since a failure there rolls back the whole transaction.
+      const savepoint = kept > 0;
+      if (savepoint) d.savepoint();
       try {
         const value = await job.fn(d.tx);
-        d.release();
+        if (savepoint) d.release();
         outcomes.push({ ok: true, value });
+        kept++;
       } catch (error) {
-        d.rollbackToSavepoint();
-        d.release();
+        if (savepoint) {
+          d.rollbackToSavepoint();
+          d.release();
+        } else {
+          try { d.rollback(); } catch { /* already rolled back */ }
+          open = false;
+        }
         d.onJobAborted();
         outcomes.push({ ok: false, error });
       }
     }
-    try {
-      d.commit();
-      d.onGroupCommitted();
-    } catch (error) {
-      try { d.rollback(); } catch { /* already rolled back */ }
-      d.onJobAborted();
-      group.forEach((j) => j.reject(error));
-      return;
+    if (open) {
+      try {
+        d.commit();
+        d.onGroupCommitted();
+      } catch (error) {
+        try { d.rollback(); } catch { /* already rolled back */ }
+        d.onJobAborted();
+        group.forEach((j) => j.reject(error));
+        return;
+      }
     }
     const answer = () => group.forEach((job, i) => {
       const o = outcomes[i]!;

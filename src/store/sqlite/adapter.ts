@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import type { Resource } from '@medplum/fhirtypes';
-import { getPatientCompartmentParams } from '../../fhir/definitions.js';
+import { getPatientCompartmentParams, getTypeSearchParameters } from '../../fhir/definitions.js';
 import { Blinder } from '../blind.js';
 import { contentHash } from '../content-hash.js';
 import { bodyAad, open, seal, type MasterKeys } from '../crypto.js';
@@ -17,7 +17,8 @@ import type {
 import { WriteQueue } from '../write-queue.js';
 import { startWorker } from '../../workers.js';
 import { SCHEMA, SCHEMA_VERSION } from './schema.js';
-import { compileSearch, NARROW_SPAN, PRIMARY_DATE_PARAM } from './search.js';
+import { IndexRowWriter } from './index-rows.js';
+import { compileSearch, referenceParamSql } from './search.js';
 
 export interface SqliteStoreOptions {
   /** Database file; ':memory:' is not supported (reader and writer need the same file). */
@@ -34,13 +35,15 @@ interface VersionRow {
 }
 
 const VERSION_COLS = 'v.type, v.id, v.version, v.last_updated, v.deleted, v.key_id, v.body, v.content_hash';
-const INDEX_TABLES = ['token', 'string', 'date', 'number', 'quantity', 'reference', 'uri'] as const;
 
 function openDb(file: string, readonly: boolean): Database.Database {
   const db = new Database(file, { readonly, fileMustExist: readonly });
   db.pragma('busy_timeout = 5000');
   if (!readonly) {
     db.pragma('journal_mode = WAL');
+    // Savepoints of grouped jobs copy the pages they touch to the statement journal: keep it in
+    // memory rather than in a temp file (it only lives until the job's RELEASE).
+    db.pragma('temp_store = MEMORY');
   }
   // The writer's commits are made durable by an fdatasync of the WAL on the libuv thread pool
   // (the write queue's flush) before any write is acknowledged, so the event loop does not wait
@@ -96,13 +99,13 @@ class SqliteReader implements StoreReader {
   }
 
   async read(resourceType: string, id: string): Promise<StoredVersion | undefined> {
-    const row = this.stmt(`SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.type = c.type AND v.id = c.id AND v.version = c.version WHERE c.type = ? AND c.id = ?`)
+    const row = this.stmt(`SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.pk = c.pk AND v.version = c.version WHERE c.type = ? AND c.id = ?`)
       .get(resourceType, id) as VersionRow | undefined;
     return row && this.toVersion(row);
   }
 
   async vread(resourceType: string, id: string, versionId: number): Promise<StoredVersion | undefined> {
-    const row = this.stmt(`SELECT ${VERSION_COLS} FROM resource_version v WHERE v.type = ? AND v.id = ? AND v.version = ?`)
+    const row = this.stmt(`SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.pk = c.pk WHERE c.type = ? AND c.id = ? AND v.version = ?`)
       .get(resourceType, id, versionId) as VersionRow | undefined;
     return row && this.toVersion(row);
   }
@@ -111,7 +114,11 @@ class SqliteReader implements StoreReader {
     const where: string[] = [];
     const params: unknown[] = [];
     if (q.resourceType) { where.push('v.type = ?'); params.push(q.resourceType); }
-    if (q.id) { where.push('v.id = ?'); params.push(q.id); }
+    if (q.id) {
+      if (!q.resourceType) throw new Error('history by id needs the resource type');
+      where.push('v.pk = (SELECT pk FROM resource_current WHERE type = ? AND id = ?)');
+      params.push(q.resourceType, q.id);
+    }
     if (q.since) { where.push('v.last_updated >= ?'); params.push(Date.parse(q.since)); }
     if (q.before) { where.push('v.last_updated <= ?'); params.push(Date.parse(q.before)); }
     const w = where.length ? `WHERE ${where.join(' AND ')}` : '';
@@ -126,11 +133,11 @@ class SqliteReader implements StoreReader {
     let matches: StoredVersion[] = [];
     let hasMore = false;
     if (q.count > 0) {
-      const page = this.stmt(`SELECT c.id, c.version FROM ${c.from} WHERE ${c.where} ORDER BY ${c.orderBy} LIMIT ? OFFSET ?`)
-        .all(...c.params, q.count + 1, q.offset) as Array<{ id: string; version: number }>;
+      const page = this.stmt(`SELECT c.pk, c.version FROM ${c.from} WHERE ${c.where} ORDER BY ${c.orderBy} LIMIT ? OFFSET ?`)
+        .all(...c.params, q.count + 1, q.offset) as Array<{ pk: number; version: number }>;
       hasMore = page.length > q.count;
-      const vread = this.stmt(`SELECT ${VERSION_COLS} FROM resource_version v WHERE v.type = ? AND v.id = ? AND v.version = ?`);
-      matches = page.slice(0, q.count).map((m) => this.toVersion(vread.get(q.resourceType, m.id, m.version) as VersionRow));
+      const vread = this.stmt(`SELECT ${VERSION_COLS} FROM resource_version v WHERE v.pk = ? AND v.version = ?`);
+      matches = page.slice(0, q.count).map((m) => this.toVersion(vread.get(m.pk, m.version) as VersionRow));
     }
     let total: number | undefined;
     if (q.total !== 'none' || q.count === 0) {
@@ -144,11 +151,14 @@ class SqliteReader implements StoreReader {
   async referencing(resourceType: string, param: string, targets: string[], limit: number): Promise<StoredVersion[]> {
     if (targets.length === 0) return [];
     const pairs = targets.map((t) => t.split('/'));
-    const paramClause = param === '*' ? '' : 'r.param = ? AND ';
-    const sql = `SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.type = c.type AND v.id = c.id AND v.version = c.version
-      WHERE c.type = ? AND c.deleted = 0 AND c.pk IN (SELECT r.res FROM idx_reference r WHERE ${paramClause}(r.target_id, r.target_type) IN (VALUES ${pairs.map(() => '(?, ?)').join(', ')}))
+    // '*': every reference parameter of the type, so that the (param, target) index still applies.
+    const params = param === '*' ? referenceParams(resourceType) : [param];
+    if (params.length === 0) return [];
+    const p = referenceParamSql(resourceType, params, 'r.param');
+    const sql = `SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.pk = c.pk AND v.version = c.version
+      WHERE c.type = ? AND c.deleted = 0 AND c.pk IN (SELECT r.res FROM idx_reference r WHERE ${p.sql} AND (r.target_id, r.target_type) IN (VALUES ${pairs.map(() => '(?, ?)').join(', ')}))
       ORDER BY c.pk LIMIT ?`;
-    const args: unknown[] = [resourceType, ...(param === '*' ? [] : [param]), ...pairs.flatMap((p) => [p[1], p[0]]), limit];
+    const args: unknown[] = [resourceType, ...p.params, ...pairs.flatMap((p) => [p[1], p[0]]), limit];
     const rows = this.db.prepare(sql).all(...args) as VersionRow[];
     return rows.map((r) => this.toVersion(r));
   }
@@ -158,9 +168,18 @@ class SqliteReader implements StoreReader {
     const pairs = sources.map((s) => s.split('/'));
     const conds: string[] = ['r.target_type IS NOT NULL', `(s.type, s.id) IN (VALUES ${pairs.map(() => '(?, ?)').join(', ')})`];
     const args: unknown[] = pairs.flatMap((p) => [p[0], p[1]]);
-    if (param !== '*') { conds.push('r.param = ?'); args.push(param); }
-    if (targetType) { conds.push('r.target_type = ?'); args.push(targetType); }
-    const sql = `SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.type = c.type AND v.id = c.id AND v.version = c.version
+    if (param !== '*') {
+      // The param is one source type's (the _include names it); an alias reads its base's rows.
+      const types = [...new Set(pairs.map((p) => p[0]!))];
+      const byType = types.map((t) => {
+        const p = referenceParamSql(t, [param], '+r.param');
+        return { sql: types.length === 1 ? p.sql : `(s.type = ? AND ${p.sql})`, params: types.length === 1 ? p.params : [t, ...p.params] };
+      });
+      conds.push(`(${byType.map((b) => b.sql).join(' OR ')})`);
+      args.push(...byType.flatMap((b) => b.params));
+    }
+    if (targetType) { conds.push('+r.target_type = ?'); args.push(targetType); }
+    const sql = `SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.pk = c.pk AND v.version = c.version
       WHERE c.deleted = 0 AND (c.type, c.id) IN (SELECT DISTINCT r.target_type, r.target_id FROM idx_reference r JOIN resource_current s ON s.pk = r.res WHERE ${conds.join(' AND ')})
       ORDER BY c.pk LIMIT ?`;
     const rows = this.db.prepare(sql).all(...args, limit) as VersionRow[];
@@ -176,6 +195,8 @@ interface StoreContext {
 }
 
 class SqliteWriter extends SqliteReader implements StoreTransaction {
+  private readonly indexRows = new IndexRowWriter(this.db);
+
   async write(input: WriteInput): Promise<StoredVersion> {
     const { resourceType, id } = input;
     const cur = this.stmt('SELECT pk, version, last_updated FROM resource_current WHERE type = ? AND id = ?')
@@ -210,36 +231,23 @@ class SqliteWriter extends SqliteReader implements StoreTransaction {
     if (cur) {
       pk = cur.pk;
       this.stmt('UPDATE resource_current SET version = ?, last_updated = ?, deleted = ? WHERE pk = ?').run(version, now, deleted ? 1 : 0, pk);
-      for (const t of INDEX_TABLES) this.stmt(`DELETE FROM idx_${t} WHERE res = ?`).run(pk);
+      this.indexRows.remove(pk);
     } else {
       pk = Number(this.stmt('INSERT INTO resource_current (type, id, version, last_updated, deleted) VALUES (?, ?, ?, ?, ?)')
         .run(resourceType, id, version, now, deleted ? 1 : 0).lastInsertRowid);
     }
     this.stmt('INSERT INTO resource_version (pk, type, id, version, last_updated, deleted, key_id, body, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
       .run(pk, resourceType, id, version, now, deleted ? 1 : 0, keyId, body, hash);
-    if (index) this.insertIndex(pk, index);
+    if (index) this.indexRows.insert(pk, resourceType, index);
 
     const stored: StoredVersion = { resourceType, id, versionId: version, lastUpdated, deleted, resource, contentHash: hash };
     for (const hook of this.ctx.hooks) await hook(this, stored);
     return stored;
   }
-
-  private insertIndex(pk: number, idx: IndexRows): void {
-    const dlo = primaryDateLo(idx);
-    for (const r of idx.token) this.stmt('INSERT INTO idx_token (res, param, system, code, dlo) VALUES (?, ?, ?, ?, ?)').run(pk, r.param, r.system, r.code, dlo);
-    for (const r of idx.string) this.stmt('INSERT INTO idx_string (res, param, value, exact) VALUES (?, ?, ?, ?)').run(pk, r.param, r.value, r.exact);
-    for (const r of idx.date) this.stmt('INSERT INTO idx_date (res, param, lo, hi, wide) VALUES (?, ?, ?, ?, ?)').run(pk, r.param, r.lo, r.hi, r.hi - r.lo > NARROW_SPAN ? 1 : 0);
-    for (const r of idx.number) this.stmt('INSERT INTO idx_number (res, param, value, lo, hi) VALUES (?, ?, ?, ?, ?)').run(pk, r.param, r.value, r.lo, r.hi);
-    for (const r of idx.quantity) this.stmt('INSERT INTO idx_quantity (res, param, system, code, unit, value, lo, hi) VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(pk, r.param, r.system, r.code, r.unit, r.value, r.lo, r.hi);
-    for (const r of idx.reference) this.stmt('INSERT INTO idx_reference (res, param, target_type, target_id, url, dlo) VALUES (?, ?, ?, ?, ?, ?)').run(pk, r.param, r.targetType, r.targetId, r.url, dlo);
-    for (const r of idx.uri) this.stmt('INSERT INTO idx_uri (res, param, value) VALUES (?, ?, ?)').run(pk, r.param, r.value);
-  }
 }
 
-/** The lo of the resource's 'date' when it has exactly one narrow one (see idx_token.dlo). */
-function primaryDateLo(idx: IndexRows): number | null {
-  const dates = idx.date.filter((d) => d.param === PRIMARY_DATE_PARAM);
-  return dates.length === 1 && dates[0]!.hi - dates[0]!.lo <= NARROW_SPAN ? dates[0]!.lo : null;
+function referenceParams(resourceType: string): string[] {
+  return Object.entries(getTypeSearchParameters(resourceType)).filter(([, sp]) => sp.type === 'reference').map(([code]) => code);
 }
 
 /** Bodies are encrypted under the data key of the patient whose compartment they are in. */
@@ -249,6 +257,18 @@ function keyScopeOf(resource: Resource, index: IndexRows): string {
   if (params.length === 0) return 'shared';
   const ref = index.reference.find((r) => r.targetType === 'Patient' && r.targetId && params.includes(r.param));
   return ref ? `patient:${ref.targetId}` : 'shared';
+}
+
+/** Refuses a database written with another schema (before anything is created in it). */
+function checkSchemaVersion(db: Database.Database, file: string): void {
+  const hasMeta = db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'meta'").get() !== undefined;
+  const v = hasMeta ? db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").pluck().get() as string | undefined : undefined;
+  const hasTables = db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'resource_version'").get() !== undefined;
+  if (v === undefined && !hasTables) return;
+  if (Number(v) !== SCHEMA_VERSION) {
+    throw new Error(`${file} has database schema version ${v ?? 'unknown'}, but this server reads version ${SCHEMA_VERSION} only; `
+      + 'there is no migration (pre-release): start with an empty data directory');
+  }
 }
 
 /** A read-only connection with its own key cache, e.g. for a search worker thread. */
@@ -290,10 +310,14 @@ export class SqliteStore extends SqliteReader implements Store {
   static open(opts: SqliteStoreOptions): SqliteStore {
     fs.mkdirSync(path.dirname(opts.file), { recursive: true });
     const writer = openDb(opts.file, false);
+    try {
+      checkSchemaVersion(writer, opts.file);
+    } catch (err) {
+      writer.close();
+      throw err;
+    }
     writer.exec(SCHEMA);
-    const v = writer.prepare("SELECT value FROM meta WHERE key = 'schema_version'").pluck().get() as string | undefined;
-    if (v === undefined) writer.prepare("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(String(SCHEMA_VERSION));
-    else if (Number(v) !== SCHEMA_VERSION) throw new Error(`database schema version ${v} is not ${SCHEMA_VERSION}`);
+    writer.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)").run(String(SCHEMA_VERSION));
     const reader = openDb(opts.file, true);
     const blinder = new Blinder(opts.keys.indexKey);
     const ctx: StoreContext = {

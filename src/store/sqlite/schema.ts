@@ -2,7 +2,7 @@
  * SQLite schema. Versions are immutable rows; resource_current points at the latest one and
  * owns the search-index rows (index rows always describe the current, non-deleted version).
  */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 3;
 
 export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,42 +36,41 @@ CREATE TABLE IF NOT EXISTS resource_version (
   key_id INTEGER,                  -- data_key.key_id the body is encrypted under
   body BLOB,                       -- nonce(12) || tag(16) || ciphertext; NULL for deletes
   content_hash TEXT NOT NULL,
-  UNIQUE (type, id, version)
+  -- By pk rather than (type, id): new resources get increasing pks, so this index is appended to.
+  UNIQUE (pk, version)
 );
 CREATE INDEX IF NOT EXISTS resource_version_lu ON resource_version (last_updated);
 CREATE INDEX IF NOT EXISTS resource_version_type_lu ON resource_version (type, last_updated);
 
+-- Index tables are clustered on (res, n) (n numbers a resource's rows in the table): that B-tree
+-- serves EXISTS filters, sorting and deletes by resource, so no separate (res, ...) index is kept.
 -- dlo (also in idx_reference): the resource's own 'date' (lo) when it has exactly one narrow
--- one, so that code + date and subject + date searches (device data) are one index range.
-CREATE TABLE IF NOT EXISTS idx_token (res INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT, dlo INTEGER);
+-- one, so that code + date and subject + date searches (device data) are one index range. Only
+-- exact keys (system|code, Type/id) lead such a search, so the _qd indexes hold only rows that
+-- can match one.
+CREATE TABLE IF NOT EXISTS idx_token (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT, dlo INTEGER, PRIMARY KEY (res, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_token_q ON idx_token (param, code, system, res);
-CREATE INDEX IF NOT EXISTS idx_token_qd ON idx_token (param, code, system, dlo, res);
-CREATE INDEX IF NOT EXISTS idx_token_res ON idx_token (res, param, code, system);
+CREATE INDEX IF NOT EXISTS idx_token_qd ON idx_token (param, code, system, dlo, res) WHERE system IS NOT NULL;
 
-CREATE TABLE IF NOT EXISTS idx_string (res INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, exact TEXT);
+CREATE TABLE IF NOT EXISTS idx_string (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, exact TEXT, PRIMARY KEY (res, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_string_q ON idx_string (param, value, res);
-CREATE INDEX IF NOT EXISTS idx_string_res ON idx_string (res, param, value);
 
 -- wide = 1 when hi - lo > NARROW_SPAN (2 days): narrow rows are found by seeking on lo.
-CREATE TABLE IF NOT EXISTS idx_date (res INTEGER NOT NULL, param TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, wide INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS idx_date (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, wide INTEGER NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_date_q ON idx_date (param, wide, lo, hi, res);
-CREATE INDEX IF NOT EXISTS idx_date_res ON idx_date (res, param, lo, hi);
 
-CREATE TABLE IF NOT EXISTS idx_number (res INTEGER NOT NULL, param TEXT NOT NULL, value REAL NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS idx_number (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, value REAL NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_number_q ON idx_number (param, value, res);
-CREATE INDEX IF NOT EXISTS idx_number_res ON idx_number (res, param, value);
 
-CREATE TABLE IF NOT EXISTS idx_quantity (res INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT, unit TEXT, value REAL NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS idx_quantity (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT, unit TEXT, value REAL NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_quantity_q ON idx_quantity (param, value, res);
-CREATE INDEX IF NOT EXISTS idx_quantity_res ON idx_quantity (res, param, value);
 
-CREATE TABLE IF NOT EXISTS idx_reference (res INTEGER NOT NULL, param TEXT NOT NULL, target_type TEXT, target_id TEXT, url TEXT, dlo INTEGER);
-CREATE INDEX IF NOT EXISTS idx_reference_qd ON idx_reference (param, target_id, target_type, dlo, res);
-CREATE INDEX IF NOT EXISTS idx_reference_q ON idx_reference (param, target_id, target_type, res);
-CREATE INDEX IF NOT EXISTS idx_reference_t ON idx_reference (target_id, target_type);
-CREATE INDEX IF NOT EXISTS idx_reference_res ON idx_reference (res, param, target_id, target_type);
+-- flags: which of param and its alias (Observation.patient of subject) the row belongs to, see
+-- store/reference-aliases.ts; 3 for rows of parameters without an alias.
+CREATE TABLE IF NOT EXISTS idx_reference (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, target_type TEXT, target_id TEXT, url TEXT, dlo INTEGER, flags INTEGER NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_reference_qd ON idx_reference (param, target_id, target_type, dlo, res, flags) WHERE target_type IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_reference_q ON idx_reference (param, target_id, target_type, res, flags);
 
-CREATE TABLE IF NOT EXISTS idx_uri (res INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS idx_uri (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_uri_q ON idx_uri (param, value, res);
-CREATE INDEX IF NOT EXISTS idx_uri_res ON idx_uri (res, param, value);
 `;

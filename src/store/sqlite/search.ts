@@ -3,6 +3,7 @@ import { badRequest, notSupported } from '../../fhir/outcome.js';
 import { codePointPrefix, MAX_BLIND_PREFIX, normalizeString, type Blinder } from '../blind.js';
 import { isParamBlinded } from '../blinding-policy.js';
 import { storedParams } from '../param-aliases.js';
+import { ANY_ROW, referenceStorage } from '../reference-aliases.js';
 import { MAX_TIME, MIN_TIME, numberRange, parseDateRange, parseReference } from '../indexer.js';
 import type { Prefix, SearchFilter, SearchParamType, SearchQuery } from '../types.js';
 
@@ -41,6 +42,8 @@ interface IndexFilter {
   kind: 'index';
   table: string;
   params: string[];
+  /** idx_reference: the flags bits (parallel to params) a row must have, when not any. */
+  masks?: number[];
   cond: Sql;
   negate: boolean;
   /** Dates: the range `lo` must lie in for narrow rows (span <= NARROW_SPAN), letting the index seek. */
@@ -69,7 +72,7 @@ type Compiled = IndexFilter | LeadOnly | SqlFilter;
 export function compileSearch(query: SearchQuery, blinder: Blinder, estimate?: Estimator): CompiledSearch {
   const ctx: Ctx = { blinder, alias: 'c', resourceType: query.resourceType };
   const filters: Compiled[] = mergeDateFilters(query.filters.map((f) => compileFilter(f, ctx)));
-  if (query.compartment) filters.push(compartmentFilter(query.compartment));
+  if (query.compartment) filters.push(compartmentFilter(query.compartment, query.resourceType));
   if (query.ids) filters.push({ kind: 'sql', sql: inList('c.id', query.ids) });
   filters.push(...codeDateLeads(filters));
 
@@ -196,8 +199,47 @@ function isJoinDriver(f: Compiled): boolean {
 
 /** `param = ? AND (cond)` (or `param IN (...)` for several params). */
 function paramCond(f: IndexFilter, column: string): Sql {
-  const p = f.params.length === 1 ? `${column} = ?` : `${column} IN (${f.params.map(() => '?').join(', ')})`;
-  return { sql: `${p} AND (${f.cond.sql})`, params: [...f.params, ...f.cond.params] };
+  const p = paramSql(f.params, f.masks, column);
+  return { sql: `${p.sql} AND (${f.cond.sql})`, params: [...p.params, ...f.cond.params] };
+}
+
+/**
+ * `param = ?` / `param IN (...)`, with the flags test of aliased reference params (flags is
+ * param's neighbour column). Rows of parameters without an alias have every flag bit, so one test
+ * serves a list unless two of its parameters need different bits.
+ */
+function paramSql(params: string[], masks: number[] | undefined, column: string): Sql {
+  const flags = column.replace(/^\+/, '').replace(/param$/, 'flags');
+  const needed = [...new Set((masks ?? []).filter((m) => m !== ANY_ROW))];
+  if (needed.length > 1) {
+    const term = (i: number) => (masks![i] === ANY_ROW ? `${column} = ?` : `(${column} = ? AND (${flags} & ${masks![i]}) != 0)`);
+    return { sql: `(${params.map((_, i) => term(i)).join(' OR ')})`, params };
+  }
+  let sql = params.length === 1 ? `${column} = ?` : `${column} IN (${params.map(() => '?').join(', ')})`;
+  if (needed.length === 1) sql += ` AND (${flags} & ${needed[0]}) != 0`;
+  return { sql, params };
+}
+
+/** `column = ?` (or IN) plus the flags test, for reference params of a type, e.g. for _include. */
+export function referenceParamSql(resourceType: string, params: string[], column: string): Sql {
+  const r = referenceParams(resourceType, params);
+  return paramSql(r.params, r.masks, column);
+}
+
+/** Stored names and flags masks of reference params: an alias (Observation.patient) reads its base's rows. */
+function referenceParams(resourceType: string, params: string[]): { params: string[]; masks?: number[] } {
+  const byName = new Map<string, number>();
+  for (const p of params) {
+    const s = referenceStorage(resourceType, p);
+    byName.set(s.param, (byName.get(s.param) ?? 0) | s.mask);
+  }
+  const masks = [...byName.values()];
+  return { params: [...byName.keys()], ...(masks.every((m) => m === ANY_ROW) ? {} : { masks }) };
+}
+
+/** The params (and masks) of a filter on `table` for the searched type's params. */
+function tableParams(table: string, resourceType: string, params: string[]): { params: string[]; masks?: number[] } {
+  return table === 'idx_reference' ? referenceParams(resourceType, params) : { params };
 }
 
 function inClause(f: IndexFilter, alias: string): Sql {
@@ -219,16 +261,20 @@ function rowsSql(f: IndexFilter): Sql {
   };
 }
 
+/**
+ * `+x.param` keeps the planner on the (res, n) key, a seek to the resource's few rows; on the
+ * param index it would scan every row of the parameter.
+ */
 function existsClause(f: IndexFilter, alias: string): Sql {
-  const inner = paramCond(f, 'x.param');
+  const inner = paramCond(f, '+x.param');
   return { sql: `${f.negate ? 'NOT ' : ''}EXISTS (SELECT 1 FROM ${f.table} x WHERE x.res = ${alias}.pk AND ${inner.sql})`, params: inner.params };
 }
 
-function compartmentFilter(c: NonNullable<SearchQuery['compartment']>): IndexFilter {
+function compartmentFilter(c: NonNullable<SearchQuery['compartment']>, resourceType: string): IndexFilter {
   return {
     kind: 'index',
     table: 'idx_reference',
-    params: c.params,
+    ...referenceParams(resourceType, c.params),
     cond: { sql: 'target_id = ? AND target_type = ?', params: [c.id, c.resourceType], exactKey: true },
     negate: false,
   };
@@ -245,10 +291,10 @@ function compileFilter(f: SearchFilter, ctx: Ctx): IndexFilter | SqlFilter {
   if (f.param === '_lastUpdated') return { kind: 'sql', sql: orValues(f, (v) => dateCondition(`${ctx.alias}.last_updated`, `${ctx.alias}.last_updated`, v.prefix, v.value)) };
   if (f.modifier === 'missing') {
     const { table, param } = indexOf(f);
-    return { kind: 'index', table, params: storedParams(ctx.resourceType, param), cond: { sql: '1', params: [] }, negate: f.values[0]?.value === 'true' };
+    return { kind: 'index', table, ...tableParams(table, ctx.resourceType, storedParams(ctx.resourceType, param)), cond: { sql: '1', params: [] }, negate: f.values[0]?.value === 'true' };
   }
   const { table, param, condition } = valueMatcher(f, ctx);
-  const filter: IndexFilter = { kind: 'index', table, params: storedParams(ctx.resourceType, param), cond: orValues(f, condition), negate: f.modifier === 'not' };
+  const filter: IndexFilter = { kind: 'index', table, ...tableParams(table, ctx.resourceType, storedParams(ctx.resourceType, param)), cond: orValues(f, condition), negate: f.modifier === 'not' };
   if (table === 'idx_date' && !f.blinded && !f.modifier) {
     const bounds = f.values.map((v) => narrowLoBounds(v.prefix, v.value));
     filter.loBounds = [Math.min(...bounds.map((b) => b[0])), Math.max(...bounds.map((b) => b[1]))];
@@ -482,9 +528,11 @@ function chainClause(f: SearchFilter, ctx: Ctx): Sql {
     return { sql: `(${typeList.sql} AND ${inner.sql})`, params: [...typeList.params, ...inner.params] };
   });
   // Targets first (few, found through their own index), then the references to them.
-  const sql = `${ctx.alias}.pk IN (SELECT r.res FROM idx_reference r WHERE r.param = ? AND (r.target_id, r.target_type) IN `
+  const ref = referenceParams(ctx.resourceType, [f.param]);
+  const param = paramSql(ref.params, ref.masks, 'r.param');
+  const sql = `${ctx.alias}.pk IN (SELECT r.res FROM idx_reference r WHERE ${param.sql} AND (r.target_id, r.target_type) IN `
     + `(SELECT ${t}.id, ${t}.type FROM resource_current ${t} WHERE ${t}.deleted = 0 AND (${branches.map((b) => b.sql).join(' OR ')})))`;
-  return { sql, params: [f.param, ...branches.flatMap((b) => b.params)] };
+  return { sql, params: [...param.params, ...branches.flatMap((b) => b.params)] };
 }
 
 function isChainBlinded(type: string, filter: SearchFilter): boolean {
@@ -513,21 +561,22 @@ export function compileOrderBy(query: SearchQuery, alias = 'c'): { orderBy: stri
     if (rule.code === '_id') terms.push(`${alias}.id ${dir}`);
     else if (rule.code === '_lastUpdated') terms.push(`${alias}.last_updated ${dir}`);
     else {
-      const stored = storedParams(query.resourceType, rule.code);
-      const expr = sortExpression(query.resourceType, rule.code, rule.descending, alias, stored.length);
-      terms.push(`${expr} ${dir} NULLS LAST`);
-      params.push(...stored);
+      const expr = sortExpression(query.resourceType, rule.code, rule.descending, alias);
+      terms.push(`${expr.sql} ${dir} NULLS LAST`);
+      params.push(...expr.params);
     }
   }
   terms.push(`${alias}.pk ASC`);
   return { orderBy: terms.join(', '), params };
 }
 
-function sortExpression(resourceType: string, code: string, descending: boolean, alias: string, storedCount: number): string {
+function sortExpression(resourceType: string, code: string, descending: boolean, alias: string): Sql {
   const sp = getTypeSearchParameters(resourceType)[code];
   const col = sp ? SORT_COLUMNS[sp.type as SearchParamType] : undefined;
   if (!col) throw badRequest(`Cannot sort by '${code}' on ${resourceType}`);
   if (isParamBlinded(resourceType, code)) throw notSupported(`Cannot sort by '${code}': it is blinded (stored as keyed hashes)`);
-  const param = storedCount === 1 ? 'param = ?' : `param IN (${Array.from({ length: storedCount }, () => '?').join(', ')})`;
-  return `(SELECT ${descending ? col.desc : col.asc} FROM ${col.table} WHERE res = ${alias}.pk AND ${param})`;
+  const stored = tableParams(col.table, resourceType, storedParams(resourceType, code));
+  // `+param`: seek on the (res, n) key, as in existsClause.
+  const param = paramSql(stored.params, stored.masks, '+param');
+  return { sql: `(SELECT ${descending ? col.desc : col.asc} FROM ${col.table} WHERE res = ${alias}.pk AND ${param.sql})`, params: param.params };
 }
