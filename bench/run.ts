@@ -22,6 +22,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
+import { measureAuthOverhead } from './auth-overhead.js';
 import { summarizeProfile, type ProfileSummary } from './cpu-profile.js';
 import { heartRateObservation, observationBundle, patient, rng, searchPaths, transactionBundle } from './fixtures.js';
 import { dbFileSizes, log, processMemory, startServer, type ServerProcess } from './server-process.js';
@@ -58,10 +59,13 @@ const round = (n: number, d = 1) => Math.round(n * 10 ** d) / 10 ** d;
 // ---------------------------------------------------------------------------------------------
 // HTTP helpers
 
+/** The Authorization header every request carries (set once the server is up; empty for a build without auth). */
+const AUTH: Record<string, string> = {};
+
 async function fhir(origin: string, method: string, p: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
   const res = await request(`${origin}${p}`, {
     method: method as 'GET',
-    headers: { accept: FHIR_JSON, ...(body !== undefined ? { 'content-type': FHIR_JSON } : {}), ...headers },
+    headers: { accept: FHIR_JSON, ...(body !== undefined ? { 'content-type': FHIR_JSON } : {}), ...AUTH, ...headers },
     body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
     headersTimeout: 120_000,
     bodyTimeout: 120_000,
@@ -190,7 +194,7 @@ async function singleCreate(server: ServerProcess, patientIds: string[]) {
     requests: [{
       method: 'POST',
       path: '/fhir/Observation',
-      headers: { 'content-type': FHIR_JSON, accept: FHIR_JSON },
+      headers: { 'content-type': FHIR_JSON, accept: FHIR_JSON, ...AUTH },
       setupRequest: (req) => ({ ...req, body: JSON.stringify(heartRateObservation(r, patientIds)) }),
     }],
   }));
@@ -221,7 +225,7 @@ async function bundleCreate(server: ServerProcess, patientIds: string[]) {
       requests: [{
         method: 'POST',
         path: '/fhir',
-        headers: { 'content-type': FHIR_JSON, accept: FHIR_JSON },
+        headers: { 'content-type': FHIR_JSON, accept: FHIR_JSON, ...AUTH },
         setupRequest: (req) => ({ ...req, body: observationBundle(r, patientIds, CFG.bundleSize) }),
       }],
     }));
@@ -329,7 +333,7 @@ async function searchTokenDate(server: ServerProcess, patientIds: string[]) {
     requests: [{
       method: 'GET',
       path: paths[0]!,
-      headers: { accept: FHIR_JSON },
+      headers: { accept: FHIR_JSON, ...AUTH },
       setupRequest: (req) => ({ ...req, path: paths[i++ % paths.length]! }),
     }],
   }));
@@ -380,7 +384,8 @@ async function main(): Promise<void> {
   log(`mode ${QUICK ? 'quick' : 'full'}: phases ${CFG.phaseSeconds}s, target ${CFG.targetObservations} Observations${CPU_PROF ? ', server --cpu-prof' : ''}`);
   const started = Date.now();
   const server = await startServer({ cpuProfile: CPU_PROF });
-  log(`server pid ${server.pid} at ${server.origin}, DATA_DIR ${server.dataDir}`);
+  log(`server pid ${server.pid} at ${server.origin}, DATA_DIR ${server.dataDir}${server.authorization ? ', SMART auth on (system/*.* backend token)' : ', no auth (older build)'}`);
+  if (server.authorization) AUTH.authorization = server.authorization;
   // Never leave the server behind, even when the bench itself is interrupted.
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.once(sig, () => {
@@ -399,6 +404,7 @@ async function main(): Promise<void> {
       platform: `${os.platform()} ${os.release()}`,
     },
     mode: QUICK ? 'quick' : 'full',
+    auth: server.authorization ? 'every request carries a Bearer token (SMART Backend Services, system/*.*)' : 'off (a build without SMART auth)',
   };
   let failed: unknown;
   try {
@@ -418,6 +424,10 @@ async function main(): Promise<void> {
     log(`cpu profile(s): ${files.map((f) => path.join(server.cpuProfDir!, f)).join(', ')}`);
   }
   fs.rmSync(server.dataDir, { recursive: true, force: true });
+  if (server.authorization && !process.env.BENCH_SERVER_DIST) {
+    log('auth overhead: token verification and scope decision, in-process');
+    out.auth_overhead = await measureAuthOverhead();
+  }
   out.targets = TARGETS;
   out.elapsed_s = round((Date.now() - started) / 1000);
   if (failed) out.error = String((failed as Error).message ?? failed);

@@ -2,13 +2,15 @@
  * Runs `node dist/cli.js serve` as a child process on a free loopback port with a fresh
  * DATA_DIR, so the load generator never shares the server's event loop.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -39,6 +41,8 @@ export interface ServerProcess {
   /** Server log lines at warn level or above (LOG_LEVEL=warn, so every line). */
   logLines: string[];
   exited: boolean;
+  /** `Bearer <token>` of a system/*.* backend client, or undefined for a build without auth. */
+  authorization?: string;
   stop(): Promise<void>;
 }
 
@@ -59,7 +63,7 @@ export async function startServer(opts: StartOptions = {}): Promise<ServerProces
   const dist = process.env.BENCH_SERVER_DIST ? path.resolve(process.env.BENCH_SERVER_DIST) : path.join(ROOT, 'dist');
   const child = spawn(process.execPath, [...nodeArgs, path.join(dist, 'cli.js'), 'serve'], {
     cwd: ROOT,
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'warn', ACCESS_TOKEN_TTL: '86400' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logLines: string[] = [];
@@ -117,7 +121,43 @@ export async function startServer(opts: StartOptions = {}): Promise<ServerProces
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+  proc.authorization = await backendToken(proc, dist);
   return proc;
+}
+
+/**
+ * Registers a backend client with `custos client add` (as an operator would) and gets a
+ * system/*.* token through the token endpoint, like a device gateway. A build without SMART
+ * auth (no smart-configuration) gets none, so A/B runs against older builds still work.
+ */
+async function backendToken(proc: ServerProcess, dist: string): Promise<string | undefined> {
+  const sc = await request(`${proc.origin}/fhir/.well-known/smart-configuration`);
+  if (sc.statusCode !== 200) {
+    await sc.body.dump();
+    return undefined;
+  }
+  const tokenEndpoint = ((await sc.body.json()) as { token_endpoint: string }).token_endpoint;
+  const { privateKey, publicKey } = await generateKeyPair('ES384', { extractable: true });
+  const jwk = await exportJWK(publicKey);
+  const kid = await calculateJwkThumbprint(jwk);
+  const jwksFile = path.join(proc.dataDir, 'bench-client-jwks.json');
+  fs.writeFileSync(jwksFile, JSON.stringify({ keys: [{ ...jwk, kid, alg: 'ES384', use: 'sig' }] }));
+  const added = spawnSync(process.execPath, [path.join(dist, 'cli.js'), 'client', 'add', '--type', 'backend', '--jwks', jwksFile, '--scope', 'system/*.*', '--name', 'bench', '--json'], {
+    env: { ...process.env, DATA_DIR: proc.dataDir }, encoding: 'utf8',
+  });
+  if (added.status !== 0) throw new Error(`custos client add failed: ${added.stderr}`);
+  const clientId = (JSON.parse(added.stdout) as { client_id: string }).client_id;
+  const now = Math.floor(Date.now() / 1000);
+  const assertion = await new SignJWT({}).setProtectedHeader({ alg: 'ES384', kid })
+    .setIssuer(clientId).setSubject(clientId).setAudience(tokenEndpoint).setJti(randomUUID()).setIssuedAt(now).setExpirationTime(now + 120)
+    .sign(privateKey);
+  const res = await request(tokenEndpoint, {
+    method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'system/*.*', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion }).toString(),
+  });
+  const body = (await res.body.json()) as { access_token?: string };
+  if (res.statusCode !== 200 || !body.access_token) throw new Error(`token request failed: ${res.statusCode} ${JSON.stringify(body)}`);
+  return `Bearer ${body.access_token}`;
 }
 
 /** VmRSS / VmHWM of a process, in MiB (Linux /proc). */
