@@ -22,7 +22,7 @@ export interface AuthOverhead {
 
 export async function measureAuthOverhead(iterations = 20_000): Promise<AuthOverhead> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custos-bench-auth-'));
-  const config = loadConfig({ DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'silent', WRITE_WORKERS: '0', READ_WORKERS: '0', ACCESS_TOKEN_TTL: '3600' });
+  const config = loadConfig({ DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'silent', WRITE_WORKERS: '0', READ_WORKERS: '0', ACCESS_TOKEN_TTL: '3600', LEDGER: 'off' });
   const app = await createApp(config, { logger: createLogger('silent') });
   try {
     const { privateKey, publicKey } = await generateKeyPair('ES384', { extractable: true });

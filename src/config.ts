@@ -1,5 +1,6 @@
 import os from 'node:os';
 import path from 'node:path';
+import type { LedgerConfig } from './ledger/service.js';
 
 /** All configuration, read once from the environment (12-factor) and passed down. */
 export interface Config {
@@ -17,6 +18,8 @@ export interface Config {
   writeWorkers: number;
   /** Worker threads that run searches on their own read connections (0 = on the event loop). */
   readWorkers: number;
+  /** Ledger anchoring (see src/ledger): embedded anvil by default, an external RPC, or off. */
+  ledger: LedgerConfig;
   auth: {
     /** Lifetime of access tokens in seconds. */
     accessTokenTtl: number;
@@ -33,6 +36,24 @@ function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got "${raw}"`);
   return n;
+}
+
+function ledgerFrom(env: NodeJS.ProcessEnv): LedgerConfig {
+  const off = /^(off|false|0|no)$/i.test(env.LEDGER ?? '');
+  const chainId = env.LEDGER_CHAIN_ID ? Number(env.LEDGER_CHAIN_ID) : undefined;
+  if (chainId !== undefined && (!Number.isSafeInteger(chainId) || chainId <= 0)) throw new Error(`LEDGER_CHAIN_ID must be a positive integer, got "${env.LEDGER_CHAIN_ID}"`);
+  return {
+    mode: off ? 'off' : env.LEDGER_RPC_URL ? 'external' : 'embedded',
+    rpcUrl: env.LEDGER_RPC_URL || undefined,
+    privateKey: env.LEDGER_KEY || undefined,
+    keyFile: env.LEDGER_KEY_FILE || undefined,
+    contract: env.LEDGER_CONTRACT || undefined,
+    chainId,
+    nodePort: intFrom(env, 'LEDGER_NODE_PORT', 0),
+    batchSize: Math.max(1, intFrom(env, 'LEDGER_BATCH_SIZE', 10_000)),
+    batchMs: Math.max(10, intFrom(env, 'LEDGER_BATCH_MS', 2000)),
+    confirmations: Math.max(1, intFrom(env, 'LEDGER_CONFIRMATIONS', 1)),
+  };
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -53,6 +74,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxBodyBytes: intFrom(env, 'MAX_BODY_BYTES', 16 * 1024 * 1024),
     writeWorkers: intFrom(env, 'WRITE_WORKERS', Math.max(1, Math.min(4, os.availableParallelism() - 1))),
     readWorkers: intFrom(env, 'READ_WORKERS', Math.min(4, os.availableParallelism())),
+    ledger: ledgerFrom(env),
     auth: {
       accessTokenTtl: Math.max(30, intFrom(env, 'ACCESS_TOKEN_TTL', 300)),
       signingKeyRotationDays: Math.max(1, intFrom(env, 'SIGNING_KEY_ROTATION_DAYS', 30)),

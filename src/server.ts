@@ -8,12 +8,14 @@ import { WorkerPool } from './workers.js';
 import { createLogger, type Logger } from './logger.js';
 import { loadMasterKeys, SqliteStore, type Store } from './store/index.js';
 import { SmartAuth } from './smart-auth/index.js';
+import { LedgerService, ledgerOperations } from './ledger/index.js';
 
 export interface App {
   app: express.Express;
   store: Store;
   router: FhirRouter;
   auth: SmartAuth;
+  ledger: LedgerService;
   logger: Logger;
   close(): Promise<void>;
 }
@@ -38,8 +40,10 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
     accessTokenTtl: config.auth.accessTokenTtl, signingKeyRotationDays: config.auth.signingKeyRotationDays, jwksPrivateHosts: config.auth.jwksPrivateHosts,
     patientExists: async (id) => { const v = await store.read('Patient', id); return !!v && !v.deleted; },
   });
+  const ledger = await LedgerService.start({ config: config.ledger, dataDir: config.dataDir, store, logger });
   const router = new FhirRouter({
     store, baseUrl: config.baseUrl, search: config.search, policy: auth.policy, security: auth.capabilitySecurity(), preparer,
+    operations: ledgerOperations(ledger, store),
     searcher: readers ? (args) => readers.run(args) : undefined,
   });
 
@@ -68,7 +72,10 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   app.use((req, res) => {
     sendOutcome(res, new FhirError(404, 'not-found', `No route for ${req.method} ${req.path.slice(0, 200)}; the FHIR base is /fhir`));
   });
-  return { app, store, router, auth, logger, close: async () => { await readers?.close(); await preparer.close(); await store.close(); auth.close(); } };
+  return {
+    app, store, router, auth, ledger, logger,
+    close: async () => { await readers?.close(); await preparer.close(); await ledger.stop(); await store.close(); auth.close(); },
+  };
 }
 
 /** Browser SMART apps call the FHIR API from their own origin with a bearer token (no cookies). */

@@ -20,6 +20,13 @@ export interface RouterOptions {
   baseUrl: string;
   search: { defaultCount: number; maxCount: number };
   policy: AccessPolicy;
+  /** Operations beyond the core interactions (e.g. the ledger's $verify, $ledger-status). */
+  operations?: {
+    /** GET|POST [type]/[id]/$name and [type]/[id]/_history/[vid]/$name; the router checks read access first. */
+    instance?: Record<string, (req: FhirRequest, target: { resourceType: string; id: string; version?: number }) => Promise<FhirResponse>>;
+    /** GET|POST [base]/$name. */
+    system?: Record<string, (req: FhirRequest) => Promise<FhirResponse>>;
+  };
   /** rest.security of the CapabilityStatement (how to get a token). */
   security?: CapabilityStatementRestSecurity;
   /** Validation + index extraction (worker threads in the server; inline when omitted). */
@@ -52,7 +59,7 @@ export class FhirRouter {
 
   async handle(req: FhirRequest, tx?: StoreTransaction): Promise<FhirResponse> {
     const segs = req.path.split('/').filter((s) => s.length > 0);
-    const [first, second, third, fourth] = segs;
+    const [first, second, third, fourth, fifth] = segs;
     const m = req.method;
 
     if (segs.length === 0) {
@@ -63,6 +70,13 @@ export class FhirRouter {
     if (first === 'metadata' && segs.length === 1) {
       if (m !== 'GET') throw methodNotAllowed(m, 'metadata');
       return { status: 200, body: buildCapabilityStatement(this.opts.baseUrl, this.opts.security) };
+    }
+    if (first?.startsWith('$') && segs.length === 1) {
+      const op = this.opts.operations?.system?.[first];
+      if (!op) throw notSupported(`Operation ${first} is not supported at the base`);
+      if (m !== 'GET' && m !== 'POST') throw methodNotAllowed(m, first);
+      await this.authorize(req, { interaction: 'operation', operation: first });
+      return op(req);
     }
     if (first === '_history' && segs.length === 1) {
       if (m !== 'GET') throw methodNotAllowed(m, '_history');
@@ -116,7 +130,9 @@ export class FhirRouter {
         return this.history(req, { resourceType: type, id }, tx);
       }
       if (segs.length === 4 && fourth) return this.vread(req, type, id, fourth, tx);
+      if (segs.length === 5 && fourth && fifth?.startsWith('$')) return this.instanceOperation(req, fifth, type, id, fourth, tx);
     }
+    if (third?.startsWith('$') && third !== '$validate' && segs.length === 3) return this.instanceOperation(req, third, type, id, undefined, tx);
     if (third === '$validate' && segs.length === 3) {
       if (m !== 'POST') throw methodNotAllowed(m, `${type}/[id]/$validate`);
       return this.validate(req, type, id);
@@ -129,6 +145,21 @@ export class FhirRouter {
       throw notSupported(`Compartment searches are supported for the Patient compartment only, not ${type}`);
     }
     throw notFound(`No route for ${m} ${req.path.slice(0, 200)}`);
+  }
+
+  /** An operation on one resource (or one version): it needs read access to that resource. */
+  private async instanceOperation(req: FhirRequest, name: string, type: string, id: string, vid: string | undefined, tx?: StoreTransaction): Promise<FhirResponse> {
+    const op = this.opts.operations?.instance?.[name];
+    if (!op) throw notSupported(`Operation ${name} is not supported on ${type}/[id]`);
+    if (req.method !== 'GET' && req.method !== 'POST') throw methodNotAllowed(req.method, `${type}/[id]/${name}`);
+    const d = await this.authorize(req, { interaction: vid ? 'vread' : 'read', resourceType: type, id });
+    await this.assertVisible(d, tx, type, id);
+    let version: number | undefined;
+    if (vid !== undefined) {
+      if (!/^[1-9]\d{0,15}$/.test(vid)) throw badRequest(`Invalid version id "${vid.slice(0, 40)}"`);
+      version = Number(vid);
+    }
+    return op(req, { resourceType: type, id, version });
   }
 
   private async authorize(req: FhirRequest, request: AccessRequest): Promise<AccessDecision> {

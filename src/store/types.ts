@@ -143,5 +143,63 @@ export interface Store extends StoreReader {
    * the promise resolves only after the commit is durable. Transactions are serializable.
    */
   transaction<T>(fn: (tx: StoreTransaction) => Promise<T>): Promise<T>;
+  /** Persistence of ledger anchoring (batches over the versions in write order). */
+  ledger(): LedgerStore;
   close(): Promise<void>;
+}
+
+/** One stored version as the ledger sees it: its write order and content hash (32 bytes). */
+export interface LedgerLeaf { seq: number; hash: Buffer }
+
+export type LedgerBatchStatus = 'pending' | 'submitted' | 'confirmed';
+
+/**
+ * A batch covers the versions with seq in [firstSeq, lastSeq], in seq order (leaf index = rank
+ * in that range). pending (recorded, tx not known to be sent) -> submitted (tx sent) -> confirmed.
+ */
+export interface LedgerBatch {
+  id: number;
+  firstSeq: number;
+  lastSeq: number;
+  size: number;
+  root: Buffer;
+  status: LedgerBatchStatus;
+  chainId: number;
+  contract: string;
+  txHash?: string;
+  blockNumber?: number;
+  blockTime?: number;
+  createdAt: number;
+}
+
+/** Where one version stands in the ledger. */
+export interface LedgerPosition { seq: number; contentHash: string; batch?: LedgerBatch; leafIndex?: number }
+
+/**
+ * The version table is the ledger's outbox: every version (and its content hash) is written in
+ * its own write transaction with an increasing seq, so "not yet anchored" is simply "seq after
+ * the last batch" and costs the write path nothing extra.
+ */
+export interface LedgerStore {
+  /** Versions not in any batch yet, in seq order (at most `limit`). */
+  unbatched(limit: number): LedgerLeaf[];
+  /** How many versions are not in any batch yet. */
+  backlog(): number;
+  /** A batch's leaves, in order. */
+  leaves(batch: LedgerBatch): LedgerLeaf[];
+  /** Records a new pending batch; its range must start after the last batch's. */
+  createBatch(b: { firstSeq: number; lastSeq: number; size: number; root: Buffer; chainId: number; contract: string }): LedgerBatch;
+  markSubmitted(id: number, txHash: string): void;
+  /** Confirmed on this chain/contract (a re-anchored batch may move to a redeployed contract). */
+  markConfirmed(id: number, r: { txHash: string; blockNumber: number; blockTime: number; chainId: number; contract: string }): void;
+  /** Back to pending: its root is not (or no longer) on the chain. */
+  markPending(id: number): void;
+  openBatches(): LedgerBatch[];
+  /** Confirmed batches, newest first, with id below `beforeId` when given. */
+  confirmedBatches(limit: number, beforeId?: number): LedgerBatch[];
+  lastBatch(): LedgerBatch | undefined;
+  /** The current version number of a resource (without reading its body). */
+  currentVersion(resourceType: string, id: string): number | undefined;
+  /** The batch and leaf index of one version (type/id/version), if it exists. */
+  position(resourceType: string, id: string, version: number): LedgerPosition | undefined;
 }

@@ -17,6 +17,7 @@ import type {
 import { WriteQueue } from '../write-queue.js';
 import { startWorker } from '../../workers.js';
 import { SCHEMA, SCHEMA_VERSION } from './schema.js';
+import { SqliteLedgerStore } from './ledger-store.js';
 import { IndexRowWriter } from './index-rows.js';
 import { compileSearch, referenceParamSql } from './search.js';
 
@@ -285,10 +286,13 @@ export class SqliteStore extends SqliteReader implements Store {
   private readonly queue: WriteQueue<SqliteWriter>;
   private checkpointer?: Worker;
   private readonly walFd: number;
+  private ledgerStore?: { db: Database.Database; store: SqliteLedgerStore };
+  private readonly file: string;
 
   private constructor(reader: Database.Database, writer: Database.Database, ctx: StoreContext, file: string) {
     super(reader, ctx);
     this.writer = writer;
+    this.file = file;
     // The WAL file lives (same inode) as long as the writer connection is open.
     this.walFd = fs.openSync(`${file}-wal`, 'a');
     this.tx = new SqliteWriter(writer, ctx);
@@ -305,6 +309,15 @@ export class SqliteStore extends SqliteReader implements Store {
       onGroupCommitted: () => ctx.keys.committed(),
       tx: this.tx,
     });
+  }
+
+  ledger(): SqliteLedgerStore {
+    if (!this.ledgerStore) {
+      const db = openDb(this.file, false);
+      db.pragma('synchronous = FULL');
+      this.ledgerStore = { db, store: new SqliteLedgerStore(db) };
+    }
+    return this.ledgerStore.store;
   }
 
   static open(opts: SqliteStoreOptions): SqliteStore {
@@ -374,6 +387,7 @@ export class SqliteStore extends SqliteReader implements Store {
     // Let the last flushes finish before the descriptor goes.
     await new Promise<void>((resolve) => fs.fdatasync(this.walFd, () => resolve()));
     fs.closeSync(this.walFd);
+    this.ledgerStore?.db.close();
     this.db.close();
     this.writer.close();
   }

@@ -73,4 +73,22 @@ CREATE INDEX IF NOT EXISTS idx_reference_q ON idx_reference (param, target_id, t
 
 CREATE TABLE IF NOT EXISTS idx_uri (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_uri_q ON idx_uri (param, value, res);
+
+-- Ledger batches: each covers the versions with seq in [first_seq, last_seq] (the version table is
+-- the outbox); root = RFC 9162 Merkle tree hash of their content hashes, anchored on chain.
+CREATE TABLE IF NOT EXISTS ledger_batch (
+  id INTEGER PRIMARY KEY,
+  first_seq INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL UNIQUE,
+  size INTEGER NOT NULL,
+  root BLOB NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('pending', 'submitted', 'confirmed')),
+  chain_id INTEGER NOT NULL,
+  contract TEXT NOT NULL,
+  tx_hash TEXT,
+  block_number INTEGER,
+  block_time INTEGER,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_batch_status ON ledger_batch (status, id);
 `;

@@ -1,0 +1,80 @@
+import type { Parameters, ParametersParameter } from '@medplum/fhirtypes';
+import { FhirError, type FhirResponse, type RouterOptions } from '../fhir/index.js';
+import { contentHash, type Store, type StoredVersion } from '../store/index.js';
+import type { LedgerService, VersionProof } from './service.js';
+
+/** The hash a version was written with, recomputed from what the store returns now. */
+export function versionHash(v: StoredVersion): string {
+  if (v.deleted) return contentHash({ resourceType: v.resourceType, id: v.id, meta: { versionId: String(v.versionId), lastUpdated: v.lastUpdated }, deleted: true });
+  return contentHash(v.resource);
+}
+
+const str = (name: string, value: string | undefined): ParametersParameter[] => (value === undefined ? [] : [{ name, valueString: value }]);
+const int = (name: string, value: number | undefined): ParametersParameter[] => (value === undefined ? [] : [{ name, valueInteger: value }]);
+
+export function proofParameters(p: VersionProof): Parameters {
+  return {
+    resourceType: 'Parameters',
+    parameter: [
+      { name: 'resource', valueReference: { reference: `${p.resourceType}/${p.id}/_history/${p.versionId}` } },
+      { name: 'status', valueCode: p.status },
+      ...str('reason', p.reason),
+      { name: 'contentHash', valueString: p.contentHash },
+      ...(p.recomputedHash !== undefined && p.recomputedHash !== p.contentHash ? str('recomputedHash', p.recomputedHash) : []),
+      ...int('batchId', p.batchId),
+      ...int('leafIndex', p.leafIndex),
+      ...int('treeSize', p.treeSize),
+      ...(p.auditPath ?? []).map((h) => ({ name: 'auditPath', valueString: h })),
+      ...str('root', p.root),
+      ...str('chainId', p.chainId === undefined ? undefined : String(p.chainId)),
+      ...str('contractAddress', p.contract),
+      ...str('txHash', p.txHash),
+      ...int('blockNumber', p.blockNumber),
+      ...(p.blockTime !== undefined ? [{ name: 'blockTime', valueInstant: new Date(p.blockTime * 1000).toISOString() }] : []),
+    ],
+  };
+}
+
+/** $verify (instance and version) and $ledger-status, for the FHIR router. */
+export function ledgerOperations(ledger: LedgerService, store: Store): NonNullable<RouterOptions['operations']> {
+  const verify = async (_req: unknown, t: { resourceType: string; id: string; version?: number }): Promise<FhirResponse> => {
+    if (ledger.mode === 'off') throw new FhirError(400, 'not-supported', 'Ledger anchoring is turned off on this server (LEDGER=off): there are no proofs to verify');
+    let v: StoredVersion | undefined;
+    let unreadable: string | undefined;
+    try {
+      v = t.version === undefined ? await store.read(t.resourceType, t.id) : await store.vread(t.resourceType, t.id, t.version);
+    } catch (err) {
+      // A body that no longer decrypts (AES-GCM tag) has been changed in the database.
+      unreadable = (err as Error).message;
+    }
+    const versionId = v?.versionId ?? t.version ?? store.ledger().currentVersion(t.resourceType, t.id);
+    if (!v && !unreadable) throw new FhirError(404, 'not-found', t.version === undefined ? `${t.resourceType}/${t.id} is not known` : `${t.resourceType}/${t.id} has no version ${t.version}`);
+    if (versionId === undefined) throw new FhirError(404, 'not-found', `${t.resourceType}/${t.id} is not known`);
+    const proof = await ledger.proof(t.resourceType, t.id, versionId, v ? versionHash(v) : 'unreadable');
+    if (!proof) throw new FhirError(404, 'not-found', `${t.resourceType}/${t.id} has no version ${versionId}`);
+    if (unreadable) Object.assign(proof, { status: 'mismatch', reason: 'the stored version cannot be decrypted: its bytes were changed', recomputedHash: undefined });
+    return { status: 200, body: proofParameters(proof) };
+  };
+  const status = async (): Promise<FhirResponse> => {
+    const s = ledger.status();
+    const parameter: ParametersParameter[] = [
+      { name: 'mode', valueCode: s.mode },
+      ...str('chainId', s.chainId === undefined ? undefined : String(s.chainId)),
+      ...str('rpcUrl', s.rpcUrl),
+      ...str('contractAddress', s.contract),
+      ...str('anchorer', s.anchorer),
+      { name: 'backlog', valueInteger: s.backlog },
+      ...(s.lastBatch ? [{
+        name: 'lastBatch',
+        part: [
+          { name: 'batchId', valueInteger: s.lastBatch.id }, { name: 'size', valueInteger: s.lastBatch.size }, { name: 'status', valueCode: s.lastBatch.status },
+          ...str('txHash', s.lastBatch.txHash), ...int('blockNumber', s.lastBatch.blockNumber),
+          ...(s.lastBatch.blockTime !== undefined ? [{ name: 'blockTime', valueInstant: new Date(s.lastBatch.blockTime * 1000).toISOString() }] : []),
+        ],
+      }] : []),
+      ...str('lastError', s.lastError),
+    ];
+    return { status: 200, body: { resourceType: 'Parameters', parameter } };
+  };
+  return { instance: { $verify: verify }, system: { '$ledger-status': status } };
+}

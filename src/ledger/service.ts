@@ -1,0 +1,197 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { Wallet } from 'ethers';
+import type { Logger } from 'pino';
+import type { LedgerBatch, Store } from '../store/index.js';
+import { AnchorRegistryClient } from './anchor-registry.js';
+import { AnchorWorker } from './anchor-worker.js';
+import { fund, loadOrCreateKey, startLocalNode, type LocalNode } from './anvil.js';
+import { MerkleTree } from './merkle.js';
+
+export interface LedgerConfig {
+  /** embedded: a local anvil under DATA_DIR; external: LEDGER_RPC_URL; off: no anchoring. */
+  mode: 'embedded' | 'external' | 'off';
+  rpcUrl?: string;
+  /** Hex private key of the anchorer (external), or a file holding it. */
+  privateKey?: string;
+  keyFile?: string;
+  /** AnchorRegistry address on the external chain. */
+  contract?: string;
+  /** The chain id the external RPC must report. */
+  chainId?: number;
+  /** Port of the embedded node (0 = a free one). */
+  nodePort: number;
+  batchSize: number;
+  batchMs: number;
+  confirmations: number;
+}
+
+export type VerifyStatus = 'pending' | 'anchored' | 'mismatch';
+
+/** What $verify reports about one version. */
+export interface VersionProof {
+  resourceType: string;
+  id: string;
+  versionId: number;
+  /** The hash recorded at write time (hex), and the one recomputed now from the stored bytes. */
+  contentHash: string;
+  recomputedHash?: string;
+  status: VerifyStatus;
+  reason?: string;
+  batchId?: number;
+  leafIndex?: number;
+  treeSize?: number;
+  auditPath?: string[];
+  root?: string;
+  chainId?: number;
+  contract?: string;
+  txHash?: string;
+  blockNumber?: number;
+  blockTime?: number;
+}
+
+export interface LedgerStatus {
+  mode: LedgerConfig['mode'];
+  chainId?: number;
+  rpcUrl?: string;
+  contract?: string;
+  anchorer?: string;
+  backlog: number;
+  lastBatch?: { id: number; size: number; status: string; txHash?: string; blockNumber?: number; blockTime?: number };
+  lastError?: string;
+}
+
+const TREE_CACHE = 8;
+
+/**
+ * Ledger anchoring for one store: the chain (embedded anvil or an external RPC), the contract,
+ * the batching worker, and proofs.
+ */
+export class LedgerService {
+  private readonly trees = new Map<number, MerkleTree>();
+
+  private constructor(
+    private readonly o: { config: LedgerConfig; store: Store; logger: Logger },
+    readonly chain?: AnchorRegistryClient,
+    private readonly node?: LocalNode,
+    private readonly worker?: AnchorWorker,
+  ) {}
+
+  static async start(o: { config: LedgerConfig; dataDir: string; store: Store; logger: Logger }): Promise<LedgerService> {
+    const { config, logger } = o;
+    if (config.mode === 'off') return new LedgerService(o);
+    let node: LocalNode | undefined;
+    let chain: AnchorRegistryClient;
+    if (config.mode === 'embedded') {
+      node = await startLocalNode({ stateDir: path.join(o.dataDir, 'chain'), port: config.nodePort || undefined, logger });
+      try {
+        chain = await embeddedContract(node, o.dataDir, logger);
+      } catch (err) {
+        await node.stop();
+        throw err;
+      }
+    } else {
+      const key = config.privateKey ?? (config.keyFile ? fs.readFileSync(config.keyFile, 'utf8').trim() : undefined);
+      if (!config.rpcUrl || !key || !config.contract || config.chainId === undefined) {
+        throw new Error('an external ledger needs LEDGER_RPC_URL, LEDGER_KEY (or LEDGER_KEY_FILE), LEDGER_CONTRACT and LEDGER_CHAIN_ID');
+      }
+      chain = await AnchorRegistryClient.connect({ rpcUrl: config.rpcUrl, privateKey: key, address: config.contract, expectedChainId: config.chainId });
+    }
+    const worker = new AnchorWorker({
+      store: o.store.ledger(), chain, batchSize: config.batchSize, batchMs: config.batchMs, confirmations: config.confirmations, logger,
+    });
+    // Roots of a chain that lost its state (embedded node restarted without it) are found and anchored again.
+    await worker.recheckAll().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'ledger recheck failed; will retry'));
+    worker.start();
+    logger.info({ mode: config.mode, chainId: chain.chainId, contract: chain.address, anchorer: chain.anchorer, rpc: node?.rpcUrl }, 'ledger anchoring on');
+    return new LedgerService(o, chain, node, worker);
+  }
+
+  get mode(): LedgerConfig['mode'] {
+    return this.o.config.mode;
+  }
+
+  /** Runs one batching round now (tests, shutdown). */
+  async flush(): Promise<void> {
+    await this.worker?.runOnce();
+  }
+
+  status(): LedgerStatus {
+    const ledger = this.o.store.ledger();
+    const last = ledger.lastBatch();
+    return {
+      mode: this.o.config.mode,
+      ...(this.chain ? { chainId: this.chain.chainId, contract: this.chain.address, anchorer: this.chain.anchorer } : {}),
+      ...(this.node ? { rpcUrl: this.node.rpcUrl } : {}),
+      backlog: ledger.backlog(),
+      ...(last ? { lastBatch: { id: last.id, size: last.size, status: last.status, txHash: last.txHash, blockNumber: last.blockNumber, blockTime: last.blockTime } } : {}),
+      ...(this.worker?.lastError ? { lastError: this.worker.lastError } : {}),
+    };
+  }
+
+  /**
+   * Where one version stands: its recorded hash against a hash recomputed from what is stored
+   * now, and its inclusion proof in an anchored batch. `recomputedHash` comes from the caller,
+   * which decrypts the version.
+   */
+  async proof(resourceType: string, id: string, versionId: number, recomputedHash: string): Promise<VersionProof | undefined> {
+    const pos = this.o.store.ledger().position(resourceType, id, versionId);
+    if (!pos) return undefined;
+    const base: VersionProof = { resourceType, id, versionId, contentHash: pos.contentHash, recomputedHash, status: 'pending' };
+    if (recomputedHash !== pos.contentHash) return { ...base, status: 'mismatch', reason: 'the stored version no longer hashes to the hash recorded when it was written' };
+    const b = pos.batch;
+    if (!b || pos.leafIndex === undefined) return { ...base, reason: 'not yet in an anchored batch' };
+    const tree = this.tree(b);
+    const proof = {
+      ...base, batchId: b.id, leafIndex: pos.leafIndex, treeSize: b.size, auditPath: tree.inclusionProof(pos.leafIndex).map((h) => h.toString('hex')),
+      root: b.root.toString('hex'), chainId: b.chainId, contract: b.contract, txHash: b.txHash, blockNumber: b.blockNumber, blockTime: b.blockTime,
+    };
+    if (!tree.root.equals(b.root)) return { ...proof, status: 'mismatch', reason: 'the batch\'s stored hashes no longer give its anchored root' };
+    if (b.status !== 'confirmed') return { ...proof, reason: `batch ${b.id} is ${b.status}` };
+    return { ...proof, status: 'anchored' };
+  }
+
+  private tree(b: LedgerBatch): MerkleTree {
+    let t = this.trees.get(b.id);
+    if (!t) {
+      t = new MerkleTree(this.o.store.ledger().leaves(b).map((l) => l.hash));
+      if (this.trees.size >= TREE_CACHE) this.trees.delete(this.trees.keys().next().value!);
+      this.trees.set(b.id, t);
+    }
+    return t;
+  }
+
+  async stop(): Promise<void> {
+    await this.worker?.stop();
+    this.chain?.close();
+    await this.node?.stop();
+  }
+}
+
+interface ContractFile { address: string; chainId: number }
+
+/**
+ * The embedded node's contract: the address remembered in DATA_DIR/chain/contract.json, or a
+ * fresh deployment when there is none or the node no longer has its code (state lost).
+ */
+async function embeddedContract(node: LocalNode, dataDir: string, logger: Logger): Promise<AnchorRegistryClient> {
+  const key = loadOrCreateKey(path.join(dataDir, 'keys', 'anchorer.key'));
+  await fund(node.rpcUrl, new Wallet(key).address);
+  const file = path.join(dataDir, 'chain', 'contract.json');
+  let remembered: ContractFile | undefined;
+  try {
+    remembered = JSON.parse(fs.readFileSync(file, 'utf8')) as ContractFile;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (remembered) {
+    try {
+      return await AnchorRegistryClient.connect({ rpcUrl: node.rpcUrl, privateKey: key, address: remembered.address, expectedChainId: node.chainId });
+    } catch (err) {
+      logger.warn({ err: (err as Error).message, address: remembered.address }, 'the embedded chain lost the AnchorRegistry; deploying it again');
+    }
+  }
+  const chain = await AnchorRegistryClient.deploy(node.rpcUrl, key);
+  fs.writeFileSync(file, JSON.stringify({ address: chain.address, chainId: chain.chainId }, null, 2), { mode: 0o600 });
+  return chain;
+}
