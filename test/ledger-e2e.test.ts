@@ -33,6 +33,10 @@ describe('ledger anchoring (embedded anvil)', () => {
     assert.match(param(p, 'anchorer')!.valueString!, /^0x[0-9a-fA-F]{40}$/);
     assert.equal(param(p, 'chainId')!.valueString, String(t.ledger.chain!.chainId));
     assert.equal(typeof param(p, 'backlog')!.valueInteger, 'number');
+    const cs = (await request(t.app).get('/fhir/metadata')).body;
+    assert.ok(cs.rest[0].operation.some((o: { name: string }) => o.name === 'ledger-status'));
+    const obsEntry = cs.rest[0].resource.find((r: { type: string }) => r.type === 'Observation');
+    assert.ok(obsEntry.operation.some((o: { name: string }) => o.name === 'verify'));
   });
 
   it('a version is pending until its batch is anchored, then $verify gives a proof that leads to the root on chain', async () => {

@@ -34,6 +34,9 @@ const EXPECTED: Record<string, string[]> = {
   '/auth/introspect': ['post'],
   '/auth/revoke': ['post'],
   '/auth/jwks': ['get'],
+  '/fhir/{type}/{id}/$verify': ['get'],
+  '/fhir/{type}/{id}/_history/{vid}/$verify': ['get'],
+  '/fhir/$ledger-status': ['get'],
 };
 /** The only /fhir operations that need no token (src/smart-auth/server.ts, authenticate()). */
 const NO_TOKEN = new Set(['get /fhir/metadata', 'get /fhir/.well-known/smart-configuration']);

@@ -6,7 +6,10 @@ const SUPPORTED_TYPES = new Set(['token', 'string', 'date', 'number', 'quantity'
 /** Resource-level parameters that are columns or not indexed by this server. */
 const SKIPPED = new Set(['_compartment']);
 
-let cached: { baseUrl: string; security?: CapabilityStatementRestSecurity; cs: CapabilityStatement } | undefined;
+let cached: { key: string; security?: CapabilityStatementRestSecurity; cs: CapabilityStatement } | undefined;
+
+/** Operations beyond $validate, by name (e.g. $verify on every type, $ledger-status at the base). */
+export interface ExtraOperations { instance: string[]; system: string[] }
 
 function searchParams(type: string): CapabilityStatementRestResourceSearchParam[] {
   return Object.entries(getTypeSearchParameters(type))
@@ -44,8 +47,10 @@ function resourceEntry(type: CapabilityStatementRestResource['type']): Capabilit
 }
 
 /** What this server implements, and nothing more. */
-export function buildCapabilityStatement(baseUrl: string, security?: CapabilityStatementRestSecurity): CapabilityStatement {
-  if (cached?.baseUrl === baseUrl && cached.security === security) return cached.cs;
+export function buildCapabilityStatement(baseUrl: string, security?: CapabilityStatementRestSecurity, ops: ExtraOperations = { instance: [], system: [] }): CapabilityStatement {
+  const key = `${baseUrl} ${ops.instance.join(',')} ${ops.system.join(',')}`;
+  if (cached?.key === key && cached.security === security) return cached.cs;
+  const opEntry = (name: string) => ({ name: name.replace(/^\$/, ''), definition: `urn:custos:operation:${name.replace(/^\$/, '')}` });
   const cs: CapabilityStatement = {
     resourceType: 'CapabilityStatement',
     status: 'active',
@@ -65,11 +70,14 @@ export function buildCapabilityStatement(baseUrl: string, security?: CapabilityS
         + 'Index values that identify a person (names, addresses, telecom, identifiers, birth dates, free-text strings in '
         + 'patient data) are blinded with HMAC: they support equality and starts-with (and :exact) but not :contains, '
         + '_sort, or range prefixes on birthdate, which are refused with a 400 OperationOutcome.',
-      resource: getResourceTypes().map((t) => resourceEntry(t as CapabilityStatementRestResource['type'])),
+      resource: getResourceTypes().map((t) => {
+        const r = resourceEntry(t as CapabilityStatementRestResource['type']);
+        return { ...r, operation: [...(r.operation ?? []), ...ops.instance.map(opEntry)] };
+      }),
       interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
-      operation: [],
+      operation: ops.system.map(opEntry),
     }],
   };
-  cached = { baseUrl, security, cs };
+  cached = { key, security, cs };
   return cs;
 }

@@ -69,7 +69,7 @@ export class FhirRouter {
     }
     if (first === 'metadata' && segs.length === 1) {
       if (m !== 'GET') throw methodNotAllowed(m, 'metadata');
-      return { status: 200, body: buildCapabilityStatement(this.opts.baseUrl, this.opts.security) };
+      return { status: 200, body: buildCapabilityStatement(this.opts.baseUrl, this.opts.security, { instance: Object.keys(this.opts.operations?.instance ?? {}), system: Object.keys(this.opts.operations?.system ?? {}) }) };
     }
     if (first?.startsWith('$') && segs.length === 1) {
       const op = this.opts.operations?.system?.[first];
