@@ -58,8 +58,19 @@ export class AnchorWorker {
     await this.running;
   }
 
-  /** One round: finish open batches, check old roots, cut and anchor new batches. Exposed for tests. */
-  async runOnce(): Promise<void> {
+  private queue: Promise<void> = Promise.resolve();
+
+  /**
+   * One round: finish open batches, check old roots, cut and anchor new batches. Rounds never
+   * overlap (the timer's and an explicit flush wait for each other), so a root is sent once.
+   */
+  runOnce(): Promise<void> {
+    const round = this.queue.catch(() => undefined).then(() => this.round());
+    this.queue = round;
+    return round;
+  }
+
+  private async round(): Promise<void> {
     for (const b of this.o.store.openBatches()) await this.settle(b);
     await this.recheckIfDue();
     for (;;) {
