@@ -23,13 +23,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { measureAuthOverhead } from './auth-overhead.js';
+import { measureLedgerCosts } from './ledger.js';
 import { summarizeProfile, type ProfileSummary } from './cpu-profile.js';
 import { heartRateObservation, observationBundle, patient, rng, searchPaths, transactionBundle } from './fixtures.js';
 import { dbFileSizes, log, processMemory, startServer, type ServerProcess } from './server-process.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
-/** BENCH_SCENARIOS=single_create,bundle_create,search_token_date (default: all); handy with BENCH_CPU_PROF. */
-const SCENARIOS = new Set((process.env.BENCH_SCENARIOS || 'single_create,bundle_create,search_token_date').split(',').map((x) => x.trim()));
+/** BENCH_SCENARIOS=single_create,bundle_create,search_token_date,ledger (default: all); handy with BENCH_CPU_PROF. */
+const SCENARIOS = new Set((process.env.BENCH_SCENARIOS || 'single_create,bundle_create,search_token_date,ledger').split(',').map((x) => x.trim()));
 const CPU_PROF = process.env.BENCH_CPU_PROF === '1';
 const envInt = (name: string): number | undefined => {
   const v = process.env[name];
@@ -51,7 +52,10 @@ const CFG = {
   searchSample: QUICK ? 50 : 100,
 };
 
-const TARGETS = { single_create_rps: 2500, bundle_observations_per_s: 12000, search_rps: 1500, search_p99_ms: 30 };
+const TARGETS = {
+  single_create_rps: 2500, bundle_observations_per_s: 12000, search_rps: 1500, search_p99_ms: 30,
+  ledger_gas_per_version_at_1000_writes_per_s_max: 50, ledger_on_slowdown_pct_max: 5, auth_slowdown_pct_max: 10,
+};
 const FHIR_JSON = 'application/fhir+json';
 
 const round = (n: number, d = 1) => Math.round(n * 10 ** d) / 10 ** d;
@@ -380,6 +384,33 @@ async function runScenarios(server: ServerProcess, out: Record<string, unknown>)
   }
 }
 
+/**
+ * Ledger on (the main server: embedded anvil, anchoring every version) against ledger off (a
+ * second server, LEDGER=off) for single creates in the same run, plus batching throughput and gas.
+ */
+async function ledgerComparison(out: Record<string, unknown>): Promise<Record<string, unknown>> {
+  log('ledger: single creates on a second server with LEDGER=off');
+  const off = await startServer({ env: { LEDGER: 'off' } });
+  const mainAuth = AUTH.authorization;
+  try {
+    if (off.authorization) AUTH.authorization = off.authorization;
+    const offRun = await singleCreate(off, await createPatients(off.origin));
+    const on = (out.single_create as { created_per_s: number }).created_per_s;
+    log('ledger: Merkle batching and anchor gas on an anvil node');
+    const costs = await measureLedgerCosts({ batchSize: 10_000, batchMs: 2_000, rates: [1_000, 10_000] });
+    return {
+      single_create_ledger_on_per_s: on,
+      single_create_ledger_off_per_s: offRun.created_per_s,
+      ledger_on_slowdown_pct: round((1 - on / offRun.created_per_s) * 100),
+      ...costs,
+    };
+  } finally {
+    if (mainAuth) AUTH.authorization = mainAuth;
+    await off.stop();
+    fs.rmSync(off.dataDir, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
   log(`mode ${QUICK ? 'quick' : 'full'}: phases ${CFG.phaseSeconds}s, target ${CFG.targetObservations} Observations${CPU_PROF ? ', server --cpu-prof' : ''}`);
   const started = Date.now();
@@ -424,6 +455,14 @@ async function main(): Promise<void> {
     log(`cpu profile(s): ${files.map((f) => path.join(server.cpuProfDir!, f)).join(', ')}`);
   }
   fs.rmSync(server.dataDir, { recursive: true, force: true });
+  if (SCENARIOS.has('ledger') && SCENARIOS.has('single_create') && !failed && !process.env.BENCH_SERVER_DIST) {
+    try {
+      out.ledger = await ledgerComparison(out);
+    } catch (err) {
+      log(`ledger comparison FAILED: ${(err as Error).stack ?? String(err)}`);
+      out.ledger = { error: String((err as Error).message ?? err) };
+    }
+  }
   if (server.authorization && !process.env.BENCH_SERVER_DIST) {
     log('auth overhead: token verification and scope decision, in-process');
     out.auth_overhead = await measureAuthOverhead();

@@ -48,6 +48,8 @@ export interface ServerProcess {
 
 export interface StartOptions {
   cpuProfile?: boolean;
+  /** Extra environment for the server (e.g. LEDGER=off). */
+  env?: Record<string, string>;
 }
 
 export async function startServer(opts: StartOptions = {}): Promise<ServerProcess> {
@@ -63,7 +65,7 @@ export async function startServer(opts: StartOptions = {}): Promise<ServerProces
   const dist = process.env.BENCH_SERVER_DIST ? path.resolve(process.env.BENCH_SERVER_DIST) : path.join(ROOT, 'dist');
   const child = spawn(process.execPath, [...nodeArgs, path.join(dist, 'cli.js'), 'serve'], {
     cwd: ROOT,
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'warn', ACCESS_TOKEN_TTL: '86400' },
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'warn', ACCESS_TOKEN_TTL: '86400', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logLines: string[] = [];
