@@ -55,6 +55,10 @@ describe('ledger recovery', () => {
       // A second round anchors nothing twice (AlreadyAnchored would fail the round).
       await again.ledger.flush();
       assert.equal(again.store.ledger().openBatches().length, 0);
+      // A forced round anchors what waits without the thresholds.
+      await again.ledger.flush(true);
+      assert.equal(param(await status(again, ids[3]!), 'status')?.valueCode, 'anchored');
+      assert.equal(again.ledger.status().backlog, 0);
     } finally {
       await again.close();
     }

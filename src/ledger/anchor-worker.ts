@@ -64,13 +64,14 @@ export class AnchorWorker {
    * One round: finish open batches, check old roots, cut and anchor new batches. Rounds never
    * overlap (the timer's and an explicit flush wait for each other), so a root is sent once.
    */
-  runOnce(): Promise<void> {
-    const round = this.queue.catch(() => undefined).then(() => this.round());
+  runOnce(force = false): Promise<void> {
+    const round = this.queue.catch(() => undefined).then(() => this.round(force));
     this.queue = round;
     return round;
   }
 
-  private async round(): Promise<void> {
+  /** `force`: cut a batch from whatever waits, without waiting for the size or age threshold. */
+  private async round(force: boolean): Promise<void> {
     for (const b of this.o.store.openBatches()) await this.settle(b);
     await this.recheckIfDue();
     for (;;) {
@@ -80,7 +81,7 @@ export class AnchorWorker {
         return;
       }
       this.waitingSince ??= Date.now();
-      if (backlog < this.o.batchSize && Date.now() - this.waitingSince < this.o.batchMs) return;
+      if (!force && backlog < this.o.batchSize && Date.now() - this.waitingSince < this.o.batchMs) return;
       const leaves = this.o.store.unbatched(this.o.batchSize);
       if (leaves.length === 0) return;
       const tree = new MerkleTree(leaves.map((l) => l.hash));

@@ -111,9 +111,9 @@ export class LedgerService {
     return this.o.config.mode;
   }
 
-  /** Runs one batching round now (tests, shutdown). */
-  async flush(): Promise<void> {
-    await this.worker?.runOnce();
+  /** Runs one batching round now; `force` anchors whatever waits without waiting for the thresholds. */
+  async flush(force = false): Promise<void> {
+    await this.worker?.runOnce(force);
   }
 
   status(): LedgerStatus {
