@@ -11,6 +11,9 @@ Commands:
   client           Manage SMART OAuth clients: add, list, revoke (see "custos client --help")
   user             Manage SMART user accounts: add, list (see "custos user --help")
   launch           Mint an EHR launch id for a patient (see "custos launch --help")
+  verify           Check a resource and its $verify proof against the chain, without the server
+                   (see "custos verify --help")
+  integrity-check  Re-read every stored version and report tampering (see "custos integrity-check --help")
   help             Show this help
 
 Environment (read once at start):
@@ -24,6 +27,10 @@ Environment (read once at start):
   MAX_BODY_BYTES   Largest request body (default 16 MiB; larger is a 413)
   WRITE_WORKERS, READ_WORKERS  Worker threads for validation+indexing and for searches
                    (default cores-1 and cores; 0 = on the main thread)
+  ACCESS_TOKEN_TTL, SIGNING_KEY_ROTATION_DAYS, JWKS_PRIVATE_HOSTS  SMART auth (see README)
+  LEDGER           off to turn ledger anchoring off (default: an embedded anvil under DATA_DIR)
+  LEDGER_RPC_URL, LEDGER_KEY | LEDGER_KEY_FILE, LEDGER_CONTRACT, LEDGER_CHAIN_ID  An external chain
+  LEDGER_NODE_PORT, LEDGER_BATCH_SIZE (10000), LEDGER_BATCH_MS (2000), LEDGER_CONFIRMATIONS (1)
 
 Examples:
   custos serve
@@ -89,6 +96,14 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === 'client' || cmd === 'user' || cmd === 'launch') {
     const { runAdminCommand } = await import('./admin-cli.js');
     return runAdminCommand(argv, process.env);
+  }
+  if (cmd === 'verify') {
+    const { runVerifyCommand } = await import('./ledger/verify-cli.js');
+    return runVerifyCommand(rest);
+  }
+  if (cmd === 'integrity-check') {
+    const { runIntegrityCommand } = await import('./ledger/integrity-cli.js');
+    return runIntegrityCommand(rest, process.env);
   }
   process.stderr.write(`custos: unknown command "${cmd}"\n\n${HELP}`);
   return 2;

@@ -37,6 +37,7 @@ const EXPECTED: Record<string, string[]> = {
   '/fhir/{type}/{id}/$verify': ['get'],
   '/fhir/{type}/{id}/_history/{vid}/$verify': ['get'],
   '/fhir/$ledger-status': ['get'],
+  '/fhir/$integrity-check': ['get', 'post'],
 };
 /** The only /fhir operations that need no token (src/smart-auth/server.ts, authenticate()). */
 const NO_TOKEN = new Set(['get /fhir/metadata', 'get /fhir/.well-known/smart-configuration']);

@@ -26,6 +26,8 @@ export interface TokenPrincipal {
   fhirUser?: string;
   /** Launch context: the patient this token works with. */
   patient?: string;
+  /** The client is registered as trusted (`custos client add --trusted`): may run admin operations. */
+  trusted?: boolean;
 }
 
 export type Principal =

@@ -2,6 +2,7 @@ import type { Parameters, ParametersParameter } from '@medplum/fhirtypes';
 import { FhirError, type FhirResponse, type RouterOptions } from '../fhir/index.js';
 import { contentHash, type Store, type StoredVersion } from '../store/index.js';
 import type { LedgerService, VersionProof } from './service.js';
+import { scanIntegrity, type IntegrityReport } from './integrity.js';
 
 /** The hash a version was written with, recomputed from what the store returns now. */
 export function versionHash(v: StoredVersion): string {
@@ -35,7 +36,39 @@ export function proofParameters(p: VersionProof): Parameters {
   };
 }
 
-/** $verify (instance and version) and $ledger-status, for the FHIR router. */
+/** An integrity report as Parameters: ok, counts, and one `finding` part per finding. */
+export function integrityParameters(r: IntegrityReport): Parameters {
+  return {
+    resourceType: 'Parameters',
+    parameter: [
+      { name: 'ok', valueBoolean: r.ok },
+      { name: 'versionsChecked', valueInteger: r.versionsChecked },
+      { name: 'batchesChecked', valueInteger: r.batchesChecked },
+      { name: 'indexesChecked', valueInteger: r.indexesChecked },
+      { name: 'findingCount', valueInteger: r.findings.length + r.findingsOmitted },
+      { name: 'durationMs', valueInteger: r.durationMs },
+      {
+        name: 'chain',
+        part: [
+          { name: 'checked', valueBoolean: r.chain.checked }, { name: 'rootsChecked', valueInteger: r.chain.rootsChecked },
+          ...str('chainId', r.chain.chainId === undefined ? undefined : String(r.chain.chainId)), ...str('contractAddress', r.chain.contract),
+          ...int('otherContract', r.chain.otherContract), ...str('skipped', r.chain.skipped),
+        ],
+      },
+      ...r.findings.map((f) => ({
+        name: 'finding',
+        part: [
+          { name: 'kind', valueCode: f.kind },
+          ...(f.resourceType !== undefined ? [{ name: 'resourceType', valueCode: f.resourceType }] : []),
+          ...str('id', f.id), ...int('versionId', f.versionId), ...int('batchId', f.batchId),
+          { name: 'detail', valueString: f.detail },
+        ],
+      })),
+    ],
+  };
+}
+
+/** $verify (instance and version), $ledger-status and $integrity-check (admin only, see ScopePolicy), for the FHIR router. */
 export function ledgerOperations(ledger: LedgerService, store: Store): NonNullable<RouterOptions['operations']> {
   const verify = async (_req: unknown, t: { resourceType: string; id: string; version?: number }): Promise<FhirResponse> => {
     if (ledger.mode === 'off') throw new FhirError(400, 'not-supported', 'Ledger anchoring is turned off on this server (LEDGER=off): there are no proofs to verify');
@@ -76,5 +109,19 @@ export function ledgerOperations(ledger: LedgerService, store: Store): NonNullab
     ];
     return { status: 200, body: { resourceType: 'Parameters', parameter } };
   };
-  return { instance: { $verify: verify }, system: { '$ledger-status': status } };
+  let scanning = false;
+  const integrity = async (): Promise<FhirResponse> => {
+    if (scanning) throw new FhirError(409, 'conflict', 'An integrity scan is already running on this server; try again when it has finished');
+    scanning = true;
+    try {
+      const report = await scanIntegrity({
+        store: store.integrity(), maxFindings: 1000,
+        ...(ledger.chain ? { chain: ledger.chain } : { skipChain: ledger.mode === 'off' ? 'ledger anchoring is off' : 'no chain client' }),
+      });
+      return { status: 200, body: integrityParameters(report) };
+    } finally {
+      scanning = false;
+    }
+  };
+  return { instance: { $verify: verify }, system: { '$ledger-status': status, '$integrity-check': integrity } };
 }

@@ -12,6 +12,9 @@ function interactionOf(r: AccessRequest): Interaction {
 
 const PERMISSION_WORD = { c: 'create', r: 'read', u: 'update', d: 'delete', s: 'search' } as const;
 
+/** Operations for administrators only: a trusted client's token with a system/* scope that allows reading. */
+const ADMIN_OPERATIONS: ReadonlySet<string> = new Set(['$integrity-check']);
+
 /** The Patient id of a patient user (fhirUser .../Patient/<id>), if the token's user is a patient. */
 export function patientUserOf(p: TokenPrincipal): string | undefined {
   const m = p.fhirUser ? /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(p.fhirUser) : null;
@@ -31,6 +34,12 @@ export class ScopePolicy implements AccessPolicy {
   authorize(principal: Principal, request: AccessRequest): AccessDecision {
     if (principal.kind === 'system' || request.interaction === 'capabilities') return {};
     if (principal.kind !== 'token') throw new FhirError(401, 'login', 'A valid Bearer access token is required');
+    if (request.interaction === 'operation' && request.operation !== undefined && ADMIN_OPERATIONS.has(request.operation)) {
+      if (principal.trusted !== true || !matchingScopes(usableScopes(principal), 'r', '*', 'system').some((s) => s.query.length === 0)) {
+        throw new FhirError(403, 'forbidden', `${request.operation} is for administrators: it needs the token of a client registered with --trusted and a system/* scope`);
+      }
+      return {};
+    }
     const permission = permissionFor(interactionOf(request));
     const type = request.resourceType ?? '*';
     const matches = matchingScopes(usableScopes(principal), permission, type);

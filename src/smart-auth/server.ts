@@ -188,6 +188,7 @@ export class SmartAuth {
       scopes: parseScopes(claims.scope).resource,
       fhirUser: typeof claims.fhirUser === 'string' ? claims.fhirUser : undefined,
       patient,
+      trusted: claims.clientTrusted,
     };
   }
 

@@ -145,7 +145,48 @@ export interface Store extends StoreReader {
   transaction<T>(fn: (tx: StoreTransaction) => Promise<T>): Promise<T>;
   /** Persistence of ledger anchoring (batches over the versions in write order). */
   ledger(): LedgerStore;
+  /** Read-only access for integrity scans (on the read connection; never writes). */
+  integrity(): IntegrityReader;
   close(): Promise<void>;
+}
+
+/** One stored search-index row for comparison: its table, parameter and other columns in table order. */
+export interface IndexRowTuple { table: string; param: string; values: Array<string | number | null> }
+
+/** One stored version as an integrity scan reads it (decrypted where it can be). */
+export interface ScannedVersion {
+  /** Write order (the ledger's leaf order). */
+  seq: number;
+  resourceType: string;
+  id: string;
+  versionId: number;
+  lastUpdated: string;
+  deleted: boolean;
+  /** The hash recorded when the version was written. */
+  contentHash: string;
+  /** Whether resource_current points at this version. */
+  current: boolean;
+  /** The decrypted version; undefined when its body cannot be read (then `error` says why, without content). */
+  version?: StoredVersion;
+  error?: string;
+  /** Current versions only: the resource's stored search-index rows, read in the same snapshot as the version. */
+  indexRows?: IndexRowTuple[];
+}
+
+/** Read-only access for integrity scans (`custos integrity-check`, `$integrity-check`). */
+export interface IntegrityReader {
+  /** How many versions are stored, and the highest seq. */
+  versionExtent(): { count: number; maxSeq: number };
+  /** Up to `limit` versions with afterSeq < seq <= untilSeq, in seq order, read in one snapshot. */
+  scanVersions(afterSeq: number, untilSeq: number, limit: number): ScannedVersion[];
+  /** Current-version pointers (resource_current) with pk > afterPk, by pk, and whether the version they name is stored. */
+  currentPointers(afterPk: number, limit: number): Array<{ pk: number; resourceType: string; id: string; versionId: number; stored: boolean }>;
+  /** The index rows this store writes for `resource` (same indexer and index key), in the stored form. */
+  derivedIndexRows(resource: Resource): IndexRowTuple[];
+  /** Ledger batches with id > afterId, by id (at most `limit`). */
+  batches(afterId: number, limit: number): LedgerBatch[];
+  /** A batch's leaves (recorded content hashes of its seq range), in order. */
+  leaves(batch: LedgerBatch): LedgerLeaf[];
 }
 
 /** One stored version as the ledger sees it: its write order and content hash (32 bytes). */
@@ -202,4 +243,6 @@ export interface LedgerStore {
   currentVersion(resourceType: string, id: string): number | undefined;
   /** The batch and leaf index of one version (type/id/version), if it exists. */
   position(resourceType: string, id: string, version: number): LedgerPosition | undefined;
+  /** Batches of any status with id > afterId, by id (at most `limit`); read-only. */
+  batchesAfter(afterId: number, limit: number): LedgerBatch[];
 }

@@ -13,13 +13,14 @@ import { VersionConflictError } from '../errors.js';
 import type {
   HistoryQuery, HistoryResult, IndexRows, SearchQuery, SearchResult, Store, StoredVersion,
   StoreReader, StoreTransaction, VersionWriteHook, WriteInput,
+  IndexRowTuple, IntegrityReader, LedgerBatch, LedgerLeaf, ScannedVersion,
 } from '../types.js';
 import { WriteQueue } from '../write-queue.js';
 import { startWorker } from '../../workers.js';
 import { SCHEMA, SCHEMA_VERSION } from './schema.js';
 import { SqliteLedgerStore } from './ledger-store.js';
-import { IndexRowWriter } from './index-rows.js';
-import { compileSearch, referenceParamSql } from './search.js';
+import { IndexRowWriter, INDEX_TABLES, primaryDateLo, storedReferenceRows } from './index-rows.js';
+import { compileSearch, NARROW_SPAN, referenceParamSql } from './search.js';
 
 export interface SqliteStoreOptions {
   /** Database file; ':memory:' is not supported (reader and writer need the same file). */
@@ -272,12 +273,130 @@ function checkSchemaVersion(db: Database.Database, file: string): void {
   }
 }
 
-/** A read-only connection with its own key cache, e.g. for a search worker thread. */
-export function openSqliteReader(opts: { file: string; keys: MasterKeys }): StoreReader & { close(): void } {
+/** Columns of each index table after (res, n), in table order, as the integrity scan compares them. */
+const INDEX_COLUMNS: Record<(typeof INDEX_TABLES)[number], string> = {
+  token: 'param, system, code, dlo',
+  string: 'param, value, exact',
+  date: 'param, lo, hi, wide',
+  number: 'param, value, lo, hi',
+  quantity: 'param, system, code, unit, value, lo, hi',
+  reference: 'param, target_type, target_id, url, dlo, flags',
+  uri: 'param, value',
+};
+
+type IndexValue = string | number | null;
+
+/**
+ * Read-only access for integrity scans: versions in seq order decrypted one by one (a failure is
+ * reported per version, by kind, never with content), the stored index rows of current versions
+ * in the same snapshot, and the rows the writer would store for a resource now.
+ */
+class SqliteIntegrityReader extends SqliteReader implements IntegrityReader {
+  private readonly batchReader: SqliteLedgerStore;
+
+  constructor(db: Database.Database, ctx: StoreContext) {
+    super(db, ctx);
+    // Only its SELECTs are used; on a read-only connection the others could not run anyway.
+    this.batchReader = new SqliteLedgerStore(db);
+  }
+
+  versionExtent(): { count: number; maxSeq: number } {
+    const r = this.stmt('SELECT count(*) AS count, coalesce(max(seq), 0) AS maxSeq FROM resource_version').get() as { count: number; maxSeq: number };
+    return { count: r.count, maxSeq: r.maxSeq };
+  }
+
+  scanVersions(afterSeq: number, untilSeq: number, limit: number): ScannedVersion[] {
+    const page = this.db.transaction(() => {
+      const rows = this.stmt(`SELECT v.seq, v.pk, ${VERSION_COLS}, (c.version IS NOT NULL AND c.version = v.version) AS current
+        FROM resource_version v LEFT JOIN resource_current c ON c.pk = v.pk WHERE v.seq > ? AND v.seq <= ? ORDER BY v.seq LIMIT ?`)
+        .all(afterSeq, untilSeq, limit) as Array<VersionRow & { seq: number; pk: number; current: number }>;
+      return rows.map((r): ScannedVersion => {
+        const out: ScannedVersion = {
+          seq: r.seq, resourceType: r.type, id: r.id, versionId: r.version, lastUpdated: new Date(r.last_updated).toISOString(),
+          deleted: r.deleted === 1, contentHash: r.content_hash, current: r.current === 1,
+        };
+        const read = this.decrypt(r);
+        if (typeof read === 'string') out.error = read;
+        else out.version = { resourceType: r.type, id: r.id, versionId: r.version, lastUpdated: out.lastUpdated, deleted: out.deleted, contentHash: r.content_hash, ...(read ? { resource: read } : {}) };
+        if (out.current) out.indexRows = this.storedIndexRows(r.pk);
+        return out;
+      });
+    });
+    return page();
+  }
+
+  currentPointers(afterPk: number, limit: number): Array<{ pk: number; resourceType: string; id: string; versionId: number; stored: boolean }> {
+    const rows = this.stmt(`SELECT c.pk, c.type, c.id, c.version, EXISTS (SELECT 1 FROM resource_version v WHERE v.pk = c.pk AND v.version = c.version) AS stored
+      FROM resource_current c WHERE c.pk > ? ORDER BY c.pk LIMIT ?`).all(afterPk, limit) as Array<{ pk: number; type: string; id: string; version: number; stored: number }>;
+    return rows.map((r) => ({ pk: r.pk, resourceType: r.type, id: r.id, versionId: r.version, stored: r.stored === 1 }));
+  }
+
+  /** The decrypted body (undefined for a delete marker), or why it cannot be read (never its content). */
+  private decrypt(r: VersionRow): Resource | undefined | string {
+    if (r.deleted === 1) return r.body === null ? undefined : 'a delete marker carries a body';
+    if (r.body === null || r.key_id === null) return 'the body or its data key reference is missing';
+    let key: Buffer | undefined;
+    try {
+      key = this.ctx.keys.forRead(r.key_id, this.keyRows());
+    } catch {
+      return `data key ${r.key_id} cannot be unwrapped with the master key`;
+    }
+    if (!key) return `data key ${r.key_id} is missing (crypto-shredded or deleted)`;
+    let plain: Buffer;
+    try {
+      plain = open(key, r.body, bodyAad(r.type, r.id, r.version));
+    } catch {
+      return 'the body fails AES-GCM authentication (ciphertext, nonce, tag or data key changed)';
+    }
+    try {
+      const resource = JSON.parse(plain.toString('utf8')) as Resource;
+      if (resource && typeof resource === 'object' && !Array.isArray(resource)) return resource;
+    } catch { /* below */ }
+    return 'the decrypted body is not a JSON object';
+  }
+
+  private storedIndexRows(pk: number): IndexRowTuple[] {
+    const out: IndexRowTuple[] = [];
+    for (const table of INDEX_TABLES) {
+      const rows = this.stmt(`SELECT ${INDEX_COLUMNS[table]} FROM idx_${table} WHERE res = ?`).raw().all(pk) as IndexValue[][];
+      for (const [param, ...values] of rows) out.push({ table, param: String(param), values });
+    }
+    return out;
+  }
+
+  derivedIndexRows(resource: Resource): IndexRowTuple[] {
+    const idx = this.ctx.indexer.extract(resource);
+    // As IndexRowWriter.insert stores them.
+    const dlo = primaryDateLo(idx);
+    const out: IndexRowTuple[] = [];
+    const add = (table: string, param: string, ...values: IndexValue[]) => out.push({ table, param, values });
+    for (const r of idx.token) add('token', r.param, r.system, r.code, dlo);
+    for (const r of idx.string) add('string', r.param, r.value, r.exact);
+    for (const r of idx.date) add('date', r.param, r.lo, r.hi, r.hi - r.lo > NARROW_SPAN ? 1 : 0);
+    for (const r of idx.number) add('number', r.param, r.value, r.lo, r.hi);
+    for (const r of idx.quantity) add('quantity', r.param, r.system, r.code, r.unit, r.value, r.lo, r.hi);
+    for (const r of storedReferenceRows(resource.resourceType, idx.reference)) add('reference', r.param, r.targetType, r.targetId, r.url, dlo, r.flags);
+    for (const r of idx.uri) add('uri', r.param, r.value);
+    return out;
+  }
+
+  batches(afterId: number, limit: number): LedgerBatch[] {
+    return this.batchReader.batchesAfter(afterId, limit);
+  }
+
+  leaves(batch: LedgerBatch): LedgerLeaf[] {
+    return this.batchReader.leaves(batch);
+  }
+}
+
+/** A read-only connection with its own key cache, e.g. for a search worker thread or an integrity scan. */
+export function openSqliteReader(opts: { file: string; keys: MasterKeys }): StoreReader & { close(): void; integrity(): IntegrityReader } {
   const db = openDb(opts.file, true);
   const blinder = new Blinder(opts.keys.indexKey);
-  const reader = new SqliteReader(db, { keys: new DataKeyCache(opts.keys.kek), blinder, indexer: createIndexer(blinder), hooks: [] });
-  return Object.assign(reader, { close: () => db.close() });
+  const ctx: StoreContext = { keys: new DataKeyCache(opts.keys.kek), blinder, indexer: createIndexer(blinder), hooks: [] };
+  const reader = new SqliteReader(db, ctx);
+  let integrity: SqliteIntegrityReader | undefined;
+  return Object.assign(reader, { close: () => db.close(), integrity: () => (integrity ??= new SqliteIntegrityReader(db, ctx)) });
 }
 
 export class SqliteStore extends SqliteReader implements Store {
@@ -287,6 +406,7 @@ export class SqliteStore extends SqliteReader implements Store {
   private checkpointer?: Worker;
   private readonly walFd: number;
   private ledgerStore?: { db: Database.Database; store: SqliteLedgerStore };
+  private integrityReader?: SqliteIntegrityReader;
   private readonly file: string;
 
   private constructor(reader: Database.Database, writer: Database.Database, ctx: StoreContext, file: string) {
@@ -318,6 +438,10 @@ export class SqliteStore extends SqliteReader implements Store {
       this.ledgerStore = { db, store: new SqliteLedgerStore(db) };
     }
     return this.ledgerStore.store;
+  }
+
+  integrity(): IntegrityReader {
+    return (this.integrityReader ??= new SqliteIntegrityReader(this.db, this.ctx));
   }
 
   static open(opts: SqliteStoreOptions): SqliteStore {

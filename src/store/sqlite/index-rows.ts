@@ -68,7 +68,7 @@ export function storedReferenceRows(resourceType: string, rows: ReferenceRow[]):
 }
 
 /** The lo of the resource's 'date' when it has exactly one narrow one (see idx_token.dlo). */
-function primaryDateLo(idx: IndexRows): number | null {
+export function primaryDateLo(idx: IndexRows): number | null {
   const dates = idx.date.filter((d) => d.param === PRIMARY_DATE_PARAM);
   return dates.length === 1 && dates[0]!.hi - dates[0]!.lo <= NARROW_SPAN ? dates[0]!.lo : null;
 }

@@ -43,6 +43,7 @@ export class SqliteLedgerStore implements LedgerStore {
       batchOf: db.prepare('SELECT * FROM ledger_batch WHERE last_seq >= ? ORDER BY last_seq LIMIT 1'),
       current: db.prepare('SELECT version FROM resource_current WHERE type = ? AND id = ?').pluck(),
       rank: db.prepare('SELECT count(*) FROM resource_version WHERE seq >= ? AND seq < ?').pluck(),
+      after: db.prepare('SELECT * FROM ledger_batch WHERE id > ? ORDER BY id LIMIT ?'),
     };
   }
 
@@ -106,5 +107,9 @@ export class SqliteLedgerStore implements LedgerStore {
     const r = this.q.batchOf.get(v.seq) as BatchRow | undefined;
     if (!r || r.first_seq > v.seq) return { seq: v.seq, contentHash: v.content_hash };
     return { seq: v.seq, contentHash: v.content_hash, batch: toBatch(r), leafIndex: this.q.rank.get(r.first_seq, v.seq) as number };
+  }
+
+  batchesAfter(afterId: number, limit: number): LedgerBatch[] {
+    return (this.q.after.all(afterId, limit) as BatchRow[]).map(toBatch);
   }
 }
