@@ -6,6 +6,8 @@ import request from 'supertest';
 import { Wallet } from 'ethers';
 import type { Parameters } from '@medplum/fhirtypes';
 import { AnchorRegistryClient } from '../src/ledger/anchor-registry.js';
+import { AnchorWorker, type AnchorChain } from '../src/ledger/anchor-worker.js';
+import { createLogger } from '../src/logger.js';
 import { fund, loadOrCreateKey, startLocalNode, type LocalNode } from '../src/ledger/anvil.js';
 import { FHIR_JSON, freePort, tempDir, testApp } from './helpers.js';
 
@@ -61,6 +63,35 @@ describe('ledger recovery', () => {
       assert.equal(again.ledger.status().backlog, 0);
     } finally {
       await again.close();
+    }
+  });
+
+  it('records a batch as submitted with its tx hash as soon as it is sent; a crash before the receipt is settled from the chain', async () => {
+    const t = await testApp({ LEDGER: 'embedded', LEDGER_BATCH_SIZE: '1000', LEDGER_BATCH_MS: '600000' });
+    try {
+      const ids = await create(t, 2);
+      const real = t.ledger.chain!;
+      let sent: string | undefined;
+      const crashing: AnchorChain = {
+        chainId: real.chainId, address: real.address,
+        anchoredAt: (r) => real.anchoredAt(r), anchorTx: (r) => real.anchorTx(r),
+        anchor: async (root, count, id, confirmations, onSent) => {
+          await real.anchor(root, count, id, confirmations, (h) => { sent = h; onSent?.(h); });
+          throw new Error('the process died before the receipt was recorded');
+        },
+      };
+      const worker = new AnchorWorker({ store: t.store.ledger(), chain: crashing, batchSize: 1000, batchMs: 600_000, confirmations: 1, logger: createLogger('silent') });
+      await assert.rejects(worker.runOnce(true), /died/);
+      assert.match(sent ?? '', /^0x[0-9a-f]{64}$/);
+      const batch = t.store.ledger().lastBatch()!;
+      assert.ok(batch.status === 'submitted' || batch.status === 'confirmed', batch.status);
+      assert.equal(batch.txHash, sent, 'the tx hash was recorded when the transaction was sent');
+      await t.ledger.flush();
+      assert.equal(t.store.ledger().openBatches().length, 0);
+      assert.equal(t.ledger.status().lastBatch?.txHash, sent, 'confirmed from the chain, not sent twice');
+      assert.equal(param(await status(t, ids[0]!), 'status')?.valueCode, 'anchored');
+    } finally {
+      await t.close();
     }
   });
 

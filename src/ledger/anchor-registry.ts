@@ -207,12 +207,12 @@ export class AnchorRegistryClient {
    * the decoded revert (AlreadyAnchored, NotAnchorer, ZeroRoot, ZeroLeafCount); after an
    * AlreadyAnchored, {@link anchorTx} finds the earlier transaction.
    */
-  async anchor(root: Buffer, leafCount: number, batchId: bigint, confirmations = 1): Promise<AnchorReceipt> {
+  async anchor(root: Buffer, leafCount: number, batchId: bigint, confirmations = 1, onSent?: (txHash: string) => void): Promise<AnchorReceipt> {
     const hex = rootHex(root);
     if (!Number.isSafeInteger(leafCount) || leafCount < 0) throw new RangeError(`leafCount must be a non-negative integer, got ${leafCount}`);
     if (typeof batchId !== 'bigint' || batchId < 0n || batchId > UINT64_MAX) throw new RangeError(`batchId must be a uint64 bigint, got ${String(batchId)}`);
     if (!Number.isInteger(confirmations) || confirmations < 1) throw new RangeError(`confirmations must be >= 1, got ${confirmations}`);
-    const receipt = await this.transact('anchor', [hex, leafCount, batchId], confirmations);
+    const receipt = await this.transact('anchor', [hex, leafCount, batchId], confirmations, onSent);
     const block = await this.provider.getBlock(receipt.blockNumber);
     if (!block) throw new Error(`Block ${receipt.blockNumber} of anchor transaction ${receipt.hash} not found`);
     return { txHash: receipt.hash, blockNumber: receipt.blockNumber, blockTime: block.timestamp };
@@ -278,7 +278,7 @@ export class AnchorRegistryClient {
   }
 
   /** Sends `fn(args)` (one send at a time, fresh pending nonce), waits for confirmations. */
-  private async transact(fn: string, args: unknown[], confirmations: number): Promise<TransactionReceipt> {
+  private async transact(fn: string, args: unknown[], confirmations: number, onSent?: (txHash: string) => void): Promise<TransactionReceipt> {
     const wallet = this.wallet;
     if (!wallet) throw new Error(`This AnchorRegistry client is read-only (no private key): cannot call ${fn}`);
     const send = async (): Promise<ContractTransactionResponse> => {
@@ -296,6 +296,7 @@ export class AnchorRegistryClient {
     const queued = this.sendQueue.then(send, send);
     this.sendQueue = queued.catch(() => undefined);
     const tx = await queued;
+    onSent?.(tx.hash);
     let receipt: TransactionReceipt | null;
     try {
       receipt = await tx.wait(confirmations, this.txTimeoutMs);

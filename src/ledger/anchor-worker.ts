@@ -9,7 +9,8 @@ export interface AnchorRecord { blockNumber: number; blockTime: number; leafCoun
 export interface AnchorChain {
   readonly chainId: number;
   readonly address: string;
-  anchor(root: Buffer, leafCount: number, batchId: bigint, confirmations?: number): Promise<AnchorReceipt>;
+  /** Sends the anchor transaction (`onSent` when it is in the node's pool) and waits for its confirmations. */
+  anchor(root: Buffer, leafCount: number, batchId: bigint, confirmations?: number, onSent?: (txHash: string) => void): Promise<AnchorReceipt>;
   anchoredAt(root: Buffer): Promise<AnchorRecord | undefined>;
   /** The transaction that anchored a root already on chain (after a crash lost the receipt). */
   anchorTx(root: Buffer): Promise<AnchorReceipt | undefined>;
@@ -104,8 +105,9 @@ export class AnchorWorker {
       this.o.store.markConfirmed(b.id, { txHash, blockNumber: onChain.blockNumber, blockTime: onChain.blockTime, ...this.chainRef() });
       return;
     }
-    const receipt = await this.o.chain.anchor(b.root, b.size, BigInt(b.id), this.o.confirmations);
-    this.o.store.markSubmitted(b.id, receipt.txHash);
+    // submitted as soon as the transaction is sent: a crash while waiting leaves a batch whose
+    // tx hash is known and whose root the next round finds on chain.
+    const receipt = await this.o.chain.anchor(b.root, b.size, BigInt(b.id), this.o.confirmations, (txHash) => this.o.store.markSubmitted(b.id, txHash));
     this.o.store.markConfirmed(b.id, { ...receipt, ...this.chainRef() });
     this.o.logger.info({ batch: b.id, size: b.size, tx: receipt.txHash, block: receipt.blockNumber }, 'ledger batch anchored');
   }

@@ -57,6 +57,7 @@ export interface LedgerStatus {
   contract?: string;
   anchorer?: string;
   backlog: number;
+  /** The last anchored (confirmed) batch. */
   lastBatch?: { id: number; size: number; status: string; txHash?: string; blockNumber?: number; blockTime?: number };
   lastError?: string;
 }
@@ -118,7 +119,7 @@ export class LedgerService {
 
   status(): LedgerStatus {
     const ledger = this.o.store.ledger();
-    const last = ledger.lastBatch();
+    const last = ledger.confirmedBatches(1)[0];
     return {
       mode: this.o.config.mode,
       ...(this.chain ? { chainId: this.chain.chainId, contract: this.chain.address, anchorer: this.chain.anchorer } : {}),
