@@ -84,7 +84,12 @@ export class LedgerService {
     let node: LocalNode | undefined;
     let chain: AnchorRegistryClient;
     if (config.mode === 'embedded') {
-      node = await startLocalNode({ stateDir: path.join(o.dataDir, 'chain'), port: config.nodePort || undefined, logger });
+      try {
+        node = await startLocalNode({ stateDir: path.join(o.dataDir, 'chain'), port: config.nodePort || undefined, logger });
+      } catch (err) {
+        throw new Error(`the embedded ledger node (anvil) could not start: ${(err as Error).message}. `
+          + 'Set LEDGER_RPC_URL (and LEDGER_KEY, LEDGER_CONTRACT, LEDGER_CHAIN_ID) for an external chain, or LEDGER=off to run without anchoring.', { cause: err });
+      }
       try {
         chain = await embeddedContract(node, o.dataDir, logger);
       } catch (err) {
