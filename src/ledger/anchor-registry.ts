@@ -5,15 +5,13 @@ import {
   getAddress,
   hexlify,
   Interface,
-  isError,
   JsonRpcProvider,
-  Network,
   Wallet,
-  type ContractTransactionResponse,
   type InterfaceAbi,
   type TransactionReceipt,
 } from 'ethers';
 import { loadArtifact } from './contract-artifacts.js';
+import { decodeRevert, isNonceProblem, makeProvider, pendingNonce, rpcChainId, SerialSender } from './evm-rpc.js';
 
 /** Where an anchor transaction landed. */
 export interface AnchorReceipt {
@@ -63,50 +61,9 @@ const CONTRACT_NAME = 'AnchorRegistry';
 const UINT64_MAX = (1n << 64n) - 1n;
 const DEFAULT_TX_TIMEOUT_MS = 300_000;
 
-async function rpcChainId(rpcUrl: string): Promise<number> {
-  let res: Response;
-  try {
-    res = await fetch(rpcUrl, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }),
-      signal: AbortSignal.timeout(10_000),
-    });
-  } catch (err) {
-    throw new Error(`Cannot reach the EVM JSON-RPC endpoint ${rpcUrl}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}`, { cause: err });
-  }
-  if (!res.ok) throw new Error(`EVM JSON-RPC endpoint ${rpcUrl} answered HTTP ${res.status} to eth_chainId`);
-  const body = (await res.json()) as { result?: string; error?: { message: string } };
-  if (typeof body.result !== 'string') throw new Error(`EVM JSON-RPC endpoint ${rpcUrl} gave no chain id${body.error ? `: ${body.error.message}` : ''}`);
-  return Number(BigInt(body.result));
-}
-
-function makeProvider(rpcUrl: string, chainId: number, o: ClientOptions): JsonRpcProvider {
-  // Static network: no eth_chainId before every call and no background "detect network"
-  // retry loop; batching off: one HTTP request per call is faster on a local node.
-  return new JsonRpcProvider(rpcUrl, Network.from(chainId), {
-    staticNetwork: true,
-    batchMaxCount: 1,
-    pollingInterval: o.pollingIntervalMs ?? 1000,
-  });
-}
-
 function rootHex(root: Buffer | Uint8Array): string {
   if (!(root instanceof Uint8Array) || root.length !== 32) throw new TypeError('root must be 32 bytes');
   return hexlify(root);
-}
-
-/**
- * The account's pending nonce, straight from the node: `provider.getTransactionCount` may
- * answer from ethers' 250 ms request cache, i.e. a nonce a transaction just used.
- */
-async function pendingNonce(provider: JsonRpcProvider, address: string): Promise<number> {
-  return Number(BigInt((await provider.send('eth_getTransactionCount', [address, 'pending'])) as string));
-}
-
-function isNonceProblem(err: unknown): boolean {
-  if (isError(err, 'NONCE_EXPIRED') || isError(err, 'REPLACEMENT_UNDERPRICED') || isError(err, 'TRANSACTION_REPLACED')) return true;
-  return /nonce (?:too (?:low|high)|has already been used)|invalid nonce|already known/i.test(String((err as Error)?.message ?? ''));
 }
 
 /**
@@ -124,8 +81,7 @@ export class AnchorRegistryClient {
   private readonly contract: Contract;
   private readonly wallet?: Wallet;
   private readonly iface: Interface;
-  private readonly txTimeoutMs: number;
-  private sendQueue: Promise<unknown> = Promise.resolve();
+  private readonly txSender?: SerialSender;
 
   private constructor(p: { provider: JsonRpcProvider; address: string; chainId: number; wallet?: Wallet; abi: InterfaceAbi; opts: ClientOptions }) {
     this.provider = p.provider;
@@ -135,7 +91,10 @@ export class AnchorRegistryClient {
     this.anchorer = p.wallet?.address;
     this.iface = new Interface(p.abi);
     this.contract = new Contract(p.address, this.iface, p.wallet ?? p.provider);
-    this.txTimeoutMs = p.opts.txTimeoutMs ?? DEFAULT_TX_TIMEOUT_MS;
+    if (p.wallet) {
+      this.txSender = new SerialSender(p.provider, this.contract, p.wallet, p.opts.txTimeoutMs ?? DEFAULT_TX_TIMEOUT_MS, (err, fn) => this.decode(err, fn),
+        (fn, txHash, cause) => new AnchorRegistryError('reverted', [], `${fn} transaction ${txHash} reverted`, { cause }));
+    }
   }
 
   /** Deploys a new AnchorRegistry from `privateKey` (which becomes owner and anchorer) and waits for one confirmation. */
@@ -279,66 +238,16 @@ export class AnchorRegistryClient {
 
   /** Sends `fn(args)` (one send at a time, fresh pending nonce), waits for confirmations. */
   private async transact(fn: string, args: unknown[], confirmations: number, onSent?: (txHash: string) => void): Promise<TransactionReceipt> {
-    const wallet = this.wallet;
-    if (!wallet) throw new Error(`This AnchorRegistry client is read-only (no private key): cannot call ${fn}`);
-    const send = async (): Promise<ContractTransactionResponse> => {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          const nonce = await pendingNonce(this.provider, wallet.address);
-          // ethers estimates gas first, so a revert surfaces here, decoded, before anything is sent.
-          return (await this.contract.getFunction(fn).send(...args, { nonce })) as ContractTransactionResponse;
-        } catch (err) {
-          if (attempt < 3 && isNonceProblem(err)) continue;
-          throw this.decode(err, fn);
-        }
-      }
-    };
-    const queued = this.sendQueue.then(send, send);
-    this.sendQueue = queued.catch(() => undefined);
-    const tx = await queued;
-    onSent?.(tx.hash);
-    let receipt: TransactionReceipt | null;
-    try {
-      receipt = await tx.wait(confirmations, this.txTimeoutMs);
-    } catch (err) {
-      if (isError(err, 'CALL_EXCEPTION')) {
-        // Mined but reverted (e.g. another sender anchored the same root in between):
-        // replay it as a call to learn why.
-        try {
-          await this.contract.getFunction(fn).staticCall(...args, { from: wallet.address });
-        } catch (callErr) {
-          const decoded = this.decode(callErr, fn);
-          if (decoded instanceof AnchorRegistryError) throw decoded;
-        }
-        throw new AnchorRegistryError('reverted', [], `${fn} transaction ${tx.hash} reverted`, { cause: err });
-      }
-      throw err;
-    }
-    if (!receipt) throw new Error(`${fn} transaction ${tx.hash} has no receipt`);
-    return receipt;
+    if (!this.txSender) throw new Error(`This AnchorRegistry client is read-only (no private key): cannot call ${fn}`);
+    return this.txSender.send(fn, args, confirmations, onSent);
   }
 
-  /** Turns a revert into an AnchorRegistryError naming the custom error; other errors pass through. */
+  /** Turns a revert into a AnchorRegistryError naming the custom error; other errors pass through. */
   private decode(err: unknown, fn: string): unknown {
-    if (!isError(err, 'CALL_EXCEPTION')) return err;
-    let name: string | undefined;
-    let args: readonly unknown[] = [];
-    if (err.revert?.name) {
-      name = err.revert.name;
-      args = [...err.revert.args];
-    } else if (err.data) {
-      try {
-        const parsed = this.iface.parseError(err.data);
-        if (parsed) {
-          name = parsed.name;
-          args = [...parsed.args];
-        }
-      } catch {
-        /* not one of ours */
-      }
-    }
-    if (!name) return err;
-    const shown = args.map((a) => (typeof a === 'bigint' ? a.toString() : String(a))).join(', ');
-    return new AnchorRegistryError(name as AnchorRegistryRevert, args, `AnchorRegistry.${fn} reverted: ${name}(${shown})`, { cause: err });
+    const r = decodeRevert(err, this.iface);
+    if (!r) return err;
+    const shown = r.args.map((a) => (typeof a === 'bigint' ? a.toString() : String(a))).join(', ');
+    return new AnchorRegistryError(r.name as never, r.args, `AnchorRegistry.${fn} reverted: ${r.name}(${shown})`, { cause: err });
   }
+
 }
