@@ -1,0 +1,1 @@
+export { ConsentRegistryClient, ConsentRegistryError, pseudonymousId } from './consent-registry.js';
