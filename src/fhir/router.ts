@@ -283,7 +283,7 @@ export class FhirRouter {
     const index = await this.prepare(resource, tx, req);
     this.assertWritable(d, type, id, index);
     return this.inTx(tx, async (t) => {
-      if (await t.read(type, id)) await this.assertVisible(d, t, type, id);
+      if (isConstrained(d) && (await t.read(type, id))) await this.assertVisible(d, t, type, id);
       const out = await this.writeUpdate(t, type, id, resource, ifMatch, index);
       await this.assertStillInScope(d, t, type, id);
       return out;
@@ -333,7 +333,7 @@ export class FhirRouter {
       assertValidId(id);
       this.assertWritable(d, type, id, index);
       // An id the criteria did not match may still be another patient's resource.
-      if (await t.read(type, id)) await this.assertVisible(d, t, type, id);
+      if (isConstrained(d) && (await t.read(type, id))) await this.assertVisible(d, t, type, id);
       const out = await this.writeUpdate(t, type, id, { ...resource, id }, ifMatch, index);
       await this.assertStillInScope(d, t, type, id);
       return out;
@@ -528,6 +528,11 @@ function historyEntry(baseUrl: string, v: StoredVersion): BundleEntry {
     entry.response = { status: v.versionId === 1 ? '201 Created' : '200 OK', etag: etagOf(v), lastModified: v.lastUpdated };
   }
   return entry;
+}
+
+/** Whether the decision limits what the principal may touch (otherwise no visibility check is needed). */
+function isConstrained(d: AccessDecision): boolean {
+  return d.patient !== undefined || d.queries !== undefined;
 }
 
 function outsideScopes(type: string, id: string): FhirError {
