@@ -56,7 +56,25 @@ export interface SearchQuery {
   compartment?: { resourceType: string; id: string; params: string[] };
   /** Restrict to resources with these ids (used by conditional operations within a tx). */
   ids?: string[];
+  /** What the principal may see (patient consent), compiled into the same query. */
+  access?: AccessCondition;
 }
+
+/**
+ * A boolean condition on the current version of a resource, decided by its index rows: the
+ * form in which consent reaches the store, so it runs inside the query (paging and totals stay exact).
+ */
+export type AccessCondition =
+  | boolean
+  | { and: AccessCondition[] }
+  | { or: AccessCondition[] }
+  | { not: AccessCondition }
+  /** A search filter on the resource's own type. */
+  | { filter: SearchFilter }
+  /** In the compartment of one of these patients, through any of `params` (reference params of the type). */
+  | { compartment: { patients: string[]; params: string[] } }
+  /** One of these ids (of the resource's type). */
+  | { ids: string[] };
 
 export type SearchParamType = 'token' | 'string' | 'date' | 'number' | 'quantity' | 'reference' | 'uri' | 'composite' | 'special';
 
@@ -68,8 +86,11 @@ export interface SearchFilter {
   type: SearchParamType;
   /** missing, exact, contains, not, text, identifier, above, below, in, not-in, or a resource type for references. */
   modifier?: string;
-  /** Chain one level deep: subject:Patient.name=x -> chain { targetTypes: ['Patient'], filter: name=x }. */
-  chain?: { targetTypes: string[]; filter: SearchFilter };
+  /**
+   * Chain one level deep: subject:Patient.name=x -> chain { targetTypes: ['Patient'], filter: name=x }.
+   * `access`: per target type, what the principal may see of it (a chain never matches through the rest).
+   */
+  chain?: { targetTypes: string[]; filter: SearchFilter; access?: Record<string, AccessCondition> };
   /** OR-ed values (comma-separated in the URL), each with its own prefix where the type allows it. */
   values: { prefix: Prefix; value: string }[];
   /** True when the parameter's index is blinded (HMAC) rather than clear. */
@@ -94,6 +115,8 @@ export interface HistoryQuery {
   before?: string;
   count: number;
   offset: number;
+  /** Type history: only versions of resources whose current version satisfies this. */
+  access?: AccessCondition;
 }
 
 export interface HistoryResult {
@@ -147,6 +170,13 @@ export interface Store extends StoreReader {
   ledger(): LedgerStore;
   /** Read-only access for integrity scans (on the read connection; never writes). */
   integrity(): IntegrityReader;
+  /**
+   * A number that changes whenever a stored Consent, PractitionerRole or CareTeam changes, also
+   * through edits made directly in the database (what consent decisions depend on). Cheap.
+   */
+  watchedChanges(): number;
+  /** Ids of the current, non-deleted resources of a type (without reading their bodies). */
+  currentIds(resourceType: string): string[];
   close(): Promise<void>;
 }
 

@@ -20,7 +20,7 @@ import { startWorker } from '../../workers.js';
 import { SCHEMA, SCHEMA_VERSION } from './schema.js';
 import { SqliteLedgerStore } from './ledger-store.js';
 import { IndexRowWriter, INDEX_TABLES, primaryDateLo, storedReferenceRows } from './index-rows.js';
-import { compileSearch, NARROW_SPAN, referenceParamSql } from './search.js';
+import { accessClause, compileSearch, NARROW_SPAN, referenceParamSql } from './search.js';
 
 export interface SqliteStoreOptions {
   /** Database file; ':memory:' is not supported (reader and writer need the same file). */
@@ -123,6 +123,12 @@ class SqliteReader implements StoreReader {
     }
     if (q.since) { where.push('v.last_updated >= ?'); params.push(Date.parse(q.since)); }
     if (q.before) { where.push('v.last_updated <= ?'); params.push(Date.parse(q.before)); }
+    if (q.access !== undefined) {
+      if (!q.resourceType) throw new Error('history with an access condition needs the resource type');
+      const a = accessClause(q.access, { blinder: this.ctx.blinder, alias: 'c', resourceType: q.resourceType });
+      where.push(`v.pk IN (SELECT c.pk FROM resource_current c WHERE c.type = ? AND (${a.sql}))`);
+      params.push(q.resourceType, ...a.params);
+    }
     const w = where.length ? `WHERE ${where.join(' AND ')}` : '';
     const total = (this.stmt(`SELECT count(*) AS n FROM resource_version v ${w}`).get(...params) as { n: number }).n;
     const rows = this.stmt(`SELECT ${VERSION_COLS} FROM resource_version v ${w} ORDER BY v.seq DESC LIMIT ? OFFSET ?`)
@@ -442,6 +448,14 @@ export class SqliteStore extends SqliteReader implements Store {
 
   integrity(): IntegrityReader {
     return (this.integrityReader ??= new SqliteIntegrityReader(this.db, this.ctx));
+  }
+
+  currentIds(resourceType: string): string[] {
+    return this.stmt('SELECT id FROM resource_current WHERE type = ? AND deleted = 0 ORDER BY pk').pluck().all(resourceType) as string[];
+  }
+
+  watchedChanges(): number {
+    return this.stmt('SELECT total(n) FROM change_counter').pluck().get() as number;
   }
 
   static open(opts: SqliteStoreOptions): SqliteStore {

@@ -91,4 +91,19 @@ CREATE TABLE IF NOT EXISTS ledger_batch (
   created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ledger_batch_status ON ledger_batch (status, id);
+
+-- Consent decisions are cached until their inputs change: these triggers count every change to
+-- the rows of the watched types, also edits made directly in the database file.
+CREATE TABLE IF NOT EXISTS change_counter (type TEXT PRIMARY KEY, n INTEGER NOT NULL);
+INSERT OR IGNORE INTO change_counter (type, n) VALUES ('Consent', 0), ('PractitionerRole', 0), ('CareTeam', 0);
+CREATE TRIGGER IF NOT EXISTS watch_version_insert AFTER INSERT ON resource_version WHEN NEW.type IN ('Consent', 'PractitionerRole', 'CareTeam')
+BEGIN UPDATE change_counter SET n = n + 1 WHERE type = NEW.type; END;
+CREATE TRIGGER IF NOT EXISTS watch_version_update AFTER UPDATE ON resource_version WHEN NEW.type IN ('Consent', 'PractitionerRole', 'CareTeam') OR OLD.type IN ('Consent', 'PractitionerRole', 'CareTeam')
+BEGIN UPDATE change_counter SET n = n + 1 WHERE type IN (NEW.type, OLD.type); END;
+CREATE TRIGGER IF NOT EXISTS watch_version_delete AFTER DELETE ON resource_version WHEN OLD.type IN ('Consent', 'PractitionerRole', 'CareTeam')
+BEGIN UPDATE change_counter SET n = n + 1 WHERE type = OLD.type; END;
+CREATE TRIGGER IF NOT EXISTS watch_current_update AFTER UPDATE ON resource_current WHEN NEW.type IN ('Consent', 'PractitionerRole', 'CareTeam') OR OLD.type IN ('Consent', 'PractitionerRole', 'CareTeam')
+BEGIN UPDATE change_counter SET n = n + 1 WHERE type IN (NEW.type, OLD.type); END;
+CREATE TRIGGER IF NOT EXISTS watch_current_delete AFTER DELETE ON resource_current WHEN OLD.type IN ('Consent', 'PractitionerRole', 'CareTeam')
+BEGIN UPDATE change_counter SET n = n + 1 WHERE type = OLD.type; END;
 `;

@@ -5,7 +5,7 @@ import { isParamBlinded } from '../blinding-policy.js';
 import { storedParams } from '../param-aliases.js';
 import { ANY_ROW, referenceStorage } from '../reference-aliases.js';
 import { MAX_TIME, MIN_TIME, numberRange, parseDateRange, parseReference } from '../indexer.js';
-import type { Prefix, SearchFilter, SearchParamType, SearchQuery } from '../types.js';
+import type { AccessCondition, Prefix, SearchFilter, SearchParamType, SearchQuery } from '../types.js';
 
 /** Upper bound for "starts with" ranges: sorts after every valid UTF-8 string that has the prefix. */
 const MAX_CHAR = '\u{10FFFF}';
@@ -18,7 +18,7 @@ interface Sql {
   exactKey?: boolean;
 }
 
-interface Ctx {
+export interface Ctx {
   blinder: Blinder;
   /** Alias of the resource_current row the clause filters. */
   alias: string;
@@ -74,6 +74,7 @@ export function compileSearch(query: SearchQuery, blinder: Blinder, estimate?: E
   const filters: Compiled[] = mergeDateFilters(query.filters.map((f) => compileFilter(f, ctx)));
   if (query.compartment) filters.push(compartmentFilter(query.compartment, query.resourceType));
   if (query.ids) filters.push({ kind: 'sql', sql: inList('c.id', query.ids) });
+  if (query.access !== undefined) filters.push({ kind: 'sql', sql: accessClause(query.access, ctx) });
   filters.push(...codeDateLeads(filters));
 
   const lead = pickLead(filters, estimate);
@@ -525,7 +526,16 @@ function chainClause(f: SearchFilter, ctx: Ctx): Sql {
     const compiled = compileFilter({ ...chain.filter, blinded }, { ...ctx, alias: t, resourceType: types[0]! });
     const inner = compiled.kind === 'sql' ? compiled.sql : inClause(compiled, t);
     const typeList = inList(`${t}.type`, types);
-    return { sql: `(${typeList.sql} AND ${inner.sql})`, params: [...typeList.params, ...inner.params] };
+    if (!chain.access) return { sql: `(${typeList.sql} AND ${inner.sql})`, params: [...typeList.params, ...inner.params] };
+    // Each target type with what the principal may see of it.
+    const perType = types.map((type) => {
+      const a = accessClause(chain.access![type] ?? false, { ...ctx, alias: t, resourceType: type });
+      return { sql: `(${t}.type = ? AND ${a.sql})`, params: [type, ...a.params] };
+    });
+    return {
+      sql: `(${inner.sql} AND (${perType.map((x) => x.sql).join(' OR ')}))`,
+      params: [...inner.params, ...perType.flatMap((x) => x.params)],
+    };
   });
   // Targets first (few, found through their own index), then the references to them.
   const ref = referenceParams(ctx.resourceType, [f.param]);
@@ -533,6 +543,41 @@ function chainClause(f: SearchFilter, ctx: Ctx): Sql {
   const sql = `${ctx.alias}.pk IN (SELECT r.res FROM idx_reference r WHERE ${param.sql} AND (r.target_id, r.target_type) IN `
     + `(SELECT ${t}.id, ${t}.type FROM resource_current ${t} WHERE ${t}.deleted = 0 AND (${branches.map((b) => b.sql).join(' OR ')})))`;
   return { sql, params: [...param.params, ...branches.flatMap((b) => b.params)] };
+}
+
+/** A principal's access condition as SQL on the row `ctx.alias` (of type `ctx.resourceType`). */
+export function accessClause(a: AccessCondition, ctx: Ctx): Sql {
+  if (a === true) return { sql: '1', params: [] };
+  if (a === false) return { sql: '0', params: [] };
+  if ('and' in a || 'or' in a) {
+    const list = 'and' in a ? a.and : a.or;
+    if (list.length === 0) return { sql: 'and' in a ? '1' : '0', params: [] };
+    const parts = list.map((x) => accessClause(x, ctx));
+    return { sql: parts.map((p) => `(${p.sql})`).join('and' in a ? ' AND ' : ' OR '), params: parts.flatMap((p) => p.params) };
+  }
+  if ('not' in a) {
+    const inner = accessClause(a.not, ctx);
+    return { sql: `NOT (${inner.sql})`, params: inner.params };
+  }
+  if ('ids' in a) return valueList(`${ctx.alias}.id`, a.ids);
+  if ('compartment' in a) {
+    const { patients, params } = a.compartment;
+    if (patients.length === 0 || params.length === 0) return { sql: '0', params: [] };
+    const p = referenceParamSql(ctx.resourceType, params, '+x.param');
+    const targets = valueList('x.target_id', patients);
+    return {
+      sql: `EXISTS (SELECT 1 FROM idx_reference x WHERE x.res = ${ctx.alias}.pk AND ${p.sql} AND x.target_type = 'Patient' AND ${targets.sql})`,
+      params: [...p.params, ...targets.params],
+    };
+  }
+  const f = compileFilter(a.filter, ctx);
+  return f.kind === 'sql' ? f.sql : existsClause(f, ctx.alias);
+}
+
+/** `column IN (...)`; long lists as one JSON parameter (SQLite caps the parameters of a statement). */
+function valueList(column: string, values: readonly string[]): Sql {
+  if (values.length <= 64) return inList(column, values);
+  return { sql: `${column} IN (SELECT value FROM json_each(?))`, params: [JSON.stringify(values)] };
 }
 
 function isChainBlinded(type: string, filter: SearchFilter): boolean {
