@@ -1,4 +1,5 @@
-import type { IndexRows, SearchQuery, StoredVersion, StoreReader } from '../store/index.js';
+import type { AccessCondition, IndexRows, SearchQuery, StoredVersion, StoreReader } from '../store/index.js';
+import { accessConditionFor, type AccessExpr } from './access-expr.js';
 import { getPatientCompartmentParams } from './definitions.js';
 import { FhirError } from './outcome.js';
 import { parseSearch } from './search/parse.js';
@@ -111,6 +112,8 @@ export interface ReadRule {
   types: '*' | string[];
   /** Types readable only through granular scopes: the queries their resources must match. */
   queries: Record<string, ScopeQueries>;
+  /** Patient consent: what of patient data may be seen. */
+  access?: AccessExpr;
 }
 
 export async function keepReadable(reader: StoreReader, versions: StoredVersion[], rule: ReadRule): Promise<StoredVersion[]> {
@@ -131,5 +134,34 @@ export async function keepReadable(reader: StoreReader, versions: StoredVersion[
     const ok = await matchingScopeQueries(reader, type, list.map((v) => v.id), groups);
     for (const v of list) if (ok.has(v.id)) keep.add(v);
   }
-  return versions.filter((v) => keep.has(v));
+  let kept = versions.filter((v) => keep.has(v));
+  if (rule.access !== undefined) {
+    const access = rule.access;
+    const byType2 = new Map<string, StoredVersion[]>();
+    for (const v of kept) byType2.set(v.resourceType, [...(byType2.get(v.resourceType) ?? []), v]);
+    const allowed = new Set<StoredVersion>();
+    for (const [type, list] of byType2) {
+      const ok = await satisfying(reader, type, list.map((v) => v.id), accessConditionFor(access, type));
+      for (const v of list) if (ok.has(v.id)) allowed.add(v);
+    }
+    kept = kept.filter((v) => allowed.has(v));
+  }
+  return kept;
+}
+
+/** The ids (of one type) among `ids` whose current version satisfies the condition (undefined = no condition). */
+export async function satisfying(reader: StoreReader, resourceType: string, ids: string[], condition: AccessCondition | undefined): Promise<Set<string>> {
+  if (condition === undefined || condition === true) return new Set(ids);
+  if (condition === false || ids.length === 0) return new Set();
+  const query: SearchQuery = { resourceType, filters: [], sort: [], count: ids.length, offset: 0, total: 'none', ids, access: condition };
+  return new Set((await reader.search(query)).matches.map((v) => v.id));
+}
+
+/** Puts the principal's access into a parsed query: its own type, and the targets of its chains. */
+export function applyAccess(query: SearchQuery, access: AccessExpr): void {
+  const own = accessConditionFor(access, query.resourceType);
+  if (own !== undefined) query.access = own;
+  for (const f of query.filters) {
+    if (f.chain) f.chain.access = Object.fromEntries(f.chain.targetTypes.map((t) => [t, accessConditionFor(access, t) ?? true]));
+  }
 }

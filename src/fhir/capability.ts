@@ -9,7 +9,7 @@ const SKIPPED = new Set(['_compartment']);
 let cached: { key: string; security?: CapabilityStatementRestSecurity; cs: CapabilityStatement } | undefined;
 
 /** Operations beyond $validate, by name (e.g. $verify on every type, $ledger-status at the base). */
-export interface ExtraOperations { instance: string[]; system: string[] }
+export interface ExtraOperations { instance: Array<{ name: string; types?: readonly string[] }>; system: string[] }
 
 function searchParams(type: string): CapabilityStatementRestResourceSearchParam[] {
   return Object.entries(getTypeSearchParameters(type))
@@ -48,7 +48,7 @@ function resourceEntry(type: CapabilityStatementRestResource['type']): Capabilit
 
 /** What this server implements, and nothing more. */
 export function buildCapabilityStatement(baseUrl: string, security?: CapabilityStatementRestSecurity, ops: ExtraOperations = { instance: [], system: [] }): CapabilityStatement {
-  const key = `${baseUrl} ${ops.instance.join(',')} ${ops.system.join(',')}`;
+  const key = `${baseUrl} ${JSON.stringify(ops.instance)} ${ops.system.join(',')}`;
   if (cached?.key === key && cached.security === security) return cached.cs;
   const opEntry = (name: string) => ({ name: name.replace(/^\$/, ''), definition: `urn:custos:operation:${name.replace(/^\$/, '')}` });
   const cs: CapabilityStatement = {
@@ -72,7 +72,7 @@ export function buildCapabilityStatement(baseUrl: string, security?: CapabilityS
         + '_sort, or range prefixes on birthdate, which are refused with a 400 OperationOutcome.',
       resource: getResourceTypes().map((t) => {
         const r = resourceEntry(t as CapabilityStatementRestResource['type']);
-        return { ...r, operation: [...(r.operation ?? []), ...ops.instance.map(opEntry)] };
+        return { ...r, operation: [...(r.operation ?? []), ...ops.instance.filter((o) => !o.types || o.types.includes(t)).map((o) => opEntry(o.name))] };
       }),
       interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
       operation: ops.system.map(opEntry),

@@ -1,4 +1,4 @@
-export { FhirRouter, type RouterOptions } from './router.js';
+export { FhirRouter, type InstanceOperation, type RouterOptions } from './router.js';
 export { fhirHttpRouter, sendOutcome, toFhirError, FHIR_JSON } from './http.js';
 export { loadDefinitions, getResourceTypes, isResourceType } from './definitions.js';
 export { FhirError } from './outcome.js';

@@ -3,6 +3,7 @@
  * server acting for itself (never reachable from HTTP).
  */
 import type { ReadRule, ScopeQueries } from './access-constraints.js';
+import type { AccessExpr } from './access-expr.js';
 
 export type Permission = 'c' | 'r' | 'u' | 'd' | 's';
 
@@ -28,6 +29,8 @@ export interface TokenPrincipal {
   patient?: string;
   /** The client is registered as trusted (`custos client add --trusted`): may run admin operations. */
   trusted?: boolean;
+  /** The actor the client is registered to act for (`custos client add --actor Organization/<id>`). */
+  actor?: string;
 }
 
 export type Principal =
@@ -51,6 +54,14 @@ export interface AccessDecision {
   patient?: string;
   /** Granular scopes: the resources touched must match at least one of these queries. */
   queries?: ScopeQueries;
+  /**
+   * Patient consent: resources of Patient-compartment types must satisfy `access` (reads,
+   * searches, includes, chains, history; writes before and after). Where one fails `access` but
+   * satisfies `known` (the principal may know it exists), refusals are 403 rather than 404.
+   */
+  consent?: { access: AccessExpr; known: AccessExpr };
+  /** Called with the resources ("Type/id") a read-type interaction returned (break-the-glass records them). */
+  observe?: (refs: string[]) => void;
 }
 
 /**

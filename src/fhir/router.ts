@@ -1,14 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import jsonpatch from 'fast-json-patch';
-import type { Bundle, BundleEntry, CapabilityStatementRestSecurity, Parameters, Resource } from '@medplum/fhirtypes';
+import type { Bundle, BundleEntry, CapabilityStatementRestSecurity, OperationOutcome, Parameters, Resource } from '@medplum/fhirtypes';
 import { VersionConflictError } from '../store/index.js';
-import type { HistoryQuery, IndexRows, Store, StoredVersion, StoreReader, StoreTransaction } from '../store/index.js';
+import type { AccessCondition, HistoryQuery, IndexRows, Store, StoredVersion, StoreReader, StoreTransaction } from '../store/index.js';
 import { processBundle } from './bundle.js';
 import { buildCapabilityStatement } from './capability.js';
 import { isResourceType } from './definitions.js';
 import { allOk, badRequest, FhirError, gone, notFound, notSupported, preconditionFailed } from './outcome.js';
-import { confineQuery, constrainQuery, contentInCompartment, isMember, matchingScopeQueries } from './access-constraints.js';
+import { applyAccess, confineQuery, constrainQuery, contentInCompartment, isMember, matchingScopeQueries, satisfying } from './access-constraints.js';
+import { accessConditionFor } from './access-expr.js';
 import type { AccessDecision, AccessPolicy, AccessRequest } from './principal.js';
+import type { ReadRule } from './access-constraints.js';
 import type { FhirRequest, FhirResponse } from './request.js';
 import { parseSearch } from './search/parse.js';
 import { searchBundle, type SearchArgs } from './search-service.js';
@@ -22,8 +24,11 @@ export interface RouterOptions {
   policy: AccessPolicy;
   /** Operations beyond the core interactions (e.g. the ledger's $verify, $ledger-status). */
   operations?: {
-    /** GET|POST [type]/[id]/$name and [type]/[id]/_history/[vid]/$name; the router checks read access first. */
-    instance?: Record<string, (req: FhirRequest, target: { resourceType: string; id: string; version?: number }) => Promise<FhirResponse>>;
+    /**
+     * GET|POST [type]/[id]/$name and [type]/[id]/_history/[vid]/$name; the router checks read
+     * access to the target first unless the handler has `checksOwnAccess` (then it must).
+     */
+    instance?: Record<string, InstanceOperation>;
     /** GET|POST [base]/$name. */
     system?: Record<string, (req: FhirRequest) => Promise<FhirResponse>>;
   };
@@ -31,9 +36,22 @@ export interface RouterOptions {
   security?: CapabilityStatementRestSecurity;
   /** Validation + index extraction (worker threads in the server; inline when omitted). */
   preparer: WritePreparer;
+  /**
+   * Warnings about valid content that will not work as its author may expect (e.g. a Consent
+   * with elements the consent engine does not understand), for $validate and writes.
+   */
+  advise?: (resource: Resource) => string[];
   /** Runs a search in a worker thread, answering the serialized Bundle; undefined = on this thread. */
   searcher?: (args: SearchArgs) => Promise<string> | undefined;
 }
+
+/** An instance operation; handlers apply to any type unless they refuse it themselves. */
+export type InstanceOperation = ((req: FhirRequest, target: { resourceType: string; id: string; version?: number }) => Promise<FhirResponse>) & {
+  /** The handler decides who may call it (e.g. $break-glass, for someone who cannot read the target yet). */
+  checksOwnAccess?: boolean;
+  /** The resource types it applies to (default: all); on others it is not supported (400). */
+  types?: readonly string[];
+};
 
 /** W/"3" -> 3; anything else is a 400 (an If-Match that cannot match anything). */
 export function parseETag(tag: string): number {
@@ -69,7 +87,7 @@ export class FhirRouter {
     }
     if (first === 'metadata' && segs.length === 1) {
       if (m !== 'GET') throw methodNotAllowed(m, 'metadata');
-      return { status: 200, body: buildCapabilityStatement(this.opts.baseUrl, this.opts.security, { instance: Object.keys(this.opts.operations?.instance ?? {}), system: Object.keys(this.opts.operations?.system ?? {}) }) };
+      return { status: 200, body: buildCapabilityStatement(this.opts.baseUrl, this.opts.security, { instance: Object.entries(this.opts.operations?.instance ?? {}).map(([name, op]) => ({ name, types: op.types })), system: Object.keys(this.opts.operations?.system ?? {}) }) };
     }
     if (first?.startsWith('$') && segs.length === 1) {
       const op = this.opts.operations?.system?.[first];
@@ -102,8 +120,12 @@ export class FhirRouter {
     }
     if (second === '_history' && segs.length === 2) {
       if (m !== 'GET') throw methodNotAllowed(m, `${type}/_history`);
-      this.refuseConfinedHistory(await this.authorize(req, { interaction: 'history', resourceType: type }));
-      return this.history(req, { resourceType: type }, tx);
+      const d = await this.authorize(req, { interaction: 'history', resourceType: type });
+      this.refuseConfinedHistory(d, type);
+      const access = d.consent ? accessConditionFor(d.consent.access, type) : undefined;
+      const out = await this.history(req, { resourceType: type, ...(access !== undefined ? { access } : {}) }, tx);
+      d.observe?.(entryRefs(out.body as Bundle));
+      return out;
     }
     if (second === '$validate' && segs.length === 2) {
       if (m !== 'POST') throw methodNotAllowed(m, `${type}/$validate`);
@@ -127,6 +149,7 @@ export class FhirRouter {
       if (segs.length === 3) {
         const d = await this.authorize(req, { interaction: 'history', resourceType: type, id });
         await this.assertVisible(d, tx, type, id);
+        d.observe?.([`${type}/${id}`]);
         return this.history(req, { resourceType: type, id }, tx);
       }
       if (segs.length === 4 && fourth) return this.vread(req, type, id, fourth, tx);
@@ -150,10 +173,12 @@ export class FhirRouter {
   /** An operation on one resource (or one version): it needs read access to that resource. */
   private async instanceOperation(req: FhirRequest, name: string, type: string, id: string, vid: string | undefined, tx?: StoreTransaction): Promise<FhirResponse> {
     const op = this.opts.operations?.instance?.[name];
-    if (!op) throw notSupported(`Operation ${name} is not supported on ${type}/[id]`);
+    if (!op || (op.types && !op.types.includes(type))) throw notSupported(`Operation ${name} is not supported on ${type}/[id]`);
     if (req.method !== 'GET' && req.method !== 'POST') throw methodNotAllowed(req.method, `${type}/[id]/${name}`);
-    const d = await this.authorize(req, { interaction: vid ? 'vread' : 'read', resourceType: type, id });
-    await this.assertVisible(d, tx, type, id);
+    if (op.checksOwnAccess !== true) {
+      const d = await this.authorize(req, { interaction: vid ? 'vread' : 'read', resourceType: type, id });
+      await this.assertVisible(d, tx, type, id);
+    }
     let version: number | undefined;
     if (vid !== undefined) {
       if (!/^[1-9]\d{0,15}$/.test(vid)) throw badRequest(`Invalid version id "${vid.slice(0, 40)}"`);
@@ -174,11 +199,22 @@ export class FhirRouter {
     const reader = tx ?? this.opts.store;
     if (d.patient !== undefined && !(await isMember(reader, type, id, d.patient))) throw notFound(`${type}/${id} is not known`);
     if (d.queries && (await reader.read(type, id)) && !(await matchingScopeQueries(reader, type, [id], d.queries)).has(id)) throw outsideScopes(type, id);
+    if (d.consent) {
+      const access = accessConditionFor(d.consent.access, type);
+      if ((await satisfying(reader, type, [id], access)).has(id)) return;
+      // Withheld by consent: a 403 only where the principal may know the resource exists.
+      const cur = await reader.read(type, id);
+      if (cur && !cur.deleted && (await satisfying(reader, type, [id], accessConditionFor(d.consent.known, type))).has(id)) throw withheld(type, id);
+      throw notFound(`${type}/${id} is not known`);
+    }
   }
 
   /** After a write inside its transaction: the new version must still match the granular scopes (else the write rolls back). */
   private async assertStillInScope(d: AccessDecision, t: StoreTransaction, type: string, id: string): Promise<void> {
     if (d.queries && !(await matchingScopeQueries(t, type, [id], d.queries)).has(id)) throw outsideScopes(type, id);
+    if (d.consent && !(await satisfying(t, type, [id], accessConditionFor(d.consent.access, type))).has(id)) {
+      throw new FhirError(403, 'forbidden', `The patient's consent does not allow this ${type} to be written by this client or user`);
+    }
   }
 
   /** New content of a confined principal must stay in its patient's compartment. */
@@ -188,16 +224,26 @@ export class FhirRouter {
     }
   }
 
-  private refuseConfinedHistory(d: AccessDecision): void {
+  private refuseConfinedHistory(d: AccessDecision, type?: string): void {
     if (d.patient !== undefined) throw new FhirError(403, 'forbidden', 'Type and system history are not available to patient-limited tokens; use the history of one resource');
+    if (d.consent && type === undefined) throw new FhirError(403, 'forbidden', 'System history is not available to principals limited by patient consent; use the history of a type or of one resource');
   }
 
   private inTx<T>(tx: StoreTransaction | undefined, fn: (tx: StoreTransaction) => Promise<T>): Promise<T> {
     return tx ? fn(tx) : this.opts.store.transaction(fn);
   }
 
+  /** An OperationOutcome with the advisories about `resource`, if there are any. */
+  private advice(resource: Resource | undefined): OperationOutcome | undefined {
+    const warnings = resource && this.opts.advise ? this.opts.advise(resource) : [];
+    if (warnings.length === 0) return undefined;
+    return { resourceType: 'OperationOutcome', issue: warnings.map((w) => ({ severity: 'warning', code: 'business-rule', diagnostics: w })) };
+  }
+
   private written(v: StoredVersion, status: number): FhirResponse {
+    const outcome = this.advice(v.resource);
     return {
+      ...(outcome ? { outcome } : {}),
       status,
       body: v.resource,
       etag: etagOf(v),
@@ -222,6 +268,7 @@ export class FhirRouter {
     parsed.query.total = 'none';
     if (d.patient !== undefined) confineQuery(parsed.query, d.patient);
     if (d.queries) constrainQuery(parsed.query, d.queries);
+    if (d.consent) applyAccess(parsed.query, d.consent.access);
     return (await reader.search(parsed.query)).matches;
   }
 
@@ -258,6 +305,7 @@ export class FhirRouter {
         return { status: 304, etag: etagOf(v), lastModified: httpDate(v.lastUpdated) };
       }
     }
+    d.observe?.([`${type}/${id}`]);
     return this.found(v);
   }
 
@@ -271,6 +319,7 @@ export class FhirRouter {
       throw notFound(cur ? `${type}/${id} has no version ${vid}` : `${type}/${id} is not known`);
     }
     if (v.deleted) throw deletedError(v);
+    d.observe?.([`${type}/${id}`]);
     return this.found(v);
   }
 
@@ -428,7 +477,8 @@ export class FhirRouter {
       ...(compartment ? { compartment } : {}),
       ...(d.patient !== undefined ? { confinedTo: d.patient } : {}),
       ...(d.queries ? { scopeQueries: d.queries } : {}),
-      ...(req.query.some(([k]) => k.startsWith('_include') || k.startsWith('_revinclude')) ? { readRule: this.opts.policy.readRule?.(req.principal) } : {}),
+      ...(d.consent ? { access: d.consent.access } : {}),
+      ...(req.query.some(([k]) => k.startsWith('_include') || k.startsWith('_revinclude')) ? { readRule: this.readRule(req, d) } : {}),
       defaultCount: this.opts.search.defaultCount,
       maxCount: this.opts.search.maxCount,
       baseUrl: this.opts.baseUrl,
@@ -437,16 +487,27 @@ export class FhirRouter {
     const inWorker = tx ? undefined : this.opts.searcher?.(args);
     if (inWorker) {
       try {
-        return { status: 200, bodyJson: await inWorker };
+        const bodyJson = await inWorker;
+        if (d.observe) d.observe(entryRefs(JSON.parse(bodyJson) as Bundle));
+        return { status: 200, bodyJson };
       } catch (err) {
         // A worker that died under the request is no reason to fail it: search here instead.
         if (err instanceof FhirError) throw err;
       }
     }
-    return { status: 200, body: await searchBundle(tx ?? this.opts.store, args) };
+    const body = await searchBundle(tx ?? this.opts.store, args);
+    d.observe?.(entryRefs(body));
+    return { status: 200, body };
   }
 
-  private async history(req: FhirRequest, scope: { resourceType?: string; id?: string }, tx?: StoreTransaction): Promise<FhirResponse> {
+  /** What included resources may be: the token's scopes and the patient's consent. */
+  private readRule(req: FhirRequest, d: AccessDecision): ReadRule | undefined {
+    const scopes = this.opts.policy.readRule?.(req.principal);
+    if (!d.consent) return scopes;
+    return { ...(scopes ?? { types: '*', queries: {} }), access: d.consent.access };
+  }
+
+  private async history(req: FhirRequest, scope: { resourceType?: string; id?: string; access?: AccessCondition }, tx?: StoreTransaction): Promise<FhirResponse> {
     const reader = tx ?? this.opts.store;
     const q: HistoryQuery = { ...scope, count: this.opts.search.defaultCount, offset: 0 };
     for (const [k, v] of req.query) {
@@ -493,7 +554,7 @@ export class FhirRouter {
     if (id !== undefined && resource.id !== id) throw badRequest(`Resource id "${resource.id ?? ''}" does not match the URL id "${id}"`, [`${type}.id`]);
     const issues = validationIssues(resource);
     if (issues.length > 0) throw FhirError.fromIssues(400, issues);
-    return { status: 200, body: allOk(`${type} is valid`) };
+    return { status: 200, body: this.advice(resource) ?? allOk(`${type} is valid`) };
   }
 
   private async bundle(req: FhirRequest, tx?: StoreTransaction): Promise<FhirResponse> {
@@ -516,6 +577,11 @@ export class FhirRouter {
   }
 }
 
+/** "Type/id" of the resources in a Bundle's entries. */
+function entryRefs(b: Bundle): string[] {
+  return [...new Set((b.entry ?? []).flatMap((e) => (e.resource?.id ? [`${e.resource.resourceType}/${e.resource.id}`] : [])))];
+}
+
 function historyEntry(baseUrl: string, v: StoredVersion): BundleEntry {
   const url = `${v.resourceType}/${v.id}`;
   const entry: BundleEntry = { fullUrl: `${baseUrl}/${url}` };
@@ -532,7 +598,11 @@ function historyEntry(baseUrl: string, v: StoredVersion): BundleEntry {
 
 /** Whether the decision limits what the principal may touch (otherwise no visibility check is needed). */
 function isConstrained(d: AccessDecision): boolean {
-  return d.patient !== undefined || d.queries !== undefined;
+  return d.patient !== undefined || d.queries !== undefined || d.consent !== undefined;
+}
+
+function withheld(type: string, id: string): FhirError {
+  return new FhirError(403, 'forbidden', `${type}/${id} is withheld by the patient's consent`);
 }
 
 function outsideScopes(type: string, id: string): FhirError {

@@ -1,6 +1,7 @@
 import type { Bundle } from '@medplum/fhirtypes';
 import type { StoreReader } from '../store/index.js';
-import { confineQuery, constrainQuery, type ReadRule, type ScopeQueries } from './access-constraints.js';
+import { applyAccess, confineQuery, constrainQuery, type ReadRule, type ScopeQueries } from './access-constraints.js';
+import type { AccessExpr } from './access-expr.js';
 import { getPatientCompartmentParams } from './definitions.js';
 import { FhirError, notSupported } from './outcome.js';
 import { runSearch } from './search/execute.js';
@@ -17,6 +18,8 @@ export interface SearchArgs {
   confinedTo?: string;
   /** Granular scopes: matches must satisfy one of these queries. */
   scopeQueries?: ScopeQueries;
+  /** Patient consent: what of patient data the principal may see. */
+  access?: AccessExpr;
   /** What included resources may be (types and their scope queries); undefined = anything. */
   readRule?: ReadRule;
   defaultCount: number;
@@ -48,6 +51,7 @@ export async function searchBundle(reader: StoreReader, a: SearchArgs): Promise<
   }
   if (a.confinedTo !== undefined) confineQuery(parsed.query, a.confinedTo);
   if (a.scopeQueries) constrainQuery(parsed.query, a.scopeQueries);
+  if (a.access !== undefined) applyAccess(parsed.query, a.access);
   const selfPath = c ? `${c.resourceType}/${c.id}/${a.resourceType}` : a.resourceType;
   return runSearch(reader, parsed, { baseUrl: a.baseUrl, selfPath, query: a.query, confinedTo: a.confinedTo, readRule: a.readRule });
 }
