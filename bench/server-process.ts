@@ -128,7 +128,7 @@ export async function startServer(opts: StartOptions = {}): Promise<ServerProces
 }
 
 /**
- * Registers a backend client with `custos client add` (as an operator would) and gets a
+ * Registers a trusted backend client with `custos client add` (as an operator would) and gets a
  * system/*.* token through the token endpoint, like a device gateway. A build without SMART
  * auth (no smart-configuration) gets none, so A/B runs against older builds still work.
  */
@@ -144,7 +144,7 @@ async function backendToken(proc: ServerProcess, dist: string): Promise<string |
   const kid = await calculateJwkThumbprint(jwk);
   const jwksFile = path.join(proc.dataDir, 'bench-client-jwks.json');
   fs.writeFileSync(jwksFile, JSON.stringify({ keys: [{ ...jwk, kid, alg: 'ES384', use: 'sig' }] }));
-  const added = spawnSync(process.execPath, [path.join(dist, 'cli.js'), 'client', 'add', '--type', 'backend', '--jwks', jwksFile, '--scope', 'system/*.*', '--name', 'bench', '--json'], {
+  const added = spawnSync(process.execPath, [path.join(dist, 'cli.js'), 'client', 'add', '--type', 'backend', '--jwks', jwksFile, '--scope', 'system/*.*', '--name', 'bench', '--trusted', '--json'], {
     env: { ...process.env, DATA_DIR: proc.dataDir }, encoding: 'utf8',
   });
   if (added.status !== 0) throw new Error(`custos client add failed: ${added.stderr}`);

@@ -14,6 +14,8 @@ Commands:
   verify           Check a resource and its $verify proof against the chain, without the server
                    (see "custos verify --help")
   integrity-check  Re-read every stored version and report tampering (see "custos integrity-check --help")
+  consent          A patient's consent key: bind it, sign and revoke Consents, deploy a ConsentRegistry
+                   (see "custos consent --help")
   help             Show this help
 
 Environment (read once at start):
@@ -31,11 +33,20 @@ Environment (read once at start):
   LEDGER           off to turn ledger anchoring off (default: an embedded anvil under DATA_DIR)
   LEDGER_RPC_URL, LEDGER_KEY | LEDGER_KEY_FILE, LEDGER_CONTRACT, LEDGER_CHAIN_ID  An external chain
   LEDGER_NODE_PORT, LEDGER_BATCH_SIZE (10000), LEDGER_BATCH_MS (2000), LEDGER_CONFIRMATIONS (1)
+  CONSENT_CHAIN    required: a Consent grants only while the patient's signature of its version is
+                   active in the ConsentRegistry contract; off: on its FHIR status alone
+                   (default required with the ledger on, off with LEDGER=off; required needs the ledger)
+  CONSENT_SYNC_MS  Largest age of the server's view of the contract at a decision (default 1000)
+  CONSENT_RECOVERY_DAYS  Delay of an operator key recovery, set when the contract is deployed (default 7)
+  CONSENT_CONTRACT ConsentRegistry address (required on an external chain; the embedded node deploys its own)
+  CONSENT_KEY | CONSENT_KEY_FILE  Relayer key on an external chain (default: the ledger's key)
+  CONSENT_BASE     deny (default) or permit: what applies where no Consent decides
+  BREAK_GLASS_MINUTES  How long an emergency (break-the-glass) access lasts (default 60)
 
 Examples:
   custos serve
   PORT=8081 DATA_DIR=./data2 custos serve
-  custos client add --type backend --jwks ./device-keys.json --scope "system/Observation.cruds" --json
+  custos client add --type backend --jwks ./device-keys.json --scope "system/Observation.c system/Device.u" --actor Device/glucometer-1 --json
   custos client add --type public --redirect-uri https://app.example/callback --scope "launch/patient openid fhirUser patient/*.rs"
   custos user add --username alice --password '...' --patient 123
   curl http://127.0.0.1:8080/fhir/metadata
@@ -55,7 +66,7 @@ async function serve(): Promise<void> {
       steps: [
         'Every FHIR request except /metadata needs a Bearer token. To get a first one (SMART Backend Services):',
         '1. make an ES384 (or RS384) key pair and save its public JWK Set, e.g. keys.json',
-        `2. DATA_DIR=${config.dataDir} custos client add --type backend --jwks keys.json --scope "system/*.rs" --json`,
+        `2. DATA_DIR=${config.dataDir} custos client add --type backend --jwks keys.json --scope "system/*.rs" --trusted --json (--trusted: an operator's own integration, not limited by patient consent; a partner system registers with --actor Organization/<id> instead)`,
         `3. POST ${running.app.auth.endpoints.token} with grant_type=client_credentials, scope, client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer and client_assertion = a JWT signed with your private key (iss=sub=client_id, aud=the token endpoint, jti, exp <= 5 min)`,
         'Apps (SMART App Launch): custos client add --type public --redirect-uri <uri> --scope "..." and custos user add ...; see README "Authorization".',
       ],
@@ -100,6 +111,10 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === 'verify') {
     const { runVerifyCommand } = await import('./ledger/verify-cli.js');
     return runVerifyCommand(rest);
+  }
+  if (cmd === 'consent') {
+    const { runConsentCommand } = await import('./consent/consent-cli.js');
+    return runConsentCommand(rest, process.env);
   }
   if (cmd === 'integrity-check') {
     const { runIntegrityCommand } = await import('./ledger/integrity-cli.js');

@@ -20,6 +20,8 @@ export interface Config {
   readWorkers: number;
   /** Ledger anchoring (see src/ledger): embedded anvil by default, an external RPC, or off. */
   ledger: LedgerConfig;
+  /** Patient consent (see src/consent): the chain registry of signed Consents, the base policy, break-the-glass. */
+  consent: ConsentConfig;
   auth: {
     /** Lifetime of access tokens in seconds. */
     accessTokenTtl: number;
@@ -28,6 +30,28 @@ export interface Config {
     /** Hosts whose client jwks_uri may be on loopback/private addresses (JWKS_PRIVATE_HOSTS, comma-separated). */
     jwksPrivateHosts: string[];
   };
+}
+
+export interface ConsentConfig {
+  /**
+   * CONSENT_CHAIN: 'required' = a Consent grants only while its version's hash is active in the
+   * ConsentRegistry contract (signed by the patient's key); 'off' = Consents grant on their FHIR
+   * status alone. Default: 'required' when the ledger is on, 'off' with LEDGER=off.
+   */
+  chain: 'required' | 'off';
+  /** CONSENT_SYNC_MS: the chain view is at most this old when a decision is made (it reads new events first). */
+  syncMs: number;
+  /** CONSENT_RECOVERY_DAYS: delay before an operator key recovery takes effect (contract deployment parameter). */
+  recoveryDays: number;
+  /** CONSENT_CONTRACT: ConsentRegistry address (required on an external chain; the embedded node deploys its own). */
+  contract?: string;
+  /** CONSENT_KEY / CONSENT_KEY_FILE: the relayer's key on an external chain (default: the ledger's key). */
+  privateKey?: string;
+  keyFile?: string;
+  /** CONSENT_BASE: what applies to a patient's data with no Consent deciding ('deny' = only the patient and consented actors). */
+  base: 'deny' | 'permit';
+  /** BREAK_GLASS_MINUTES: how long an emergency (break-the-glass) access lasts. */
+  breakGlassMinutes: number;
 }
 
 function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -56,10 +80,44 @@ function ledgerFrom(env: NodeJS.ProcessEnv): LedgerConfig {
   };
 }
 
+function consentFrom(env: NodeJS.ProcessEnv, ledger: LedgerConfig): ConsentConfig {
+  const rawChain = (env.CONSENT_CHAIN ?? '').trim().toLowerCase();
+  if (rawChain !== '' && rawChain !== 'required' && rawChain !== 'off') throw new Error(`CONSENT_CHAIN must be "required" or "off", got "${env.CONSENT_CHAIN}"`);
+  const chain: ConsentConfig['chain'] = rawChain === '' ? (ledger.mode === 'off' ? 'off' : 'required') : rawChain;
+  if (chain === 'required' && ledger.mode === 'off') {
+    throw new Error('CONSENT_CHAIN=required needs the ledger\'s chain, but LEDGER=off: turn the ledger on (embedded by default, or LEDGER_RPC_URL), '
+      + 'or set CONSENT_CHAIN=off (Consents then grant on their FHIR status alone, without the patient\'s signature)');
+  }
+  const contract = env.CONSENT_CONTRACT?.trim() || undefined;
+  if (contract !== undefined && !/^0x[0-9a-fA-F]{40}$/.test(contract)) throw new Error(`CONSENT_CONTRACT must be a 0x-prefixed 20-byte hex address, got "${contract}"`);
+  if (chain === 'required' && ledger.mode === 'external' && !contract) {
+    throw new Error('CONSENT_CHAIN=required on an external chain (LEDGER_RPC_URL) needs CONSENT_CONTRACT, the address of a deployed ConsentRegistry '
+      + '(deploy one with "custos consent deploy"), or CONSENT_CHAIN=off');
+  }
+  const rawDays = env.CONSENT_RECOVERY_DAYS;
+  const recoveryDays = rawDays === undefined || rawDays === '' ? 7 : Number(rawDays);
+  if (!Number.isFinite(recoveryDays) || recoveryDays < 0 || recoveryDays > 3650) throw new Error(`CONSENT_RECOVERY_DAYS must be a number of days between 0 and 3650, got "${rawDays}"`);
+  const rawBase = (env.CONSENT_BASE ?? '').trim().toLowerCase();
+  if (rawBase !== '' && rawBase !== 'deny' && rawBase !== 'permit') throw new Error(`CONSENT_BASE must be "deny" or "permit", got "${env.CONSENT_BASE}"`);
+  const breakGlassMinutes = intFrom(env, 'BREAK_GLASS_MINUTES', 60);
+  if (breakGlassMinutes < 1) throw new Error(`BREAK_GLASS_MINUTES must be at least 1, got "${env.BREAK_GLASS_MINUTES}"`);
+  return {
+    chain,
+    syncMs: intFrom(env, 'CONSENT_SYNC_MS', 1000),
+    recoveryDays,
+    contract,
+    privateKey: env.CONSENT_KEY || undefined,
+    keyFile: env.CONSENT_KEY_FILE || undefined,
+    base: rawBase === 'permit' ? 'permit' : 'deny',
+    breakGlassMinutes,
+  };
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const port = intFrom(env, 'PORT', 8080);
   const host = env.HOST || '127.0.0.1';
   const urlHost = host.includes(':') ? `[${host}]` : host;
+  const ledger = ledgerFrom(env);
   return {
     port,
     host,
@@ -74,7 +132,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxBodyBytes: intFrom(env, 'MAX_BODY_BYTES', 16 * 1024 * 1024),
     writeWorkers: intFrom(env, 'WRITE_WORKERS', Math.max(1, Math.min(4, os.availableParallelism() - 1))),
     readWorkers: intFrom(env, 'READ_WORKERS', Math.min(4, os.availableParallelism())),
-    ledger: ledgerFrom(env),
+    ledger,
+    consent: consentFrom(env, ledger),
     auth: {
       accessTokenTtl: Math.max(30, intFrom(env, 'ACCESS_TOKEN_TTL', 300)),
       signingKeyRotationDays: Math.max(1, intFrom(env, 'SIGNING_KEY_ROTATION_DAYS', 30)),

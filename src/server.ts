@@ -9,6 +9,8 @@ import { createLogger, type Logger } from './logger.js';
 import { loadMasterKeys, SqliteStore, type Store } from './store/index.js';
 import { SmartAuth } from './smart-auth/index.js';
 import { LedgerService, ledgerOperations } from './ledger/index.js';
+import { consentChainOperations, openConsentChain, type ConsentChainView } from './consent/index.js';
+import { consentAccess, type ConsentAccess } from './consent/consent-access.js';
 
 export interface App {
   app: express.Express;
@@ -16,6 +18,10 @@ export interface App {
   router: FhirRouter;
   auth: SmartAuth;
   ledger: LedgerService;
+  /** The chain's view of signed Consents (CHAIN_OFF when CONSENT_CHAIN=off). */
+  consentChain: ConsentChainView;
+  /** The consent decision (SMART scopes ∩ Consent ∩ device binding) and its operations. */
+  consent: ConsentAccess;
   logger: Logger;
   close(): Promise<void>;
 }
@@ -41,9 +47,17 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
     patientExists: async (id) => { const v = await store.read('Patient', id); return !!v && !v.deleted; },
   });
   const ledger = await LedgerService.start({ config: config.ledger, dataDir: config.dataDir, store, logger });
+  const consent = await openConsentChain({ config: config.consent, chain: ledger.chainAccess(), dataDir: config.dataDir, indexKey: keys.indexKey, logger })
+    .catch(async (err: unknown) => { await ledger.stop(); throw err; });
+  const ledgerOps = ledgerOperations(ledger, store);
+  const consentOps = consentChainOperations(consent.view, consent.client, store, { fund: consent.fund, baseUrl: config.baseUrl, logger });
+  const access = consentAccess({
+    store, baseUrl: config.baseUrl, chain: consent.view, base: config.consent.base, breakGlassMinutes: config.consent.breakGlassMinutes,
+    authDb: auth.db, users: auth.registry, logger,
+  });
   const router = new FhirRouter({
-    store, baseUrl: config.baseUrl, search: config.search, policy: auth.policy, security: auth.capabilitySecurity(), preparer,
-    operations: ledgerOperations(ledger, store),
+    store, baseUrl: config.baseUrl, search: config.search, policy: access.policy, security: auth.capabilitySecurity(), preparer, advise: access.advise,
+    operations: { instance: { ...ledgerOps.instance, ...consentOps.instance, ...access.operations.instance }, system: ledgerOps.system },
     searcher: readers ? (args) => readers.run(args) : undefined,
   });
 
@@ -73,8 +87,8 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
     sendOutcome(res, new FhirError(404, 'not-found', `No route for ${req.method} ${req.path.slice(0, 200)}; the FHIR base is /fhir`));
   });
   return {
-    app, store, router, auth, ledger, logger,
-    close: async () => { await readers?.close(); await preparer.close(); await ledger.stop(); await store.close(); auth.close(); },
+    app, store, router, auth, ledger, consentChain: consent.view, consent: access, logger,
+    close: async () => { await readers?.close(); await preparer.close(); await consent.view.close(); await ledger.stop(); await store.close(); auth.close(); },
   };
 }
 

@@ -35,7 +35,7 @@ async function authorizedFetch(base: string, dataDir: string): Promise<typeof fe
   const token = await fetchSystemToken(tokenEndpoint, async (jwks) => {
     const file = path.join(tempDir(), 'jwks.json');
     fs.writeFileSync(file, JSON.stringify(jwks));
-    const r = spawnSync(process.execPath, [CLI, 'client', 'add', '--type', 'backend', '--jwks', file, '--scope', 'system/*.*', '--json'], { encoding: 'utf8', env: { ...process.env, DATA_DIR: dataDir } });
+    const r = spawnSync(process.execPath, [CLI, 'client', 'add', '--type', 'backend', '--jwks', file, '--scope', 'system/*.*', '--trusted', '--json'], { encoding: 'utf8', env: { ...process.env, DATA_DIR: dataDir } });
     assert.equal(r.status, 0, r.stderr);
     return (JSON.parse(r.stdout) as { client_id: string }).client_id;
   });

@@ -50,7 +50,7 @@ export async function testServer(env: Record<string, string> = {}): Promise<Runn
   // BASE_URL (Location headers, links) must name the real port, so pick it before start.
   const config = testConfig({ PORT: String(await freePort()), ...env });
   const running = await startServer(config, { logger: createLogger('silent') });
-  const token = await fetchSystemToken(running.app.auth.endpoints.token, (jwks) => running.app.auth.registry.addClient({ type: 'backend', jwks, scope: 'system/*.*' }).client.clientId);
+  const token = await fetchSystemToken(running.app.auth.endpoints.token, (jwks) => running.app.auth.registry.addClient({ type: 'backend', jwks, scope: 'system/*.*', trusted: true }).client.clientId);
   return { ...running, config, base: `${running.url}/fhir`, token };
 }
 
@@ -95,7 +95,7 @@ export function tokenForm(assertion: string, scope: string): Record<string, stri
 /** Registers a backend client in a built app and gets a token through the real token endpoint (in-process). */
 export async function systemToken(app: App, scope = 'system/*.*'): Promise<string> {
   const key = await backendKeyPair();
-  const { client } = app.auth.registry.addClient({ type: 'backend', jwks: key.jwks, scope, name: 'test backend' });
+  const { client } = app.auth.registry.addClient({ type: 'backend', jwks: key.jwks, scope, name: 'test backend', trusted: true });
   const tokenUrl = new URL(app.auth.endpoints.token);
   const res = await supertest((app as { raw?: express.Express }).raw ?? app.app).post(tokenUrl.pathname).set('Host', tokenUrl.host).type('form')
     .send(tokenForm(await clientAssertion(key, client.clientId, tokenUrl.href), scope));

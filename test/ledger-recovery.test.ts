@@ -105,7 +105,7 @@ describe('ledger recovery', () => {
     const deployed = await AnchorRegistryClient.deploy(node.rpcUrl, key);
     const address = deployed.address;
     deployed.close();
-    const t = await testApp({ LEDGER: 'on', LEDGER_RPC_URL: node.rpcUrl, LEDGER_KEY: key, LEDGER_CONTRACT: address, LEDGER_CHAIN_ID: String(node.chainId), LEDGER_BATCH_SIZE: '3', LEDGER_BATCH_MS: '600000' });
+    const t = await testApp({ LEDGER: 'on', LEDGER_RPC_URL: node.rpcUrl, LEDGER_KEY: key, LEDGER_CONTRACT: address, LEDGER_CHAIN_ID: String(node.chainId), LEDGER_BATCH_SIZE: '3', LEDGER_BATCH_MS: '600000', CONSENT_CHAIN: 'off' });
     try {
       assert.equal(t.ledger.status().mode, 'external');
       const before = await create(t, 3);

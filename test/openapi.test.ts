@@ -38,6 +38,15 @@ const EXPECTED: Record<string, string[]> = {
   '/fhir/{type}/{id}/_history/{vid}/$verify': ['get'],
   '/fhir/$ledger-status': ['get'],
   '/fhir/$integrity-check': ['get', 'post'],
+  '/fhir/Patient/{id}/$explain-access': ['get'],
+  '/fhir/Patient/{id}/$break-glass': ['get', 'post'],
+  '/fhir/Patient/{id}/$consent-key': ['get', 'post'],
+  '/fhir/Consent/{id}/$consent-typed-data': ['get'],
+  '/fhir/Consent/{id}/_history/{vid}/$consent-typed-data': ['get'],
+  '/fhir/Consent/{id}/$consent-sign': ['post'],
+  '/fhir/Consent/{id}/_history/{vid}/$consent-sign': ['post'],
+  '/fhir/Consent/{id}/$consent-status': ['get'],
+  '/fhir/Consent/{id}/_history/{vid}/$consent-status': ['get'],
 };
 /** The only /fhir operations that need no token (src/smart-auth/server.ts, authenticate()). */
 const NO_TOKEN = new Set(['get /fhir/metadata', 'get /fhir/.well-known/smart-configuration']);
@@ -142,7 +151,7 @@ test('openapi: error responses of the FHIR API are OperationOutcomes', () => {
       assert.equal(schema?.$ref, '#/components/schemas/OperationOutcome', `${status} is an OperationOutcome`);
     }
   }
-  for (const s of ['400', '401', '403', '404', '405', '406', '409', '410', '412', '413', '415', '422', '500']) assert.ok(statuses.has(s), `status ${s} is documented`);
+  for (const s of ['400', '401', '403', '404', '405', '406', '409', '410', '412', '413', '415', '422', '500', '503']) assert.ok(statuses.has(s), `status ${s} is documented`);
 });
 
 // ------------------------------------------------------------------------------------------
@@ -270,7 +279,16 @@ test('openapi: matches the running server (smart-configuration, 401 challenge, C
     assert.equal(spec.components.responses.E401.content['application/fhir+json'].example.issue[0].code, 'login');
     assert.equal(spec.components.responses.E403.content['application/fhir+json'].example.issue[0].code, 'forbidden');
     // the two exempt operations really need no token
-    await http.get('/fhir/metadata').expect(200);
+    const metadata = await http.get('/fhir/metadata').expect(200);
+    // every operation the CapabilityStatement names is described, on its type or on {type}
+    const rest = metadata.body.rest[0];
+    for (const r of rest.resource as Json[]) {
+      for (const o of r.operation ?? []) {
+        const described = [`/fhir/${r.type}/{id}/$${o.name}`, `/fhir/{type}/{id}/$${o.name}`].some((p) => spec.paths[p]);
+        assert.ok(described, `${r.type}/[id]/$${o.name} (CapabilityStatement) is described`);
+      }
+    }
+    for (const o of rest.operation ?? []) assert.ok(spec.paths[`/fhir/$${o.name}`], `$${o.name} (CapabilityStatement) is described`);
 
     // OPTIONS under /fhir is a CORS preflight (info.description says so)
     const preflight = await http.options('/fhir/Patient/123').set('Origin', 'https://app.example').set('Access-Control-Request-Method', 'GET');

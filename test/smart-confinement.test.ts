@@ -32,7 +32,8 @@ describe('patient-limited tokens stay in their patient\'s compartment', () => {
   const ids = (b: Bundle) => (b.entry ?? []).map((e) => `${e.resource!.resourceType}/${e.resource!.id}`);
 
   before(async () => {
-    server = await testServer();
+    // Consent is not what these tests are about: with base permit, only SMART confines.
+    server = await testServer({ CONSENT_BASE: 'permit' });
     id.A = (await admin('POST', 'Patient', { resourceType: 'Patient', gender: 'female', name: [{ family: 'Alpha' }] })).body.id;
     id.B = (await admin('POST', 'Patient', { resourceType: 'Patient', gender: 'male', name: [{ family: 'Bravoname' }] })).body.id;
     id.pr = (await admin('POST', 'Practitioner', { resourceType: 'Practitioner', name: [{ family: 'Shared' }] })).body.id;

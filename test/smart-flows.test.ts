@@ -147,7 +147,7 @@ describe('SMART on FHIR flows (listening server)', () => {
   // ------------------------------------------------------------------------------------------
 
   before(async () => {
-    server = await testServer({ JWKS_PRIVATE_HOSTS: '127.0.0.1' });
+    server = await testServer({ JWKS_PRIVATE_HOSTS: '127.0.0.1', CONSENT_BASE: 'permit' }); // consent: see consent-*.test.ts
     origin = server.url;
     e = server.app.auth.endpoints;
     patientA = await create({ resourceType: 'Patient', name: [{ family: 'Alpha', given: ['Ann'] }] });

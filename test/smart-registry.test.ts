@@ -283,7 +283,7 @@ describe('Registry', () => {
     assert.equal(db.pragma('foreign_keys', { simple: true }), 1);
     assert.equal(db.pragma('busy_timeout', { simple: true }), 5000);
     const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[]).map((t) => t.name).sort();
-    assert.deepEqual(tables, ['client', 'launch_context', 'meta', 'oidc_payload', 'revoked_token', 'user_account']);
+    assert.deepEqual(tables, ['break_glass_access', 'break_glass_grant', 'client', 'launch_context', 'meta', 'oidc_payload', 'revoked_token', 'user_account']);
     const idx = (db.prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'oidc_payload' AND sql IS NOT NULL").all() as { sql: string }[]).map((r) => r.sql);
     for (const col of ['grant_id', 'uid', 'user_code', 'expires_at']) assert.ok(idx.some((s) => s.includes(`(${col})`)), col);
     assert.throws(() => db.prepare("INSERT INTO client (client_id, type, scope, created_at) VALUES ('x', 'weird', 'openid', 0)").run(), /CHECK/);

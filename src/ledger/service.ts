@@ -62,6 +62,15 @@ export interface LedgerStatus {
   lastError?: string;
 }
 
+/** What another user of the ledger's chain (the consent registry) needs to reach it. */
+export interface LedgerChainAccess {
+  mode: 'embedded' | 'external';
+  rpcUrl: string;
+  chainId: number;
+  /** The anchorer's private key (0x hex): pays for transactions. */
+  privateKey: string;
+}
+
 const TREE_CACHE = 8;
 
 /**
@@ -76,6 +85,7 @@ export class LedgerService {
     readonly chain?: AnchorRegistryClient,
     private readonly node?: LocalNode,
     private readonly worker?: AnchorWorker,
+    private readonly access?: LedgerChainAccess,
   ) {}
 
   static async start(o: { config: LedgerConfig; dataDir: string; store: Store; logger: Logger }): Promise<LedgerService> {
@@ -83,6 +93,7 @@ export class LedgerService {
     if (config.mode === 'off') return new LedgerService(o);
     let node: LocalNode | undefined;
     let chain: AnchorRegistryClient;
+    let key: string;
     if (config.mode === 'embedded') {
       try {
         node = await startLocalNode({ stateDir: path.join(o.dataDir, 'chain'), port: config.nodePort || undefined, logger });
@@ -91,16 +102,18 @@ export class LedgerService {
           + 'Set LEDGER_RPC_URL (and LEDGER_KEY, LEDGER_CONTRACT, LEDGER_CHAIN_ID) for an external chain, or LEDGER=off to run without anchoring.', { cause: err });
       }
       try {
-        chain = await embeddedContract(node, o.dataDir, logger);
+        key = loadOrCreateKey(path.join(o.dataDir, 'keys', 'anchorer.key'));
+        chain = await embeddedContract(node, key, o.dataDir, logger);
       } catch (err) {
         await node.stop();
         throw err;
       }
     } else {
-      const key = config.privateKey ?? (config.keyFile ? fs.readFileSync(config.keyFile, 'utf8').trim() : undefined);
-      if (!config.rpcUrl || !key || !config.contract || config.chainId === undefined) {
+      const given = config.privateKey ?? (config.keyFile ? fs.readFileSync(config.keyFile, 'utf8').trim() : undefined);
+      if (!config.rpcUrl || !given || !config.contract || config.chainId === undefined) {
         throw new Error('an external ledger needs LEDGER_RPC_URL, LEDGER_KEY (or LEDGER_KEY_FILE), LEDGER_CONTRACT and LEDGER_CHAIN_ID');
       }
+      key = given;
       chain = await AnchorRegistryClient.connect({ rpcUrl: config.rpcUrl, privateKey: key, address: config.contract, expectedChainId: config.chainId });
     }
     const worker = new AnchorWorker({
@@ -110,7 +123,13 @@ export class LedgerService {
     await worker.recheckAll().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'ledger recheck failed; will retry'));
     worker.start();
     logger.info({ mode: config.mode, chainId: chain.chainId, contract: chain.address, anchorer: chain.anchorer, rpc: node?.rpcUrl }, 'ledger anchoring on');
-    return new LedgerService(o, chain, node, worker);
+    const access: LedgerChainAccess = { mode: config.mode, rpcUrl: node?.rpcUrl ?? config.rpcUrl!, chainId: chain.chainId, privateKey: key };
+    return new LedgerService(o, chain, node, worker, access);
+  }
+
+  /** The chain's RPC URL, chain id and paying key, for other contracts on the same chain; undefined when the ledger is off. */
+  chainAccess(): LedgerChainAccess | undefined {
+    return this.access;
   }
 
   get mode(): LedgerConfig['mode'] {
@@ -180,8 +199,7 @@ interface ContractFile { address: string; chainId: number }
  * The embedded node's contract: the address remembered in DATA_DIR/chain/contract.json, or a
  * fresh deployment when there is none or the node no longer has its code (state lost).
  */
-async function embeddedContract(node: LocalNode, dataDir: string, logger: Logger): Promise<AnchorRegistryClient> {
-  const key = loadOrCreateKey(path.join(dataDir, 'keys', 'anchorer.key'));
+async function embeddedContract(node: LocalNode, key: string, dataDir: string, logger: Logger): Promise<AnchorRegistryClient> {
   await fund(node.rpcUrl, new Wallet(key).address);
   const file = path.join(dataDir, 'chain', 'contract.json');
   let remembered: ContractFile | undefined;

@@ -47,13 +47,13 @@ export class AccessTokenVerifier {
   constructor(db: Database.Database, publicJwks: JWK[], private readonly issuer: string, private readonly audience: string) {
     this.jwks = createLocalJWKSet({ keys: publicJwks });
     this.isRevoked = db.prepare('SELECT 1 FROM revoked_token WHERE jti = ?').pluck();
-    this.clientActive = db.prepare('SELECT trusted FROM client WHERE client_id = ? AND revoked_at IS NULL').pluck();
+    this.clientActive = db.prepare('SELECT trusted, actor FROM client WHERE client_id = ? AND revoked_at IS NULL');
     this.grantAlive = db.prepare("SELECT 1 FROM oidc_payload WHERE model = 'Grant' AND id = ? AND (expires_at IS NULL OR expires_at > ?)").pluck();
     this.revoke = db.prepare('INSERT OR IGNORE INTO revoked_token (jti, expires_at) VALUES (?, ?)');
   }
 
-  /** The token's claims, and whether its client is (still) registered as trusted. */
-  async verify(token: string): Promise<AccessTokenClaims & { clientTrusted: boolean }> {
+  /** The token's claims, whether its client is (still) registered as trusted, and the actor it acts for. */
+  async verify(token: string): Promise<AccessTokenClaims & { clientTrusted: boolean; clientActor?: string }> {
     let claims = this.verified.get(token);
     if (!claims) {
       claims = await this.checkSignature(token);
@@ -66,9 +66,9 @@ export class AccessTokenVerifier {
     }
     if (this.isRevoked.get(claims.jti)) throw new TokenError('the access token has been revoked');
     if (claims.gid !== undefined && !this.grantAlive.get(claims.gid, Math.floor(Date.now() / 1000))) throw new TokenError('the authorization this access token came from has been revoked');
-    const trusted = this.clientActive.get(claims.client_id) as number | undefined;
-    if (trusted === undefined) throw new TokenError('the client of this access token is not registered (or was revoked)');
-    return { ...claims, clientTrusted: trusted === 1 };
+    const client = this.clientActive.get(claims.client_id) as { trusted: number; actor: string | null } | undefined;
+    if (client === undefined) throw new TokenError('the client of this access token is not registered (or was revoked)');
+    return { ...claims, clientTrusted: client.trusted === 1, ...(client.actor !== null ? { clientActor: client.actor } : {}) };
   }
 
   /** RFC 7009 for our JWT access tokens: remember the jti until the token would expire anyway. */

@@ -11,8 +11,9 @@ export const AUTH_SCHEMA_VERSION = 1;
  * revoked tokens and launch contexts. Kept apart from the FHIR store so that the server and the
  * `custos client|user` CLI can use it at the same time (WAL + busy_timeout).
  *
- * client.created_at/revoked_at and user_account.created_at/disabled_at are Unix epoch milliseconds;
- * the time units of the other tables are those of the modules that write them.
+ * client.created_at/revoked_at, user_account.created_at/disabled_at and the break_glass_* times are
+ * Unix epoch milliseconds; the time units of the other tables are those of the modules that write them.
+ * New tables are added with CREATE TABLE IF NOT EXISTS, so an older auth.db gains them when opened.
  */
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (
@@ -73,6 +74,28 @@ CREATE TABLE IF NOT EXISTS launch_context (
   created_at INTEGER NOT NULL,
   expires_at INTEGER NOT NULL
 );
+
+-- Break-the-glass (src/consent/break-glass.ts): a user's time-boxed read access to one patient,
+-- and what was read under it. Shown to the patient; the audit-trail issue takes these over.
+CREATE TABLE IF NOT EXISTS break_glass_grant (
+  id TEXT PRIMARY KEY,
+  account_id TEXT NOT NULL,                  -- user_account.account_id of the practitioner user
+  practitioner TEXT NOT NULL,                -- 'Practitioner/<id>': the user's fhirUser when granted
+  patient_id TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  granted_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS break_glass_grant_account ON break_glass_grant (account_id, expires_at);
+CREATE INDEX IF NOT EXISTS break_glass_grant_patient ON break_glass_grant (patient_id);
+
+CREATE TABLE IF NOT EXISTS break_glass_access (
+  grant_id TEXT NOT NULL REFERENCES break_glass_grant (id),
+  at INTEGER NOT NULL,
+  interaction TEXT NOT NULL,                 -- read, vread, search, history, ...
+  what TEXT NOT NULL                         -- JSON: {"resources": ["Type/id", ...]} and/or {"query": "..."}
+);
+CREATE INDEX IF NOT EXISTS break_glass_access_grant ON break_glass_access (grant_id, at);
 `;
 
 /** Open (creating if needed) DATA_DIR/auth.db with its schema. Safe to call from several processes at once. */

@@ -189,6 +189,7 @@ export class SmartAuth {
       fhirUser: typeof claims.fhirUser === 'string' ? claims.fhirUser : undefined,
       patient,
       trusted: claims.clientTrusted,
+      ...(claims.clientActor !== undefined ? { actor: claims.clientActor } : {}),
     };
   }
 
