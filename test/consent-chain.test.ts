@@ -2,7 +2,7 @@
 // real patient tokens from the OAuth flow, real EIP-712 signatures (ethers), real HTTP, the CLI
 // as a separate process.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -13,7 +13,7 @@ import { loadConfig } from '../src/config.js';
 import { ChainConsentView, ConsentChainUnavailableError, ConsentRegistryClient, deploymentBlock } from '../src/consent/index.js';
 import { fund } from '../src/ledger/anvil.js';
 import type { ConsentTypedData } from '../src/consent/consent-registry.js';
-import { FHIR_JSON, tempDir, testApp, testServer } from './helpers.js';
+import { FHIR_JSON, runCli, tempDir, testApp, testServer, type CliRun } from './helpers.js';
 import { patientToken } from './smart-helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -99,16 +99,8 @@ describe('consent on chain (embedded anvil, real contract, real HTTP)', () => {
   async function hashOf(id: string): Promise<string> {
     return pstr(await status(id, s.token), 'consentHash')!;
   }
-  function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'consent', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => { stdout += d; });
-      child.stderr.on('data', (d) => { stderr += d; });
-      child.once('error', reject);
-      child.once('close', (code) => resolve({ code, stdout, stderr }));
-    });
+  function cli(args: string[]): Promise<CliRun> {
+    return runCli(['consent', ...args]);
   }
 
   before(async () => {

@@ -15,7 +15,8 @@ describe('fhir-kit-client under patient consent', () => {
   before(async () => {
     server = await testServer();
     ehr = new Client({ baseUrl: server.base, bearerToken: server.token });
-    const create = async (resource: Record<string, unknown>) => ((await ehr.create({ resourceType: resource.resourceType as string, body: resource })) as { id: string }).id;
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const create = async (resource: any) => ((await ehr.create({ resourceType: resource.resourceType as string, body: resource })) as unknown as { id: string }).id;
     id.anna = await create({ resourceType: 'Patient', name: [{ family: 'Anna' }] });
     id.ben = await create({ resourceType: 'Patient', name: [{ family: 'Ben' }] });
     id.dr = await create({ resourceType: 'Practitioner', name: [{ family: 'Who' }] });
@@ -33,7 +34,7 @@ describe('fhir-kit-client under patient consent', () => {
   after(async () => { await server?.close(); });
 
   it('the CapabilityStatement lists the consent operations on the types they apply to', async () => {
-    const cs = (await ehr.capabilityStatement()) as { rest: Array<{ resource: Array<{ type: string; operation?: Array<{ name: string }> }> }> };
+    const cs = (await ehr.capabilityStatement()) as unknown as { rest: Array<{ resource: Array<{ type: string; operation?: Array<{ name: string }> }> }> };
     const ops = (type: string) => cs.rest[0]!.resource.find((r) => r.type === type)!.operation!.map((o) => o.name);
     for (const name of ['explain-access', 'break-glass', 'consent-key']) assert.ok(ops('Patient').includes(name), name);
     for (const name of ['consent-typed-data', 'consent-sign', 'consent-status']) assert.ok(ops('Consent').includes(name), name);
@@ -46,14 +47,14 @@ describe('fhir-kit-client under patient consent', () => {
     const { client } = server.app.auth.registry.addClient({ type: 'public', redirectUris: [UNUSED_REDIRECT_URI], scope: 'user/*.rs' });
     const token = (await codeFlow(server, { clientId: client.clientId, redirectUri: UNUSED_REDIRECT_URI, scope: 'user/*.rs', ...creds })).token.body.access_token as string;
     const dr = new Client({ baseUrl: server.base, bearerToken: token });
-    const found = (await dr.search({ resourceType: 'Observation', searchParams: { code: '8867-4', _total: 'accurate' } })) as Bundle;
+    const found = (await dr.search({ resourceType: 'Observation', searchParams: { code: '8867-4', _total: 'accurate' } })) as unknown as Bundle;
     assert.equal(found.total, 1);
     assert.equal((found.entry![0]!.resource as { subject: { reference: string } }).subject.reference, `Patient/${id.anna}`);
     await assert.rejects(dr.read({ resourceType: 'Patient', id: id.ben! }), (err: { response?: { status: number } }) => err.response?.status === 404);
-    assert.equal(((await dr.read({ resourceType: 'Patient', id: id.anna! })) as { id: string }).id, id.anna);
+    assert.equal(((await dr.read({ resourceType: 'Patient', id: id.anna! })) as unknown as { id: string }).id, id.anna);
 
     const anna = new Client({ baseUrl: server.base, bearerToken: await patientToken(server, { patientId: id.anna!, scope: 'patient/*.rs' }) });
-    const why = (await anna.operation({ name: 'explain-access', resourceType: 'Patient', id: id.anna, method: 'get', input: { actor: `Practitioner/${id.dr}`, resource: 'Observation' } })) as Parameters;
+    const why = (await anna.operation({ name: 'explain-access', resourceType: 'Patient', id: id.anna, method: 'GET', input: { actor: `Practitioner/${id.dr}`, resource: 'Observation' } })) as unknown as Parameters;
     assert.equal(why.parameter!.find((p) => p.name === 'decision')!.valueCode, 'permit');
   });
 });

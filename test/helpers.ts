@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { randomUUID, type webcrypto } from 'node:crypto';
 type CryptoKey = webcrypto.CryptoKey;
 import fs from 'node:fs';
@@ -113,4 +114,21 @@ export async function fetchSystemToken(tokenEndpoint: string, register: (jwks: {
   });
   if (res.status !== 200) throw new Error(`token request failed: ${res.status} ${await res.text()}`);
   return ((await res.json()) as { access_token: string }).access_token;
+}
+
+export interface CliRun { code: number | null; stdout: string; stderr: string }
+
+/** Runs the real `custos` CLI from source as a separate process (as an operator would), in the repo root. */
+export function runCli(argv: string[], env: Record<string, string> = {}): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...argv], {
+      cwd: fileURLToPath(new URL('..', import.meta.url)), env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
 }

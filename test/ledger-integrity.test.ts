@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -7,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import request from 'supertest';
 import type { Bundle, Observation, Parameters, ParametersParameter, Patient } from '@medplum/fhirtypes';
-import { backendKeyPair, clientAssertion, FHIR_JSON, testApp, tokenForm } from './helpers.js';
+import { backendKeyPair, clientAssertion, FHIR_JSON, runCli, testApp, tokenForm, type CliRun } from './helpers.js';
 import { runIntegrityCommand } from '../src/ledger/integrity-cli.js';
 import type { IntegrityReport } from '../src/ledger/integrity.js';
 
@@ -34,16 +33,8 @@ async function cli(argv: string[], env: Record<string, string>): Promise<{ code:
 }
 
 /** Runs the real `custos integrity-check` as a separate process (as an operator would, beside the server). */
-function cliProcess(argv: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'integrity-check', ...argv], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function cliProcess(argv: string[], env: Record<string, string>): Promise<CliRun> {
+  return runCli(['integrity-check', ...argv], env);
 }
 
 /** A backend client's token from the real token endpoint. */

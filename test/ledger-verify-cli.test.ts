@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -7,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import request from 'supertest';
 import type { Observation, Parameters, ParametersParameter, Patient, Resource } from '@medplum/fhirtypes';
-import { FHIR_JSON, freePort, tempDir, testApp } from './helpers.js';
+import { FHIR_JSON, freePort, runCli, tempDir, testApp } from './helpers.js';
 import { MerkleTree, rootFromInclusionProof } from '../src/ledger/index.js';
 
 type TestApp = Awaited<ReturnType<typeof testApp>>;
@@ -19,15 +18,7 @@ interface Run { code: number | null; stdout: string; stderr: string }
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 function cli(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'verify', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; });
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runCli(['verify', ...args]);
 }
 
 const clone = <T>(v: T): T => structuredClone(v);
