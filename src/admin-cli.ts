@@ -34,8 +34,11 @@ Options:
   --jwks <file|url>    Backend, or confidential (then it authenticates with private_key_jwt instead of a secret): a JWK Set file with the client's PUBLIC keys (RSA for RS384 or EC P-384 for ES384),
                        or an http(s) URL where the client publishes it
   --name <n>           Display name
-  --actor <ref>        Backend only: Organization/<id>, Device/<id> or Practitioner/<id> the client acts as
-  --trusted            Backend only: mark the client as trusted
+  --actor <ref>        Backend only: Organization/<id>, Device/<id> or Practitioner/<id> the client acts
+                       for: patients' Consents decide what it sees (a Device client may only write
+                       Observations about the Device's patient and update its own Device)
+  --trusted            Backend only: an operator's own integration: not limited by patient consent,
+                       may run admin operations ($integrity-check); shown in "client list"
   --json               Print one JSON object instead of text
   -h, --help           Show this help
 `,

@@ -162,6 +162,12 @@ describe('consent decides what practitioners, organizations and devices see (CON
     }
     assert.deepEqual([...seen].sort(), [`Observation/${id.obsA1}`, `Observation/${id.obsA3}`, `Observation/${id.obsC1}`].sort());
     assert.equal((await call(tok.D!, 'GET', 'Observation?_summary=count')).body.total, 3);
+    // A paging link carries no authority: the trusted client's next page, replayed by Dr D, is decided for Dr D.
+    const trustedPage: Bundle = (await call(server.token, 'GET', 'Observation?code=8867-4&_count=1&_total=accurate')).body;
+    const link = trustedPage.link!.find((l) => l.relation === 'next')!.url;
+    const replayed: Bundle = (await call(tok.D!, 'GET', link.slice(server.base.length + 1))).body;
+    assert.equal(replayed.total, 3);
+    for (const e of replayed.entry ?? []) assert.ok([id.obsA1, id.obsA3, id.obsC1].includes(e.resource!.id!));
     assert.equal((await call(tok.D!, 'GET', 'Patient?_summary=count')).body.total, 1, 'A; C\'s permit for Dr D is only for heart rates');
     // Organization O (through Dr F's role, and a client acting for O): 2024 Observations of A only.
     const forO = [`Observation/${id.obsA1}`, `Observation/${id.obsA2}`].sort();
