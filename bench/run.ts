@@ -8,6 +8,9 @@
  *   (fill)             transaction Bundles up to the target number of Observations
  *   search_token_date  GET /fhir/Observation?code=..&date=ge..&date=lt..[&subject=..], 16 connections
  *   server_memory      VmRSS / VmHWM of the server, DB file sizes
+ *   ledger             single creates against a second server with LEDGER=off; Merkle and gas costs
+ *   consent            on its own server (1,000 patients, 100 consenting): a practitioner's searches
+ *                      against a trusted token's, and direct on-chain revocation latency (bench/consent.ts)
  * Progress goes to stderr; the figures are one JSON object on stdout. Nothing here asserts
  * on timing.
  *
@@ -23,14 +26,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { measureAuthOverhead } from './auth-overhead.js';
+import { CONSENT_TARGETS, measureConsent } from './consent.js';
 import { measureLedgerCosts } from './ledger.js';
 import { summarizeProfile, type ProfileSummary } from './cpu-profile.js';
 import { heartRateObservation, observationBundle, patient, rng, searchPaths, transactionBundle } from './fixtures.js';
 import { dbFileSizes, log, processMemory, startServer, type ServerProcess } from './server-process.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
-/** BENCH_SCENARIOS=single_create,bundle_create,search_token_date,ledger (default: all); handy with BENCH_CPU_PROF. */
-const SCENARIOS = new Set((process.env.BENCH_SCENARIOS || 'single_create,bundle_create,search_token_date,ledger').split(',').map((x) => x.trim()));
+/** BENCH_SCENARIOS=single_create,bundle_create,search_token_date,ledger,consent (default: all); handy with BENCH_CPU_PROF. */
+const SCENARIOS = new Set((process.env.BENCH_SCENARIOS || 'single_create,bundle_create,search_token_date,ledger,consent').split(',').map((x) => x.trim()));
 const CPU_PROF = process.env.BENCH_CPU_PROF === '1';
 const envInt = (name: string): number | undefined => {
   const v = process.env[name];
@@ -55,6 +59,7 @@ const CFG = {
 const TARGETS = {
   single_create_rps: 2500, bundle_observations_per_s: 12000, search_rps: 1500, search_p99_ms: 30,
   ledger_gas_per_version_at_1000_writes_per_s_max: 50, ledger_on_slowdown_pct_max: 5, auth_slowdown_pct_max: 10,
+  ...CONSENT_TARGETS,
 };
 const FHIR_JSON = 'application/fhir+json';
 
@@ -461,6 +466,14 @@ async function main(): Promise<void> {
     } catch (err) {
       log(`ledger comparison FAILED: ${(err as Error).stack ?? String(err)}`);
       out.ledger = { error: String((err as Error).message ?? err) };
+    }
+  }
+  if (SCENARIOS.has('consent') && !failed && !process.env.BENCH_SERVER_DIST) {
+    try {
+      out.consent = await measureConsent({ quick: QUICK, phaseSeconds: CFG.phaseSeconds, observations: CFG.targetObservations, cpuProfile: CPU_PROF, tools: { cannon, withCpu } });
+    } catch (err) {
+      log(`consent FAILED: ${(err as Error).stack ?? String(err)}`);
+      out.consent = { error: String((err as Error).message ?? err) };
     }
   }
   if (server.authorization && !process.env.BENCH_SERVER_DIST) {
