@@ -11,6 +11,8 @@
  *   ledger             single creates against a second server with LEDGER=off; Merkle and gas costs
  *   consent            on its own server (1,000 patients, 100 consenting): a practitioner's searches
  *                      against a trusted token's, and direct on-chain revocation latency (bench/consent.ts)
+ *   write_costs        in-process CPU per Observation of each write stage and the throughput ceiling
+ *                      of this machine's cores (bench/write-costs.ts)
  * Progress goes to stderr; the figures are one JSON object on stdout. Nothing here asserts
  * on timing.
  *
@@ -28,13 +30,14 @@ import { request } from 'undici';
 import { measureAuthOverhead } from './auth-overhead.js';
 import { CONSENT_TARGETS, measureConsent } from './consent.js';
 import { measureLedgerCosts } from './ledger.js';
+import { measureWriteCosts } from './write-costs.js';
 import { summarizeProfile, type ProfileSummary } from './cpu-profile.js';
 import { heartRateObservation, observationBundle, patient, rng, searchPaths, transactionBundle } from './fixtures.js';
 import { dbFileSizes, log, processMemory, startServer, type ServerProcess } from './server-process.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
-/** BENCH_SCENARIOS=single_create,bundle_create,search_token_date,ledger,consent (default: all); handy with BENCH_CPU_PROF. */
-const SCENARIOS = new Set((process.env.BENCH_SCENARIOS || 'single_create,bundle_create,search_token_date,ledger,consent').split(',').map((x) => x.trim()));
+/** BENCH_SCENARIOS=single_create,bundle_create,search_token_date,ledger,consent,write_costs (default: all); handy with BENCH_CPU_PROF. */
+const SCENARIOS = new Set((process.env.BENCH_SCENARIOS || 'single_create,bundle_create,search_token_date,ledger,consent,write_costs').split(',').map((x) => x.trim()));
 const CPU_PROF = process.env.BENCH_CPU_PROF === '1';
 const envInt = (name: string): number | undefined => {
   const v = process.env[name];
@@ -475,6 +478,9 @@ async function main(): Promise<void> {
       log(`consent FAILED: ${(err as Error).stack ?? String(err)}`);
       out.consent = { error: String((err as Error).message ?? err) };
     }
+  }
+  if (SCENARIOS.has('write_costs') && !process.env.BENCH_SERVER_DIST) {
+    out.write_costs = await measureWriteCosts({ count: QUICK ? 5000 : 20_000, bundleSize: CFG.bundleSize });
   }
   if (server.authorization && !process.env.BENCH_SERVER_DIST) {
     log('auth overhead: token verification and scope decision, in-process');
