@@ -9,37 +9,63 @@ export const INDEX_TABLES = ['token', 'string', 'date', 'number', 'quantity', 'r
  * Writes and removes the search-index rows of one resource (resource_current.pk). Each table is
  * clustered on (res, n), n numbering the resource's rows in that table.
  */
+/** Columns of each index table after (res, n), in insert order. */
+const COLUMNS: { [K in (typeof INDEX_TABLES)[number]]: readonly string[] } = {
+  token: ['param', 'system', 'code', 'dlo'],
+  string: ['param', 'value', 'exact'],
+  date: ['param', 'lo', 'hi', 'wide'],
+  number: ['param', 'value', 'lo', 'hi'],
+  quantity: ['param', 'system', 'code', 'unit', 'value', 'lo', 'hi'],
+  reference: ['param', 'target_type', 'target_id', 'url', 'dlo', 'flags'],
+  uri: ['param', 'value'],
+};
+
+/** Rows per INSERT statement at most (a resource rarely has more in one table). */
+const MAX_ROWS_PER_INSERT = 32;
+
 export class IndexRowWriter {
-  private readonly insertRow: { [K in (typeof INDEX_TABLES)[number]]: Database.Statement };
+  /** INSERT statements by table and row count: one statement per table per resource, not one per row. */
+  private readonly inserts = new Map<string, Database.Statement>();
   private readonly deleteRows: Database.Statement[];
 
-  constructor(db: Database.Database) {
-    this.insertRow = {
-      token: db.prepare('INSERT INTO idx_token (res, n, param, system, code, dlo) VALUES (?, ?, ?, ?, ?, ?)'),
-      string: db.prepare('INSERT INTO idx_string (res, n, param, value, exact) VALUES (?, ?, ?, ?, ?)'),
-      date: db.prepare('INSERT INTO idx_date (res, n, param, lo, hi, wide) VALUES (?, ?, ?, ?, ?, ?)'),
-      number: db.prepare('INSERT INTO idx_number (res, n, param, value, lo, hi) VALUES (?, ?, ?, ?, ?, ?)'),
-      quantity: db.prepare('INSERT INTO idx_quantity (res, n, param, system, code, unit, value, lo, hi) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'),
-      reference: db.prepare('INSERT INTO idx_reference (res, n, param, target_type, target_id, url, dlo, flags) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
-      uri: db.prepare('INSERT INTO idx_uri (res, n, param, value) VALUES (?, ?, ?, ?)'),
-    };
+  constructor(private readonly db: Database.Database) {
     this.deleteRows = INDEX_TABLES.map((t) => db.prepare(`DELETE FROM idx_${t} WHERE res = ?`));
   }
 
   insert(pk: number, resourceType: string, idx: IndexRows): void {
     const dlo = primaryDateLo(idx);
-    const s = this.insertRow;
-    idx.token.forEach((r, n) => s.token.run(pk, n, r.param, r.system, r.code, dlo));
-    idx.string.forEach((r, n) => s.string.run(pk, n, r.param, r.value, r.exact));
-    idx.date.forEach((r, n) => s.date.run(pk, n, r.param, r.lo, r.hi, r.hi - r.lo > NARROW_SPAN ? 1 : 0));
-    idx.number.forEach((r, n) => s.number.run(pk, n, r.param, r.value, r.lo, r.hi));
-    idx.quantity.forEach((r, n) => s.quantity.run(pk, n, r.param, r.system, r.code, r.unit, r.value, r.lo, r.hi));
-    storedReferenceRows(resourceType, idx.reference).forEach((r, n) => s.reference.run(pk, n, r.param, r.targetType, r.targetId, r.url, dlo, r.flags));
-    idx.uri.forEach((r, n) => s.uri.run(pk, n, r.param, r.value));
+    this.rows('token', pk, idx.token.map((r) => [r.param, r.system, r.code, dlo]));
+    this.rows('string', pk, idx.string.map((r) => [r.param, r.value, r.exact]));
+    this.rows('date', pk, idx.date.map((r) => [r.param, r.lo, r.hi, r.hi - r.lo > NARROW_SPAN ? 1 : 0]));
+    this.rows('number', pk, idx.number.map((r) => [r.param, r.value, r.lo, r.hi]));
+    this.rows('quantity', pk, idx.quantity.map((r) => [r.param, r.system, r.code, r.unit, r.value, r.lo, r.hi]));
+    this.rows('reference', pk, storedReferenceRows(resourceType, idx.reference).map((r) => [r.param, r.targetType, r.targetId, r.url, dlo, r.flags]));
+    this.rows('uri', pk, idx.uri.map((r) => [r.param, r.value]));
   }
 
   remove(pk: number): void {
     for (const s of this.deleteRows) s.run(pk);
+  }
+
+  private rows(table: (typeof INDEX_TABLES)[number], pk: number, rows: unknown[][]): void {
+    for (let first = 0; first < rows.length; first += MAX_ROWS_PER_INSERT) {
+      const chunk = rows.slice(first, first + MAX_ROWS_PER_INSERT);
+      const params: unknown[] = [];
+      chunk.forEach((r, i) => params.push(pk, first + i, ...r));
+      this.statement(table, chunk.length).run(params);
+    }
+  }
+
+  private statement(table: (typeof INDEX_TABLES)[number], count: number): Database.Statement {
+    const key = `${table}/${count}`;
+    let s = this.inserts.get(key);
+    if (!s) {
+      const cols = COLUMNS[table];
+      const tuple = `(${Array(cols.length + 2).fill('?').join(', ')})`;
+      s = this.db.prepare(`INSERT INTO idx_${table} (res, n, ${cols.join(', ')}) VALUES ${Array(count).fill(tuple).join(', ')}`);
+      this.inserts.set(key, s);
+    }
+    return s;
   }
 }
 
