@@ -5,11 +5,13 @@
  * write-speed targets stand against what the hardware can give, independently of the noise of
  * the HTTP benchmarks. Nothing here asserts on timing.
  */
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Resource } from '@medplum/fhirtypes';
 import { loadDefinitions } from '../src/fhir/definitions.js';
+import { newResourceId } from '../src/fhir/resource-id.js';
 import { validationIssues } from '../src/fhir/validate.js';
 import { Blinder, contentHash, createIndexer, loadMasterKeys, SqliteStore, type IndexRows } from '../src/store/index.js';
 import { observation, CODES, rng } from './fixtures.js';
@@ -47,23 +49,31 @@ export async function measureWriteCosts(o: { count: number; bundleSize: number }
     const serialize = cpuPerItem(resources, (x) => { JSON.stringify(x); });
 
     // Store: encrypt, hash, version rows, index rows, commit (fdatasync on the thread pool), in
-    // transactions of bundleSize writes, as a transaction Bundle does.
-    const store = SqliteStore.open({ file: path.join(dir, 'custos.db'), keys });
-    let storeCpu = 0;
-    const t0 = Date.now();
-    for (let i = 0; i < resources.length; i += o.bundleSize) {
-      const start = process.cpuUsage();
-      await store.transaction(async (tx) => {
-        for (let j = i; j < Math.min(i + o.bundleSize, resources.length); j++) {
-          await tx.write({ resourceType: 'Observation', id: `o${j}`, resource: { ...resources[j]!, id: `o${j}` }, index: indexes[j] });
-        }
-      });
-      const used = process.cpuUsage(start);
-      storeCpu += used.user + used.system;
-    }
-    const storeWallMs = Date.now() - t0;
-    await store.close();
-    const store_us = storeCpu / resources.length;
+    // transactions of bundleSize writes, as a transaction Bundle does; with the server's ids and,
+    // for comparison, with random (version 4) UUIDs.
+    const storeStage = async (name: string, newId: () => string) => {
+      const store = SqliteStore.open({ file: path.join(dir, `${name}.db`), keys });
+      let cpu = 0;
+      const t0 = Date.now();
+      for (let i = 0; i < resources.length; i += o.bundleSize) {
+        const start = process.cpuUsage();
+        await store.transaction(async (tx) => {
+          for (let j = i; j < Math.min(i + o.bundleSize, resources.length); j++) {
+            const id = newId();
+            await tx.write({ resourceType: 'Observation', id, resource: { ...resources[j]!, id }, index: indexes[j] });
+          }
+        });
+        const used = process.cpuUsage(start);
+        cpu += used.user + used.system;
+      }
+      const wallMs = Date.now() - t0;
+      await store.close();
+      return { us: cpu / resources.length, perS: Math.round((resources.length / wallMs) * 1000) };
+    };
+    const serverIds = await storeStage('server-ids', () => newResourceId());
+    const v4Ids = await storeStage('uuid4-ids', () => randomUUID());
+    const store_us = serverIds.us;
+    const storeWallMs = (resources.length / serverIds.perS) * 1000;
 
     const total = parse + validate + index + store_us + serialize;
     const cores = os.availableParallelism();
@@ -74,6 +84,8 @@ export async function measureWriteCosts(o: { count: number; bundleSize: number }
         json_parse: round(parse), validate: round(validate), index_extract: round(index), content_hash: round(hash),
         store_write_and_commit: round(store_us), response_serialize: round(serialize), total: round(total),
       },
+      store_write_and_commit_with_uuid4_ids_us: round(v4Ids.us),
+      store_wall_with_uuid4_ids_observations_per_s: v4Ids.perS,
       store_wall_observations_per_s: Math.round((resources.length / storeWallMs) * 1000),
       cores,
       ceiling_observations_per_s_all_cores: Math.round((cores * 1e6) / total),

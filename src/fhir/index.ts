@@ -8,3 +8,4 @@ export { InlinePreparer, WorkerPreparer, type WritePreparer } from './write-pool
 export { fromWorkerFailure } from './outcome.js';
 export type { SearchArgs } from './search-service.js';
 export type { ReadRule, ScopeQueries } from './access-constraints.js';
+export { newResourceId } from './resource-id.js';

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { newResourceId } from './resource-id.js';
 import jsonpatch from 'fast-json-patch';
 import type { Bundle, BundleEntry, CapabilityStatementRestSecurity, OperationOutcome, Parameters, Resource } from '@medplum/fhirtypes';
 import { VersionConflictError } from '../store/index.js';
@@ -283,7 +283,7 @@ export class FhirRouter {
         if (existing.length > 1) throw preconditionFailed(`If-None-Exist matched more than one ${type}: the criteria are not selective enough`);
         if (existing.length === 1) return { ...this.found(existing[0]!), location: this.written(existing[0]!, 200).location };
       }
-      const id = req.assignedId ?? randomUUID();
+      const id = req.assignedId ?? newResourceId();
       const v = await t.write({ resourceType: type, id, resource: { ...resource, id }, index });
       await this.assertStillInScope(d, t, type, id);
       return this.written(v, 201);
@@ -378,7 +378,7 @@ export class FhirRouter {
         await this.assertStillInScope(d, t, type, id);
         return out;
       }
-      const id = resource.id ?? randomUUID();
+      const id = resource.id ?? newResourceId();
       assertValidId(id);
       this.assertWritable(d, type, id, index);
       // An id the criteria did not match may still be another patient's resource.
@@ -568,7 +568,7 @@ export class FhirRouter {
       transaction: (fn) => this.opts.store.transaction(fn),
       baseUrl: this.opts.baseUrl,
       principal: req.principal,
-      newId: () => randomUUID(),
+      newId: () => newResourceId(),
       prefer: req.headers.preferReturn,
       validate: (r) => this.opts.preparer.validate(r as Resource),
       prepare: (r) => this.opts.preparer.prepare(r as Resource),
