@@ -422,7 +422,11 @@ export class SqliteStore extends SqliteReader implements Store {
     // The WAL file lives (same inode) as long as the writer connection is open.
     this.walFd = fs.openSync(`${file}-wal`, 'a');
     this.tx = new SqliteWriter(writer, ctx);
-    const exec = (sql: string) => () => { writer.exec(sql); };
+    // Prepared once: transaction control runs several times per group commit.
+    const exec = (sql: string) => {
+      const stmt = writer.prepare(sql);
+      return () => { stmt.run(); };
+    };
     this.queue = new WriteQueue<SqliteWriter>({
       begin: exec('BEGIN IMMEDIATE'),
       commit: exec('COMMIT'),
