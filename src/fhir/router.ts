@@ -105,6 +105,9 @@ export class FhirRouter {
       throw new FhirError(404, 'not-supported', `Unknown resource type "${(first ?? '').slice(0, 80)}"`);
     }
     const type = first;
+    if (READ_ONLY_TYPES.has(type) && isRestWrite(m, segs)) {
+      throw new FhirError(405, 'not-supported', `${type} resources are written by the server only: create, update, patch and delete are refused for every client`);
+    }
     if (segs.length === 1) {
       switch (m) {
         case 'GET': return this.search(req, type, tx);
@@ -594,6 +597,16 @@ function historyEntry(baseUrl: string, v: StoredVersion): BundleEntry {
     entry.response = { status: v.versionId === 1 ? '201 Created' : '200 OK', etag: etagOf(v), lastModified: v.lastUpdated };
   }
   return entry;
+}
+
+/** Types only the server writes (the audit trail): read-only through the REST API. */
+const READ_ONLY_TYPES: ReadonlySet<string> = new Set(['AuditEvent']);
+
+/** A create, update, patch or delete of [type] or [type]/[id] (not _search, $operations or history). */
+function isRestWrite(method: string, segs: string[]): boolean {
+  if (segs.length === 1) return method === 'POST' || method === 'PUT' || method === 'PATCH' || method === 'DELETE';
+  if (segs.length === 2 && !segs[1]!.startsWith('_') && !segs[1]!.startsWith('$')) return method === 'PUT' || method === 'PATCH' || method === 'DELETE';
+  return false;
 }
 
 /** Whether the decision limits what the principal may touch (otherwise no visibility check is needed). */
