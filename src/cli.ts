@@ -14,8 +14,8 @@ Commands:
   verify           Check a resource and its $verify proof against the chain, without the server
                    (see "custos verify --help")
   integrity-check  Re-read every stored version and report tampering (see "custos integrity-check --help")
-  consent          A patient's consent key: bind it, sign and revoke Consents, deploy a ConsentRegistry
-                   (see "custos consent --help")
+  consent          A patient's consent key: bind it, sign and revoke Consents, cancel a key recovery;
+                   operator: recover a lost key, deploy a ConsentRegistry (see "custos consent --help")
   help             Show this help
 
 Environment (read once at start):

@@ -2,7 +2,8 @@
  * FHIR operations through which a patient binds a signing key and signs (or revokes) Consents on
  * the ConsentRegistry, the server relaying what the patient's key signed:
  *
- *   GET|POST Patient/[id]/$consent-key          typed data to bind a key / relay a BindKey signature
+ *   GET|POST Patient/[id]/$consent-key          the bound key and any pending operator recovery, typed data
+ *                                               to bind a key / relay a BindKey signature
  *   GET      Consent/[id]/$consent-typed-data   the EIP-712 Grant/Revoke payload for its current version
  *   POST     Consent/[id]/$consent-sign         relay a Grant/Revoke signature
  *   GET      Consent/[id]/$consent-status       where the Consent version stands on chain
@@ -49,6 +50,11 @@ const unprocessable = (msg: string) => new FhirError(422, 'processing', msg);
 
 const str = (name: string, value: string | undefined): ParametersParameter[] => (value === undefined ? [] : [{ name, valueString: value }]);
 const int = (name: string, value: number | undefined): ParametersParameter[] => (value === undefined ? [] : [{ name, valueInteger: value }]);
+/** Unix seconds as a valueInstant (absent when out of the Date range). */
+const instant = (name: string, unixSeconds: number): ParametersParameter[] => {
+  const d = new Date(unixSeconds * 1000);
+  return Number.isNaN(d.getTime()) ? [] : [{ name, valueInstant: d.toISOString() }];
+};
 const parameters = (parameter: ParametersParameter[]): FhirResponse => ({ status: 200, body: { resourceType: 'Parameters', parameter } satisfies Parameters });
 
 // ---------------------------------------------------------------------------------------------
@@ -294,8 +300,15 @@ export function consentChainOperations(view: ConsentChainView, client: ConsentRe
     if (req.method === 'GET') {
       const raw = one(input, 'address', op);
       const address = raw === undefined ? undefined : addressParam(raw, op);
+      // An explicit question: the view as the chain is now (a pending recovery must not be missed).
+      await cv.sync();
       const [key, nonce, now] = await Promise.all([c.keyOf(pid), c.nonceOf(pid), cv.chainTime()]);
+      const recovery = cv.pendingRecovery(pid);
       const out: ParametersParameter[] = [...str('pid', pid), ...str('key', key), ...contract];
+      if (recovery) {
+        // An operator recovery the patient can still cancel with the current key (cancelRecovery on the contract).
+        out.push(...str('recoveryKey', recovery.newKey), ...instant('recoveryExecutableAt', recovery.executableAt));
+      }
       if (address && address !== key) {
         const deadline = now + SIGNATURE_TTL_S;
         const td = c.typedData('BindKey', { pid, key: address, nonce, deadline });

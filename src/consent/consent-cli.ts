@@ -4,13 +4,19 @@
  * revokes them, through the server's operations or, for a revocation, straight on the contract.
  * Before signing it reads the Consent itself and checks that the hash it is asked to sign is the
  * hash of that Consent's content, so a server cannot make the patient sign something else.
+ * `recover` is the operator's side (run with the server's DATA_DIR, like `custos client add`):
+ * it proposes, then executes, binding a patient who lost their key to a new one.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Wallet } from 'ethers';
-import { contentHash } from '../store/index.js';
-import { ConsentRegistryClient, type ConsentTypedData } from './consent-registry.js';
-import { recoveryDelaySeconds } from './chain-setup.js';
+import { getAddress, isAddress, Wallet } from 'ethers';
+import { loadConfig } from '../config.js';
+import { fund } from '../ledger/anvil.js';
+import { loadMasterKeys, contentHash } from '../store/index.js';
+import { ConsentRegistryClient, ConsentRegistryError, pseudonymousId, type ConsentTypedData } from './consent-registry.js';
+import { CONSENT_CONTRACT_FILE, recoveryDelaySeconds } from './chain-setup.js';
+import { consentPidSecret } from './chain-view.js';
 
 export const CONSENT_USAGE = `Usage: custos consent <command> [options]
 
@@ -27,6 +33,18 @@ Commands:
           With --direct --rpc <url>: send revokeDirect from the key itself to the contract
           (pays gas; the server only tells which pid, hash and contract)
   status  Where a Consent stands on chain: --consent <id> --server <base> --token <token>
+          With --patient <id> instead: the patient's bound key and any pending operator
+          recovery (recoveryKey, recoveryExecutableAt)
+  cancel-recovery  Cancel a pending operator recovery: the bound key sends cancelRecovery to
+          the contract itself (pays gas): --key <file> --rpc <url> --patient <id> --server <base> --token <token>
+  recover Operator, on the server machine (DATA_DIR, CUSTOS_MASTER_KEY as for "custos serve"):
+          propose binding a patient who lost their key to --address; it can be executed only
+          after the contract's recovery delay (CONSENT_RECOVERY_DAYS), and the patient sees it
+          and may cancel it until then: --patient <id> --address <0x..> --rpc <url>
+          With --execute: execute the proposal once its delay has passed (fails before, naming when)
+          Operator key: --key <file>, else CONSENT_KEY / CONSENT_KEY_FILE, else
+          DATA_DIR/keys/consent-relayer.key; contract: CONSENT_CONTRACT, else
+          DATA_DIR/chain/consent-contract.json. --rpc: the node (rpcUrl of GET /fhir/$ledger-status)
   deploy  Deploy a ConsentRegistry on an external chain (for CONSENT_CONTRACT)
           --rpc <url> --key <file> [--recovery-days <days>] (default 7; the key becomes its operator)
 
@@ -47,18 +65,19 @@ Examples:
   custos consent bind --key alice.key --patient 123 --server http://127.0.0.1:8080/fhir --token-file t.txt
   custos consent sign --key alice.key --consent c1 --server http://127.0.0.1:8080/fhir --token-file t.txt
   custos consent revoke --direct --rpc http://127.0.0.1:8545 --key alice.key --consent c1 --server ... --token-file t.txt
+  DATA_DIR=./data custos consent recover --patient 123 --address 0x... --rpc http://127.0.0.1:8545 [--execute]
 `;
 
 class UsageError extends Error {}
 class CommandError extends Error {}
 
-interface Param { name: string; valueString?: string; valueCode?: string; valueInteger?: number; valueReference?: { reference?: string } }
+interface Param { name: string; valueString?: string; valueCode?: string; valueInteger?: number; valueInstant?: string; valueReference?: { reference?: string } }
 interface ParametersBody { resourceType?: string; parameter?: Param[] }
 
 function pv(p: ParametersBody, name: string): string | undefined {
   const x = p.parameter?.find((q) => q.name === name);
   if (!x) return undefined;
-  const v = x.valueString ?? x.valueCode ?? x.valueInteger ?? x.valueReference?.reference;
+  const v = x.valueString ?? x.valueCode ?? x.valueInteger ?? x.valueInstant ?? x.valueReference?.reference;
   return v === undefined ? undefined : String(v);
 }
 
@@ -233,10 +252,212 @@ async function revokeDirect(v: Values, server: Server, wallet: Wallet, consentId
   }
 }
 
+const flat = (p: ParametersBody) => Object.fromEntries((p.parameter ?? []).map((x) => [x.name, x.valueString ?? x.valueCode ?? x.valueInteger ?? x.valueInstant ?? x.valueReference?.reference]));
+
 async function status(v: Values, server: Server): Promise<unknown> {
+  if (v.patient !== undefined && v.consent !== undefined) throw new UsageError('give either --consent <id> (a Consent\'s status) or --patient <id> (the key\'s status), not both');
+  if (v.patient !== undefined) {
+    const patient = need(v, 'patient');
+    return { patient: `Patient/${patient}`, ...flat(await server.operation('GET', `Patient/${encodeURIComponent(patient)}/$consent-key`)) };
+  }
   const consentId = need(v, 'consent');
-  const p = await server.operation('GET', `Consent/${encodeURIComponent(consentId)}/$consent-status`);
-  return Object.fromEntries((p.parameter ?? []).map((x) => [x.name, x.valueString ?? x.valueCode ?? x.valueInteger ?? x.valueReference?.reference]));
+  return flat(await server.operation('GET', `Consent/${encodeURIComponent(consentId)}/$consent-status`));
+}
+
+/** The bound key cancels a pending operator recovery, itself, on the contract. */
+async function cancelRecovery(v: Values, server: Server): Promise<unknown> {
+  const wallet = readKey(need(v, 'key'));
+  const rpc = need(v, 'rpc');
+  const patient = need(v, 'patient');
+  const p = await server.operation('GET', `Patient/${encodeURIComponent(patient)}/$consent-key`);
+  const pid = pv(p, 'pid');
+  const contract = pv(p, 'contractAddress');
+  const chainId = Number(pv(p, 'chainId'));
+  if (!pid || !contract || !Number.isSafeInteger(chainId)) throw new CommandError('the server\'s $consent-key answer lacks pid, contractAddress or chainId');
+  const bound = pv(p, 'key');
+  if (!bound) throw new CommandError(`Patient/${patient} has no key bound: there is no recovery to cancel`);
+  if (bound.toLowerCase() !== wallet.address.toLowerCase()) {
+    throw new CommandError(`only the key bound now (${bound}) can cancel a recovery; the --key file holds ${wallet.address}`);
+  }
+  let client: ConsentRegistryClient;
+  try {
+    client = await ConsentRegistryClient.connect({ rpcUrl: rpc, address: contract, privateKey: wallet.privateKey, expectedChainId: chainId, pollingIntervalMs: 250 });
+  } catch (err) {
+    throw new CommandError(`cannot use the ConsentRegistry ${contract} at ${rpc}: ${(err as Error).message}`);
+  }
+  try {
+    // The chain, not the server, is the authority on what is pending.
+    const pending = await client.pendingRecovery(pid);
+    if (!pending) throw new CommandError(`Patient/${patient} has no pending recovery on the ConsentRegistry ${client.address}: nothing to cancel`);
+    let r;
+    try {
+      r = await client.cancelRecovery(pid);
+    } catch (err) {
+      throw new CommandError(`cancelRecovery failed: ${(err as Error).message}`);
+    }
+    return {
+      status: 'recovery-cancelled', patient: `Patient/${patient}`, pid, key: wallet.address, cancelledRecoveryKey: pending.newKey,
+      cancelledExecutableAt: isoOf(pending.executableAt), contract: client.address, chainId: client.chainId, txHash: r.txHash, blockNumber: r.blockNumber,
+    };
+  } finally {
+    client.close();
+  }
+}
+
+const isoOf = (unixSeconds: number) => {
+  const d = new Date(unixSeconds * 1000);
+  return Number.isNaN(d.getTime()) ? String(unixSeconds) : d.toISOString();
+};
+
+function keyFromFile(file: string, what: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new UsageError(`cannot read ${what} ${file}: ${code === 'ENOENT' ? 'no such file' : (code ?? (err as Error).message)}`);
+  }
+  const m = /^(?:0x)?([0-9a-fA-F]{64})$/.exec(text.trim());
+  if (!m) throw new UsageError(`${what} ${file} does not hold a secp256k1 private key (0x followed by 64 hex digits)`);
+  return `0x${m[1]!.toLowerCase()}`;
+}
+
+/**
+ * Operator: proposes (or, with --execute, executes) binding a patient to a new key, with the
+ * server's DATA_DIR: the pid from the master key, the contract and operator key of the server.
+ */
+async function recover(v: Values, env: NodeJS.ProcessEnv): Promise<unknown> {
+  const patient = need(v, 'patient');
+  if (!/^[A-Za-z0-9\-.]{1,64}$/.test(patient)) throw new UsageError(`--patient must be a FHIR id (1-64 of A-Z a-z 0-9 - .), got "${patient.slice(0, 80)}"`);
+  const rawAddress = need(v, 'address');
+  if (!/^0x[0-9a-fA-F]{40}$/.test(rawAddress) || !isAddress(rawAddress.toLowerCase())) throw new UsageError(`--address must be a 0x-prefixed 20-byte hex address, got "${rawAddress.slice(0, 80)}"`);
+  const address = getAddress(rawAddress.toLowerCase());
+  if (BigInt(address) === 0n) throw new UsageError('--address cannot be the zero address');
+  const rpc = need(v, 'rpc');
+  if (!/^https?:\/\//i.test(rpc)) throw new UsageError(`--rpc must be an http(s) JSON-RPC URL (rpcUrl of GET /fhir/$ledger-status), got "${rpc}"`);
+
+  let config;
+  try {
+    config = loadConfig(env);
+  } catch (err) {
+    throw new UsageError(`the server's configuration is not valid: ${(err as Error).message}`);
+  }
+  const { dataDir } = config;
+  if (config.consent.chain === 'off') throw new UsageError('the consent chain is turned off for this server (CONSENT_CHAIN=off / LEDGER=off): there is no key to recover');
+  // The pid comes from the server's master key: never create one here (it would give a wrong pid).
+  const masterFile = path.join(dataDir, 'keys', 'master.key');
+  if (!config.masterKey && !fs.existsSync(masterFile)) {
+    throw new UsageError(`no master key: ${masterFile} does not exist and CUSTOS_MASTER_KEY is not set; run this with the server's DATA_DIR (now ${dataDir})`);
+  }
+  const pid = pseudonymousId(consentPidSecret(loadMasterKeys(dataDir, config.masterKey).indexKey), `Patient/${patient}`);
+
+  let contract = config.consent.contract;
+  let expectedChainId: number | undefined;
+  if (!contract) {
+    const file = path.join(dataDir, 'chain', CONSENT_CONTRACT_FILE);
+    let remembered: { address?: unknown; chainId?: unknown };
+    try {
+      remembered = JSON.parse(fs.readFileSync(file, 'utf8')) as typeof remembered;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new UsageError(`no ConsentRegistry known: cannot read ${file} (${code === 'ENOENT' ? 'no such file: has the server run with this DATA_DIR?' : (code ?? (err as Error).message)}); or set CONSENT_CONTRACT`);
+    }
+    if (typeof remembered.address !== 'string' || !Number.isSafeInteger(remembered.chainId)) throw new UsageError(`${file} does not name a contract (address, chainId); set CONSENT_CONTRACT`);
+    contract = remembered.address;
+    expectedChainId = remembered.chainId as number;
+  }
+
+  const operatorKey = v.key !== undefined ? keyFromFile(need(v, 'key'), 'the --key file')
+    : config.consent.privateKey ? config.consent.privateKey.trim()
+      : keyFromFile(config.consent.keyFile ?? path.join(dataDir, 'keys', 'consent-relayer.key'), config.consent.keyFile ? 'CONSENT_KEY_FILE' : 'the operator key');
+  let operator: Wallet;
+  try {
+    operator = new Wallet(operatorKey);
+  } catch {
+    throw new UsageError('the operator key (CONSENT_KEY) is not a valid secp256k1 private key');
+  }
+
+  let client: ConsentRegistryClient;
+  try {
+    client = await ConsentRegistryClient.connect({ rpcUrl: rpc, address: contract, privateKey: operator.privateKey, pollingIntervalMs: 250, ...(expectedChainId !== undefined ? { expectedChainId } : {}) });
+  } catch (err) {
+    throw new CommandError(`cannot use the ConsentRegistry ${contract} at ${rpc}: ${(err as Error).message}`);
+  }
+  try {
+    const common = { patient: `Patient/${patient}`, pid, contract: client.address, chainId: client.chainId };
+    const [current, pending, owner] = await Promise.all([client.keyOf(pid), client.pendingRecovery(pid), client.owner()]);
+    if (!current) throw new CommandError(`Patient/${patient} has no key bound on the ConsentRegistry ${client.address} (pid ${pid}): there is nothing to recover; the patient binds a first key themself ($consent-key)`);
+
+    if (v.execute) {
+      if (!pending) throw new CommandError(`Patient/${patient} has no pending recovery: propose one first (the same command without --execute)`);
+      if (pending.newKey !== address) throw new CommandError(`the pending recovery of Patient/${patient} binds ${pending.newKey}, not ${address}: propose ${address} first (it replaces the pending one and waits the delay again)`);
+      let r;
+      try {
+        r = await client.executeRecovery(pid);
+      } catch (err) {
+        if (err instanceof ConsentRegistryError && err.reason === 'RecoveryNotReady') {
+          const now = await chainNow(rpc);
+          throw new CommandError(`the recovery of Patient/${patient} to ${address} is not executable yet: it becomes executable at ${isoOf(pending.executableAt)} `
+            + `(${pending.executableAt}; the chain's time is ${now === undefined ? 'unknown' : `${isoOf(now)}, ${humanDuration(pending.executableAt - now)} to go`})`);
+        }
+        if (err instanceof ConsentRegistryError && err.reason === 'NoRecovery') throw new CommandError(`Patient/${patient} has no pending recovery any more (cancelled by the patient?)`);
+        throw new CommandError(`executeRecovery failed: ${(err as Error).message}`);
+      }
+      // On the embedded node, give the new key gas (as binding through $consent-key does), so the
+      // patient can call the contract directly (revoke --direct, cancel-recovery).
+      let funded = false;
+      if (config.ledger.mode === 'embedded') funded = await fund(rpc, address).then(() => true, () => false);
+      return { status: 'recovered', ...common, previousKey: current, key: address, txHash: r.txHash, blockNumber: r.blockNumber, ...(funded ? { funded } : {}) };
+    }
+
+    if (owner !== operator.address) {
+      throw new CommandError(`the operator key (${operator.address}) is not the ConsentRegistry's owner (${owner}): only the owner may propose a recovery (--key <file> with the owner's key, or CONSENT_KEY)`);
+    }
+    if (current === address) throw new CommandError(`Patient/${patient} is already bound to ${address}`);
+    if (pending?.newKey === address) {
+      throw new CommandError(`a recovery of Patient/${patient} to ${address} is already pending, executable at ${isoOf(pending.executableAt)}: run with --execute then (proposing again would restart the delay)`);
+    }
+    let r;
+    try {
+      r = await client.proposeRecovery(pid, address);
+    } catch (err) {
+      throw new CommandError(`proposeRecovery failed: ${(err as Error).message}`);
+    }
+    const proposed = await client.pendingRecovery(pid);
+    if (!proposed || proposed.newKey !== address) throw new CommandError(`proposeRecovery was mined (${r.txHash}) but the contract reports no pending recovery to ${address}`);
+    return {
+      status: 'recovery-proposed', ...common, currentKey: current, recoveryKey: address,
+      executableAt: isoOf(proposed.executableAt), executableAtUnix: proposed.executableAt,
+      ...(pending ? { replaced: { recoveryKey: pending.newKey, executableAt: isoOf(pending.executableAt) } } : {}),
+      txHash: r.txHash, blockNumber: r.blockNumber,
+      next: `the patient sees it (GET Patient/${patient}/$consent-key) and may cancel it with the current key until then; afterwards run this again with --execute`,
+    };
+  } finally {
+    client.close();
+  }
+}
+
+/** The latest block's time (unix seconds), or undefined when the node does not say. */
+async function chainNow(rpc: string): Promise<number | undefined> {
+  try {
+    const res = await fetch(rpc, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_getBlockByNumber', params: ['latest', false] }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    const ts = ((await res.json()) as { result?: { timestamp?: string } }).result?.timestamp;
+    return ts ? Number(BigInt(ts)) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function humanDuration(seconds: number): string {
+  if (seconds <= 0) return 'none';
+  const d = Math.floor(seconds / 86_400);
+  const h = Math.floor((seconds % 86_400) / 3600);
+  const m = Math.ceil((seconds % 3600) / 60);
+  return [d ? `${d} d` : '', h ? `${h} h` : '', !d && m ? `${m} min` : ''].filter(Boolean).join(' ') || `${seconds} s`;
 }
 
 async function deploy(v: Values): Promise<unknown> {
@@ -258,7 +479,7 @@ async function deploy(v: Values): Promise<unknown> {
 
 type Values = Record<string, string | boolean | undefined> & {
   key?: string; 'current-key'?: string; patient?: string; consent?: string; server?: string; token?: string; 'token-file'?: string;
-  rpc?: string; 'recovery-days'?: string; direct?: boolean; json?: boolean; help?: boolean;
+  rpc?: string; 'recovery-days'?: string; address?: string; direct?: boolean; execute?: boolean; json?: boolean; help?: boolean;
 };
 
 function need(v: Values, name: string): string {
@@ -301,7 +522,8 @@ export async function runConsentCommand(argv: string[], env: NodeJS.ProcessEnv =
       options: {
         key: { type: 'string' }, 'current-key': { type: 'string' }, patient: { type: 'string' }, consent: { type: 'string' },
         server: { type: 'string' }, token: { type: 'string' }, 'token-file': { type: 'string' }, rpc: { type: 'string' },
-        'recovery-days': { type: 'string' }, direct: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        'recovery-days': { type: 'string' }, address: { type: 'string' }, direct: { type: 'boolean' }, execute: { type: 'boolean' },
+        json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
       },
     }).values as Values;
   } catch (err) {
@@ -320,6 +542,8 @@ export async function runConsentCommand(argv: string[], env: NodeJS.ProcessEnv =
       case 'revoke': out = await signOrRevoke(v, serverOf(v, env), 'revoke'); break;
       case 'status': out = await status(v, serverOf(v, env)); break;
       case 'deploy': out = await deploy(v); break;
+      case 'cancel-recovery': out = await cancelRecovery(v, serverOf(v, env)); break;
+      case 'recover': out = await recover(v, env); break;
       default:
         process.stderr.write(`custos consent: unknown command "${sub}"\n\n${CONSENT_USAGE}`);
         return 2;
