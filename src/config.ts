@@ -20,6 +20,8 @@ export interface Config {
   readWorkers: number;
   /** Ledger anchoring (see src/ledger): embedded anvil by default, an external RPC, or off. */
   ledger: LedgerConfig;
+  /** The audit trail (see src/audit): AUDIT=off turns it off; reads are written within AUDIT_FLUSH_MS. */
+  audit: { enabled: boolean; flushMs: number };
   /** Patient consent (see src/consent): the chain registry of signed Consents, the base policy, break-the-glass. */
   consent: ConsentConfig;
   auth: {
@@ -130,6 +132,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxCount: intFrom(env, 'SEARCH_MAX_COUNT', 1000),
     },
     maxBodyBytes: intFrom(env, 'MAX_BODY_BYTES', 16 * 1024 * 1024),
+    audit: { enabled: !/^(off|false|0|no)$/i.test(env.AUDIT ?? ''), flushMs: Math.max(1, intFrom(env, 'AUDIT_FLUSH_MS', 500)) },
     writeWorkers: intFrom(env, 'WRITE_WORKERS', Math.max(1, Math.min(4, os.availableParallelism() - 1))),
     readWorkers: intFrom(env, 'READ_WORKERS', Math.min(4, os.availableParallelism())),
     ledger,

@@ -11,6 +11,8 @@ import { SmartAuth } from './smart-auth/index.js';
 import { LedgerService, ledgerOperations } from './ledger/index.js';
 import { consentChainOperations, openConsentChain, type ConsentChainView } from './consent/index.js';
 import { consentAccess, type ConsentAccess } from './consent/consent-access.js';
+import { AuditRecorder } from './audit/index.js';
+import { Blinder, createIndexer } from './store/index.js';
 
 export interface App {
   app: express.Express;
@@ -55,8 +57,13 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
     store, baseUrl: config.baseUrl, chain: consent.view, base: config.consent.base, breakGlassMinutes: config.consent.breakGlassMinutes,
     authDb: auth.db, users: auth.registry, logger,
   });
+  const blinder = new Blinder(keys.indexKey);
+  const indexer = createIndexer(blinder);
+  const audit = config.audit.enabled
+    ? new AuditRecorder({ store, blinder, index: (r) => indexer.extract(r), flushMs: config.audit.flushMs, observer: config.baseUrl, logger })
+    : undefined;
   const router = new FhirRouter({
-    store, baseUrl: config.baseUrl, search: config.search, policy: access.policy, security: auth.capabilitySecurity(), preparer, advise: access.advise,
+    store, baseUrl: config.baseUrl, search: config.search, policy: access.policy, security: auth.capabilitySecurity(), preparer, advise: access.advise, audit,
     operations: { instance: { ...ledgerOps.instance, ...consentOps.instance, ...access.operations.instance }, system: ledgerOps.system },
     searcher: readers ? (args) => readers.run(args) : undefined,
   });
@@ -88,7 +95,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   });
   return {
     app, store, router, auth, ledger, consentChain: consent.view, consent: access, logger,
-    close: async () => { await readers?.close(); await preparer.close(); await consent.view.close(); await ledger.stop(); await store.close(); auth.close(); },
+    close: async () => { await readers?.close(); await preparer.close(); await audit?.close(); await consent.view.close(); await ledger.stop(); await store.close(); auth.close(); },
   };
 }
 

@@ -566,7 +566,7 @@ async function findMatches(ctx: BundleContext, tx: StoreTransaction, type: strin
   const resp = await ctx.handle({
     method: 'GET', path: type, query: [...q, ['_count', '2']],
     // An ignored (unknown) parameter would widen the match: conditional operations are strict.
-    headers: { handling: 'strict' }, principal: ctx.principal,
+    headers: { handling: 'strict' }, principal: ctx.principal, internal: true,
   }, tx);
   if (resp.status >= 400) {
     throw FhirError.fromIssues(resp.status, asOutcome(resp.body)?.issue ?? [{ severity: 'error', code: 'processing', diagnostics: `${what}: search failed (${resp.status})` }]);

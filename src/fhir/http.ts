@@ -119,6 +119,7 @@ export function fhirHttpRouter(router: FhirRouter, opts: { maxBodyBytes: number;
         body,
         // The authentication middleware in front of this router puts the principal here.
         principal: (res.locals.principal as Principal | undefined) ?? ANONYMOUS,
+        ...(req.socket.remoteAddress ? { address: req.socket.remoteAddress } : {}),
       };
       const out = await router.handle(fhirReq);
       send(res, out, prefer);

@@ -1,6 +1,7 @@
 import type { Resource } from '@medplum/fhirtypes';
 import type { IndexRows } from '../store/index.js';
 import type { Principal } from './principal.js';
+import type { AuditNote } from './audit-note.js';
 
 /** A FHIR interaction independent of HTTP: what express requests and Bundle entries both become. */
 export interface FhirRequest {
@@ -19,6 +20,12 @@ export interface FhirRequest {
   prevalidated?: boolean;
   /** Internal (transaction Bundles): index rows of the final body, extracted before the transaction. */
   preparedIndex?: IndexRows;
+  /** Network address of the client (for the audit trail). */
+  address?: string;
+  /** Internal: a request the server makes for itself (e.g. a conditional entry's search): not audited on its own. */
+  internal?: boolean;
+  /** Internal: what the router learned for this interaction's AuditEvent. */
+  audit?: AuditNote;
 }
 
 export interface FhirRequestHeaders {

@@ -5,11 +5,13 @@ import { VersionConflictError } from '../store/index.js';
 import type { AccessCondition, HistoryQuery, IndexRows, Store, StoredVersion, StoreReader, StoreTransaction } from '../store/index.js';
 import { processBundle } from './bundle.js';
 import { buildCapabilityStatement } from './capability.js';
-import { isResourceType } from './definitions.js';
+import { getPatientCompartmentParams, isResourceType } from './definitions.js';
 import { allOk, badRequest, FhirError, gone, notFound, notSupported, preconditionFailed } from './outcome.js';
 import { applyAccess, confineQuery, constrainQuery, contentInCompartment, isMember, matchingScopeQueries, satisfying } from './access-constraints.js';
 import { accessConditionFor } from './access-expr.js';
 import type { AccessDecision, AccessPolicy, AccessRequest } from './principal.js';
+import type { AuditFacts, AuditInteraction, AuditSink } from './audit-port.js';
+import { auditQuery, classify, READ_SHAPED, type AuditNote } from './audit-note.js';
 import type { ReadRule } from './access-constraints.js';
 import type { FhirRequest, FhirResponse } from './request.js';
 import { parseSearch } from './search/parse.js';
@@ -41,6 +43,8 @@ export interface RouterOptions {
    * with elements the consent engine does not understand), for $validate and writes.
    */
   advise?: (resource: Resource) => string[];
+  /** The audit trail: an AuditEvent per interaction (changes in their own transaction). */
+  audit?: AuditSink;
   /** Runs a search in a worker thread, answering the serialized Bundle; undefined = on this thread. */
   searcher?: (args: SearchArgs) => Promise<string> | undefined;
 }
@@ -75,7 +79,31 @@ export class FhirRouter {
     return this.opts.baseUrl;
   }
 
+  /** One interaction, and its AuditEvent (when an audit sink is configured). */
   async handle(req: FhirRequest, tx?: StoreTransaction): Promise<FhirResponse> {
+    const audit = this.opts.audit;
+    const kind = audit && !req.internal ? classify(req) : undefined;
+    if (!audit || !kind) return this.route(req, tx);
+    const note: AuditNote = { ...kind, resources: [], patients: [] };
+    req.audit = note;
+    try {
+      const out = await this.route(req, tx);
+      if (!note.recorded) {
+        if (note.resources.length === 0 && out.status < 400 && (out.body || out.bodyJson) && READ_SHAPED.has(note.interaction)) {
+          note.resources.push(...resultRefs(out, note));
+          // Whose data it was, now: by the time the batch is written the resources may have changed.
+          note.patients.push(...(await this.patientsOfRefs(tx ?? this.opts.store, note.resources)));
+        }
+        audit.later(factsOf(req, note, out.status));
+      }
+      return out;
+    } catch (err) {
+      if (!note.recorded) audit.later(factsOf(req, note, err instanceof FhirError ? err.status : 500));
+      throw err;
+    }
+  }
+
+  private async route(req: FhirRequest, tx?: StoreTransaction): Promise<FhirResponse> {
     const segs = req.path.split('/').filter((s) => s.length > 0);
     const [first, second, third, fourth, fifth] = segs;
     const m = req.method;
@@ -232,8 +260,20 @@ export class FhirRouter {
     if (d.consent && type === undefined) throw new FhirError(403, 'forbidden', 'System history is not available to principals limited by patient consent; use the history of a type or of one resource');
   }
 
-  private inTx<T>(tx: StoreTransaction | undefined, fn: (tx: StoreTransaction) => Promise<T>): Promise<T> {
-    return tx ? fn(tx) : this.opts.store.transaction(fn);
+  /** Runs a write in `tx` or its own transaction; its AuditEvent is written in that same transaction. */
+  private inTx(req: FhirRequest, tx: StoreTransaction | undefined, fn: (tx: StoreTransaction) => Promise<FhirResponse>): Promise<FhirResponse> {
+    const run = async (t: StoreTransaction) => {
+      const out = await fn(t);
+      const note = req.audit;
+      if (this.opts.audit && note && !note.recorded) {
+        if (out.location) note.resources.push(refOf(out.location, this.opts.baseUrl));
+        note.patients.push(...(await this.patientsOfRefs(t, note.resources)));
+        await this.opts.audit.inTransaction(t, factsOf(req, note, out.status));
+        note.recorded = true;
+      }
+      return out;
+    };
+    return tx ? run(tx) : this.opts.store.transaction(run);
   }
 
   /** An OperationOutcome with the advisories about `resource`, if there are any. */
@@ -280,7 +320,7 @@ export class FhirRouter {
     const resource = assertResourceShape(req.body, type);
     const index = await this.prepare(resource, tx, req);
     this.assertWritable(d, type, req.assignedId, index);
-    return this.inTx(tx, async (t) => {
+    return this.inTx(req, tx, async (t) => {
       if (req.headers.ifNoneExist) {
         const existing = await this.matches(t, type, req.headers.ifNoneExist, 'If-None-Exist', d);
         if (existing.length > 1) throw preconditionFailed(`If-None-Exist matched more than one ${type}: the criteria are not selective enough`);
@@ -334,7 +374,7 @@ export class FhirRouter {
     const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
     const index = await this.prepare(resource, tx, req);
     this.assertWritable(d, type, id, index);
-    return this.inTx(tx, async (t) => {
+    return this.inTx(req, tx, async (t) => {
       if (isConstrained(d) && (await t.read(type, id))) await this.assertVisible(d, t, type, id);
       const out = await this.writeUpdate(t, type, id, resource, ifMatch, index);
       await this.assertStillInScope(d, t, type, id);
@@ -370,7 +410,7 @@ export class FhirRouter {
     const resource = assertResourceShape(req.body, type);
     const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
     const index = await this.prepare(resource, tx, req);
-    return this.inTx(tx, async (t) => {
+    return this.inTx(req, tx, async (t) => {
       const found = await this.matches(t, type, new URLSearchParams(req.query).toString(), 'Conditional update', d);
       if (found.length > 1) throw preconditionFailed(`Conditional update matched more than one ${type}`);
       if (found.length === 1) {
@@ -396,7 +436,7 @@ export class FhirRouter {
     const d = await this.authorize(req, { interaction: 'patch', resourceType: type, id });
     const ops = assertJsonPatch(req);
     const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
-    return this.inTx(tx, async (t) => {
+    return this.inTx(req, tx, async (t) => {
       await this.assertVisible(d, t, type, id);
       return this.applyPatch(t, type, id, ops, ifMatch, d);
     });
@@ -407,7 +447,7 @@ export class FhirRouter {
     if (req.query.length === 0) throw methodNotAllowed('PATCH', type + ' (a patch needs an id or search criteria)');
     const ops = assertJsonPatch(req);
     const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
-    return this.inTx(tx, async (t) => {
+    return this.inTx(req, tx, async (t) => {
       const found = await this.matches(t, type, new URLSearchParams(req.query).toString(), 'Conditional patch', d);
       if (found.length === 0) throw notFound(`Conditional patch matched no ${type}`);
       if (found.length > 1) throw preconditionFailed(`Conditional patch matched more than one ${type}`);
@@ -445,7 +485,7 @@ export class FhirRouter {
   private async delete(req: FhirRequest, type: string, id: string, tx?: StoreTransaction): Promise<FhirResponse> {
     const d = await this.authorize(req, { interaction: 'delete', resourceType: type, id });
     const ifMatch = req.headers.ifMatch !== undefined ? parseETag(req.headers.ifMatch) : undefined;
-    return this.inTx(tx, async (t) => {
+    return this.inTx(req, tx, async (t) => {
       await this.assertVisible(d, t, type, id);
       const cur = await t.read(type, id);
       if (!cur) throw notFound(`${type}/${id} is not known`);
@@ -453,6 +493,7 @@ export class FhirRouter {
       if (ifMatch !== undefined && ifMatch !== cur.versionId) {
         throw preconditionFailed(`Version conflict on ${type}/${id}: If-Match expected version ${ifMatch}, the current version is ${cur.versionId}`);
       }
+      await this.noteDeleted(req, t, type, id);
       const v = await t.write({ resourceType: type, id, ifMatch: cur.versionId });
       return { status: 204, etag: etagOf(v), lastModified: httpDate(v.lastUpdated) };
     });
@@ -461,13 +502,37 @@ export class FhirRouter {
   private async conditionalDelete(req: FhirRequest, type: string, tx?: StoreTransaction): Promise<FhirResponse> {
     const d = await this.authorize(req, { interaction: 'delete', resourceType: type });
     if (req.query.length === 0) throw methodNotAllowed('DELETE', type + ' (a delete needs an id or search criteria)');
-    return this.inTx(tx, async (t) => {
+    return this.inTx(req, tx, async (t) => {
       const found = await this.matches(t, type, new URLSearchParams(req.query).toString(), 'Conditional delete', d);
       if (found.length > 1) throw preconditionFailed(`Conditional delete matched more than one ${type}; this server deletes one resource at a time`);
       if (found.length === 0) return { status: 204, outcome: allOk(`No ${type} matched; nothing deleted`) };
+      await this.noteDeleted(req, t, type, found[0]!.id);
       const v = await t.write({ resourceType: type, id: found[0]!.id, ifMatch: found[0]!.versionId });
       return { status: 204, etag: etagOf(v), lastModified: httpDate(v.lastUpdated) };
     });
+  }
+
+  /** The patients ("Patient/<id>") of the resources ("Type/id[/_history/v]"), from the store's index. */
+  private async patientsOfRefs(reader: StoreReader, refs: string[]): Promise<string[]> {
+    const out: string[] = [];
+    const byType = new Map<string, string[]>();
+    for (const ref of refs) {
+      const [type, id] = ref.split('/') as [string, string];
+      if (type === 'Patient') out.push(`Patient/${id}`);
+      else if (getPatientCompartmentParams(type).length > 0) byType.set(type, [...(byType.get(type) ?? []), id]);
+    }
+    for (const [type, ids] of byType) {
+      for (const list of (await reader.patientsOf(type, ids, getPatientCompartmentParams(type))).values()) out.push(...list.map((p) => `Patient/${p}`));
+    }
+    return out;
+  }
+
+  /** A deleted resource's patients, for its AuditEvent, while its index rows still say who they are. */
+  private async noteDeleted(req: FhirRequest, t: StoreTransaction, type: string, id: string): Promise<void> {
+    if (!req.audit) return;
+    req.audit.resources.push(`${type}/${id}`);
+    if (type === 'Patient') req.audit.patients.push(`Patient/${id}`);
+    else for (const p of (await t.patientsOf(type, [id], getPatientCompartmentParams(type))).get(id) ?? []) req.audit.patients.push(`Patient/${p}`);
   }
 
   private async search(req: FhirRequest, type: string, tx: StoreTransaction | undefined, compartment?: { resourceType: string; id: string }): Promise<FhirResponse> {
@@ -565,7 +630,7 @@ export class FhirRouter {
     const body = await processBundle(req.body, {
       // Bundle entries need the response as an object.
       handle: async (r, t) => {
-        const resp = await this.handle(r, t);
+        const resp = await this.handle(req.address !== undefined ? { ...r, address: req.address } : r, t);
         return resp.bodyJson === undefined ? resp : { ...resp, body: JSON.parse(resp.bodyJson) as Resource, bodyJson: undefined };
       },
       transaction: (fn) => this.opts.store.transaction(fn),
@@ -578,6 +643,31 @@ export class FhirRouter {
     });
     return { status: 200, body };
   }
+}
+
+function factsOf(req: FhirRequest, note: AuditNote, status: number): AuditFacts {
+  return {
+    interaction: note.interaction, status, principal: req.principal, recorded: new Date(),
+    resources: [...new Set(note.resources)], patients: [...new Set(note.patients)],
+    ...(note.operation ? { operation: note.operation } : {}),
+    ...(req.address ? { address: req.address } : {}),
+    ...(note.resourceType ? { resourceType: note.resourceType } : {}),
+    ...(note.interaction.startsWith('search') ? { query: auditQuery(req) } : {}),
+    ...(note.breakGlass ? { breakGlass: true } : {}),
+  };
+}
+
+/** ".../fhir/Observation/1/_history/2" -> "Observation/1/_history/2". */
+function refOf(location: string, baseUrl: string): string {
+  return location.startsWith(`${baseUrl}/`) ? location.slice(baseUrl.length + 1) : location;
+}
+
+/** The resources a read, search or history answered with. */
+function resultRefs(out: FhirResponse, note: AuditNote): string[] {
+  const body = (out.body ?? JSON.parse(out.bodyJson!)) as Resource;
+  if (body.resourceType === 'Bundle') return entryRefs(body as Bundle);
+  if (note.interaction === 'read' || note.interaction === 'vread') return body.id ? [`${body.resourceType}/${body.id}${note.interaction === 'vread' ? `/_history/${body.meta?.versionId ?? ''}` : ''}`] : [];
+  return [];
 }
 
 /** "Type/id" of the resources in a Bundle's entries. */

@@ -151,12 +151,19 @@ export interface StoreReader {
   search(query: SearchQuery): Promise<SearchResult>;
   /** Current, non-deleted versions that reference any of `targets` ("Type/id") through `param` (or any param if '*'), of `resourceType`. */
   referencing(resourceType: string, param: string, targets: string[], limit: number): Promise<StoredVersion[]>;
+  /** For each of `ids` (current versions of one type): the ids of the Patients it references through any of `params`. */
+  patientsOf(resourceType: string, ids: string[], params: string[]): Promise<Map<string, string[]>>;
   /** Current, non-deleted targets of the references of the given sources ("Type/id") through `param` (or any param if '*'), optionally of one target type. */
   referencedBy(sources: string[], param: string, targetType: string | undefined, limit: number): Promise<StoredVersion[]>;
 }
 
 export interface StoreTransaction extends StoreReader {
   write(input: WriteInput): Promise<StoredVersion>;
+  /**
+   * The next number of a named sequence (1, 2, ...), taken inside this transaction: a rolled-back
+   * transaction gives its number back, so committed numbers have no gaps (the audit trail's order).
+   */
+  nextSequence(name: string): number;
 }
 
 /** The store port. Adapters: sqlite (embedded default); postgres later. */

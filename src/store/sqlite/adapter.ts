@@ -156,6 +156,21 @@ class SqliteReader implements StoreReader {
     return { matches, total, hasMore };
   }
 
+  async patientsOf(resourceType: string, ids: string[], params: string[]): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>();
+    if (ids.length === 0 || params.length === 0) return out;
+    const p = referenceParamSql(resourceType, params, 'r.param');
+    const rows = this.stmt(`SELECT c.id AS id, r.target_id AS patient FROM resource_current c JOIN idx_reference r ON r.res = c.pk
+      WHERE c.type = ? AND c.id IN (SELECT value FROM json_each(?)) AND ${p.sql} AND r.target_type = 'Patient'`)
+      .all(resourceType, JSON.stringify(ids), ...p.params) as Array<{ id: string; patient: string }>;
+    for (const r of rows) {
+      const list = out.get(r.id) ?? [];
+      if (!list.includes(r.patient)) list.push(r.patient);
+      out.set(r.id, list);
+    }
+    return out;
+  }
+
   async referencing(resourceType: string, param: string, targets: string[], limit: number): Promise<StoredVersion[]> {
     if (targets.length === 0) return [];
     const pairs = targets.map((t) => t.split('/'));
@@ -204,6 +219,10 @@ interface StoreContext {
 
 class SqliteWriter extends SqliteReader implements StoreTransaction {
   private readonly indexRows = new IndexRowWriter(this.db);
+
+  nextSequence(name: string): number {
+    return this.stmt('INSERT INTO sequence (name, n) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET n = n + 1 RETURNING n').pluck().get(name) as number;
+  }
 
   async write(input: WriteInput): Promise<StoredVersion> {
     const { resourceType, id } = input;

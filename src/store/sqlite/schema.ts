@@ -92,6 +92,9 @@ CREATE TABLE IF NOT EXISTS ledger_batch (
 );
 CREATE INDEX IF NOT EXISTS ledger_batch_status ON ledger_batch (status, id);
 
+-- Named gapless counters, taken inside write transactions (e.g. the audit trail's sequence).
+CREATE TABLE IF NOT EXISTS sequence (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
+
 -- Consent decisions are cached until their inputs change: these triggers count every change to
 -- the rows of the watched types, also edits made directly in the database file.
 CREATE TABLE IF NOT EXISTS change_counter (type TEXT PRIMARY KEY, n INTEGER NOT NULL);

@@ -1,0 +1,79 @@
+import type { AuditEvent, AuditEventAgent, AuditEventEntity, Coding } from '@medplum/fhirtypes';
+import type { AuditFacts, AuditInteraction } from '../fhir/audit-port.js';
+
+/**
+ * One FHIR interaction as the audit trail records it, and the R4 AuditEvent it becomes,
+ * following the IHE Basic Audit Log Patterns (BALP) RESTful conventions. Only references,
+ * codes and the blinded form of queries go into an AuditEvent: never names or identifiers.
+ */
+
+export type { AuditFacts, AuditInteraction } from '../fhir/audit-port.js';
+
+export const AUDIT_SEQUENCE = 'audit-event';
+/** Extension on each AuditEvent: its number in the audit trail (1, 2, ... without gaps). */
+export const AUDIT_SEQUENCE_URL = 'urn:custos:audit-sequence';
+export const CLIENT_ID_SYSTEM = 'urn:custos:client';
+
+const REST_TYPE: Coding = { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest', display: 'RESTful Operation' };
+const INTERACTION_SYSTEM = 'http://hl7.org/fhir/restful-interaction';
+const ENTITY_TYPE = 'http://terminology.hl7.org/CodeSystem/audit-entity-type';
+const OBJECT_ROLE = 'http://terminology.hl7.org/CodeSystem/object-role';
+const PURPOSE = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
+
+/** BALP: C create, R read/vread/history, U update/patch, D delete, E search and operations. */
+function actionOf(i: AuditInteraction): AuditEvent['action'] {
+  switch (i) {
+    case 'create': return 'C';
+    case 'update': case 'patch': return 'U';
+    case 'delete': return 'D';
+    case 'read': case 'vread': case 'history-instance': case 'history-type': case 'history-system': return 'R';
+    default: return 'E';
+  }
+}
+
+/** 0 success, 4 minor failure (the request was refused or wrong), 8 serious failure (the server failed). */
+function outcomeOf(status: number): AuditEvent['outcome'] {
+  return status < 400 ? '0' : status < 500 ? '4' : '8';
+}
+
+export function buildAuditEvent(f: AuditFacts, source: { observer: string; seq: number }): AuditEvent {
+  const agent: AuditEventAgent[] = [];
+  const network = f.address ? { network: { address: f.address, type: '2' as const } } : {};
+  const p = f.principal;
+  if (p.kind === 'token') {
+    agent.push({ type: { coding: [{ system: 'http://dicom.nema.org/resources/ontology/DCM', code: '110150', display: 'Application' }] }, who: { identifier: { system: CLIENT_ID_SYSTEM, value: p.clientId } }, requestor: p.fhirUser === undefined, ...network });
+    if (p.fhirUser) agent.push({ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP', display: 'information recipient' }] }, who: { reference: relative(p.fhirUser) }, requestor: true, ...network });
+  } else {
+    agent.push({ who: { display: p.kind === 'system' ? 'custos (the server itself)' : 'anonymous' }, requestor: true, ...network });
+  }
+  const entity: AuditEventEntity[] = f.resources.map((r) => ({ what: { reference: r }, type: { system: ENTITY_TYPE, code: '2', display: 'System Object' }, role: { system: OBJECT_ROLE, code: '4', display: 'Domain Resource' } }));
+  for (const patient of f.patients) {
+    if (!f.resources.includes(patient)) entity.push({ what: { reference: patient }, type: { system: ENTITY_TYPE, code: '1', display: 'Person' }, role: { system: OBJECT_ROLE, code: '1', display: 'Patient' } });
+  }
+  if (f.query !== undefined) {
+    entity.push({ type: { system: ENTITY_TYPE, code: '2', display: 'System Object' }, role: { system: OBJECT_ROLE, code: '24', display: 'Query' }, query: Buffer.from(f.query, 'utf8').toString('base64'), ...(f.resourceType ? { description: f.resourceType } : {}) });
+  }
+  const subtype: Coding[] = [{ system: INTERACTION_SYSTEM, code: f.interaction }];
+  if (f.operation) subtype.push({ system: 'urn:custos:operation', code: f.operation });
+  return {
+    resourceType: 'AuditEvent',
+    extension: [{ url: AUDIT_SEQUENCE_URL, valueInteger: source.seq }],
+    type: REST_TYPE,
+    subtype,
+    action: actionOf(f.interaction),
+    recorded: f.recorded.toISOString(),
+    outcome: outcomeOf(f.status),
+    // The status only: error messages may quote request values (search terms) in the clear.
+    ...(f.status >= 400 ? { outcomeDesc: `HTTP ${f.status}` } : {}),
+    ...(f.breakGlass ? { purposeOfEvent: [{ coding: [{ system: PURPOSE, code: 'ETREAT', display: 'Emergency Treatment' }] }] } : {}),
+    agent,
+    source: { observer: { display: source.observer }, type: [{ system: 'http://terminology.hl7.org/CodeSystem/security-source-type', code: '4', display: 'Application Server' }] },
+    ...(entity.length ? { entity } : {}),
+  };
+}
+
+/** ".../fhir/Practitioner/1" -> "Practitioner/1" (the AuditEvent is indexed by local references). */
+function relative(ref: string): string {
+  const m = /([A-Za-z]+\/[A-Za-z0-9\-.]{1,64})$/.exec(ref);
+  return m ? m[1]! : ref;
+}

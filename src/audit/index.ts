@@ -1,0 +1,2 @@
+export { AuditRecorder, type AuditRecorderOptions } from './recorder.js';
+export { AUDIT_SEQUENCE, AUDIT_SEQUENCE_URL, buildAuditEvent, type AuditFacts, type AuditInteraction } from './audit-event.js';

@@ -1,0 +1,74 @@
+import { getPatientCompartmentParams, isResourceType } from './definitions.js';
+import type { AuditInteraction } from './audit-port.js';
+import type { FhirRequest } from './request.js';
+
+/** What the router learns about one interaction while it runs, for its AuditEvent. */
+export interface AuditNote {
+  interaction: AuditInteraction;
+  operation?: string;
+  resourceType?: string;
+  resources: string[];
+  patients: string[];
+  breakGlass?: boolean;
+  /** The AuditEvent was written (in the change's transaction). */
+  recorded?: boolean;
+}
+
+/** Interactions whose response lists what was read. */
+export const READ_SHAPED: ReadonlySet<AuditInteraction> = new Set(['read', 'vread', 'search-type', 'search-system', 'history-instance', 'history-type', 'history-system']);
+
+/**
+ * The interaction a request is, from its method and path (before it runs, so refusals are
+ * recorded too); undefined for what is not audited (the CapabilityStatement).
+ */
+export function classify(req: FhirRequest): Omit<AuditNote, 'resources' | 'patients'> | undefined {
+  const segs = req.path.split('/').filter((s) => s.length > 0);
+  const m = req.method;
+  const [type, second, third, , fifth] = segs;
+  if (segs.length === 0) {
+    if (m === 'POST') return { interaction: (req.body as { type?: string } | undefined)?.type === 'transaction' ? 'transaction' : 'batch' };
+    return { interaction: 'search-system' };
+  }
+  if (type === 'metadata') return undefined;
+  if (type!.startsWith('$')) return { interaction: 'operation', operation: type };
+  if (type === '_history') return { interaction: 'history-system' };
+  if (!isResourceType(type!)) return { interaction: m === 'GET' ? 'read' : 'operation', resourceType: type };
+  const base = { resourceType: type };
+  if (segs.length === 1) {
+    const byMethod = { GET: 'search-type', POST: 'create', PUT: 'update', PATCH: 'patch', DELETE: 'delete' } as const;
+    return { ...base, interaction: byMethod[m] };
+  }
+  if (second === '_search') return { ...base, interaction: 'search-type' };
+  if (second === '_history') return { ...base, interaction: 'history-type' };
+  if (second!.startsWith('$')) return { ...base, interaction: 'operation', operation: second };
+  if (segs.length === 2) {
+    const byMethod = { GET: 'read', POST: 'operation', PUT: 'update', PATCH: 'patch', DELETE: 'delete' } as const;
+    return { ...base, interaction: byMethod[m] };
+  }
+  if (third === '_history') {
+    if (segs.length === 3) return { ...base, interaction: 'history-instance' };
+    if (segs.length === 5 && fifth?.startsWith('$')) return { ...base, interaction: 'operation', operation: fifth };
+    return { ...base, interaction: 'vread' };
+  }
+  if (third?.startsWith('$')) return { ...base, interaction: 'operation', operation: third };
+  if (type === 'Patient' && third && isResourceType(third)) return { interaction: 'search-type', resourceType: third };
+  return { ...base, interaction: m === 'GET' ? 'read' : 'operation' };
+}
+
+/** The target of an instance-level request ("Type/id") and its patient when it is a Patient, else undefined. */
+export function instanceTarget(req: FhirRequest): { ref: string; patient?: string } | undefined {
+  const segs = req.path.split('/').filter((s) => s.length > 0);
+  if (segs.length < 2 || !isResourceType(segs[0]!) || segs[1]!.startsWith('_') || segs[1]!.startsWith('$')) return undefined;
+  const ref = `${segs[0]}/${segs[1]}`;
+  return segs[0] === 'Patient' ? { ref, patient: ref } : { ref };
+}
+
+/** Whether the type's resources belong to a patient's compartment (their patients are looked up). */
+export function hasPatients(type: string): boolean {
+  return type === 'Patient' || getPatientCompartmentParams(type).length > 0;
+}
+
+/** The query of a search as the audit trail keeps it: the request's own parameters in order. */
+export function auditQuery(req: FhirRequest): string {
+  return new URLSearchParams(req.query).toString();
+}

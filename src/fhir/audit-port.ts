@@ -1,0 +1,38 @@
+import type { StoreTransaction } from '../store/index.js';
+import type { Principal } from './principal.js';
+
+/**
+ * What the router tells the audit trail about each interaction (src/audit turns it into an
+ * AuditEvent). Only references, codes and blinded query forms: never resource content.
+ */
+export type AuditInteraction =
+  | 'read' | 'vread' | 'update' | 'patch' | 'delete' | 'history-instance' | 'history-type' | 'history-system'
+  | 'create' | 'search-type' | 'search-system' | 'operation' | 'batch' | 'transaction';
+
+export interface AuditFacts {
+  interaction: AuditInteraction;
+  /** For operations: the operation's name, e.g. "$verify". */
+  operation?: string;
+  /** The HTTP status the interaction ended with. */
+  status: number;
+  principal: Principal;
+  /** Network address of the client. */
+  address?: string;
+  /** The resources touched: "Type/id" or "Type/id/_history/vid". */
+  resources: string[];
+  /** The patients whose data was touched ("Patient/id"). */
+  patients: string[];
+  /** The search query, with the values of identifying parameters blinded. */
+  query?: string;
+  /** The resource type searched or written, when no single resource is named. */
+  resourceType?: string;
+  /** Access granted by break-the-glass (purposeOfEvent ETREAT). */
+  breakGlass?: boolean;
+  recorded: Date;
+}
+
+/** Where the router sends AuditFacts: changes inside their own transaction, the rest batched. */
+export interface AuditSink {
+  inTransaction(t: StoreTransaction, facts: AuditFacts): Promise<void>;
+  later(facts: AuditFacts): void;
+}

@@ -1,0 +1,114 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
+import { FHIR_JSON, testServer } from './helpers.js';
+
+type Server = Awaited<ReturnType<typeof testServer>>;
+const seqOf = (e: AuditEvent) => e.extension!.find((x) => x.url === 'urn:custos:audit-sequence')!.valueInteger!;
+
+/** An AuditEvent per FHIR interaction (first slice of issue 8): writes in their own transaction, reads batched. */
+describe('audit trail', () => {
+  let s: Server;
+  const call = async (method: string, p: string, body?: unknown, token?: string, headers: Record<string, string> = {}) => {
+    const res = await fetch(`${s.base}/${p}`, { method, headers: { authorization: `Bearer ${token ?? s.token}`, ...(body ? { 'content-type': FHIR_JSON } : {}), ...headers }, body: body ? JSON.stringify(body) : undefined });
+    const text = await res.text();
+    return { status: res.status, text, body: text ? JSON.parse(text) : undefined };
+  };
+  /** The AuditEvents written so far, oldest first (read from the store: reading them through REST would audit that too). */
+  const events = async (): Promise<AuditEvent[]> => {
+    const ids = s.app.store.currentIds('AuditEvent');
+    const all = await Promise.all(ids.map(async (id) => (await s.app.store.read('AuditEvent', id))!.resource as AuditEvent));
+    return all.sort((a, b) => seqOf(a) - seqOf(b));
+  };
+  /** The events after `n`, once the read batch is flushed. */
+  const newEvents = async (n: number): Promise<AuditEvent[]> => {
+    await new Promise((r) => setTimeout(r, 150));
+    return (await events()).slice(n);
+  };
+  const sub = (e: AuditEvent) => e.subtype![0]!.code;
+  const refs = (e: AuditEvent) => (e.entity ?? []).flatMap((x) => (x.what?.reference ? [x.what.reference] : []));
+
+  before(async () => { s = await testServer({ AUDIT: 'on', AUDIT_FLUSH_MS: '50' }); });
+  after(async () => { await s?.close(); });
+
+  it('a write records exactly one AuditEvent, in the same transaction as the change', async () => {
+    const n = (await events()).length;
+    const p = await call('POST', 'Patient', { resourceType: 'Patient', name: [{ family: 'Quill' }], identifier: [{ system: 'urn:mrn', value: 'MRN-777' }] });
+    assert.equal(p.status, 201);
+    // No flush wait: it committed with the Patient.
+    const after1 = (await events()).slice(n);
+    assert.equal(after1.length, 1);
+    const e = after1[0]!;
+    assert.equal(e.type!.code, 'rest');
+    assert.equal(sub(e), 'create');
+    assert.equal(e.action, 'C');
+    assert.equal(e.outcome, '0');
+    assert.ok(refs(e).includes(`Patient/${p.body.id}/_history/1`));
+    assert.ok(refs(e).includes(`Patient/${p.body.id}`));
+    const client = e.agent!.find((a) => a.who?.identifier?.system === 'urn:custos:client')!;
+    assert.ok(client.who!.identifier!.value);
+    assert.match(client.network!.address!, /127\.0\.0\.1/);
+    assert.equal(e.source!.observer!.display, s.base);
+    assert.ok(!JSON.stringify(e).includes('Quill') && !JSON.stringify(e).includes('MRN-777'), 'no PHI in the AuditEvent');
+  });
+
+  it('every interaction kind, allowed or refused, records one AuditEvent with its subtype, action, outcome and patient', async () => {
+    const pat = await call('POST', 'Patient', { resourceType: 'Patient', name: [{ family: 'Rook' }] });
+    const pid = pat.body.id as string;
+    const obs = await call('POST', 'Observation', { resourceType: 'Observation', status: 'final', code: { text: 'hr' }, subject: { reference: `Patient/${pid}` } });
+    const oid = obs.body.id as string;
+    const n = (await events()).length;
+    const steps: Array<[string, () => Promise<unknown>, string, string, string]> = [
+      ['read', () => call('GET', `Observation/${oid}`), 'read', 'R', '0'],
+      ['vread', () => call('GET', `Observation/${oid}/_history/1`), 'vread', 'R', '0'],
+      ['update', () => call('PUT', `Observation/${oid}`, { ...obs.body, status: 'amended' }), 'update', 'U', '0'],
+      ['patch', () => call('PATCH', `Observation/${oid}`, [{ op: 'replace', path: '/status', value: 'final' }], undefined, { 'content-type': 'application/json-patch+json' }), 'patch', 'U', '0'],
+      ['search', () => call('GET', `Observation?subject=Patient/${pid}`), 'search-type', 'E', '0'],
+      ['history', () => call('GET', `Observation/${oid}/_history`), 'history-instance', 'R', '0'],
+      ['missing', () => call('GET', 'Observation/nope'), 'read', 'R', '4'],
+      ['delete', () => call('DELETE', `Observation/${oid}`), 'delete', 'D', '0'],
+    ];
+    for (const [, run] of steps) await run();
+    const got = await newEvents(n);
+    assert.equal(got.length, steps.length, got.map(sub).join(','));
+    for (const [name, , subtype, action, outcome] of steps) {
+      const e = got.find((x) => sub(x) === subtype && x.outcome === outcome && (name !== 'patch' || x.action === 'U') && (name !== 'update' || sub(x) === 'update'));
+      assert.ok(e, `an AuditEvent for ${name}`);
+      assert.equal(e!.action, action, name);
+      if (outcome === '0') assert.ok(refs(e!).includes(`Patient/${pid}`), `${name} names the patient`);
+    }
+    // The sequence has no gaps.
+    const seqs = (await events()).map(seqOf);
+    assert.deepEqual(seqs, seqs.map((_, i) => i + 1));
+  });
+
+  it('a search\'s AuditEvent keeps the query with identifying values blinded', async () => {
+    const n = (await events()).length;
+    await call('GET', 'Patient?name=Rook&gender=female');
+    const [e] = await newEvents(n);
+    const q = Buffer.from(e!.entity!.find((x) => x.query)!.query!, 'base64').toString();
+    assert.match(q, /^name=hmac%3A[\w-]+&gender=female$/);
+    assert.ok(!q.includes('Rook'));
+  });
+
+  it('a Bundle records one AuditEvent per entry and one for itself', async () => {
+    const n = (await events()).length;
+    const b = await call('POST', '', {
+      resourceType: 'Bundle', type: 'transaction',
+      entry: [
+        { fullUrl: 'urn:uuid:11111111-1111-1111-1111-111111111111', resource: { resourceType: 'Patient' }, request: { method: 'POST', url: 'Patient' } },
+        { resource: { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: 'urn:uuid:11111111-1111-1111-1111-111111111111' } }, request: { method: 'POST', url: 'Observation' } },
+      ],
+    });
+    assert.equal(b.status, 200, b.text);
+    const got = await newEvents(n);
+    assert.deepEqual(got.map(sub).sort(), ['create', 'create', 'transaction']);
+  });
+
+  it('AuditEvents are searchable resources (e.g. by patient), still read-only through REST', async () => {
+    const pat = await call('POST', 'Patient', { resourceType: 'Patient' });
+    const found: Bundle = (await call('GET', `AuditEvent?patient=Patient/${pat.body.id}`)).body;
+    assert.ok((found.entry ?? []).length >= 1);
+    assert.equal((await call('DELETE', `AuditEvent/${found.entry![0]!.resource!.id}`)).status, 405);
+  });
+});
