@@ -24,7 +24,7 @@ export function tempDir(prefix = 'custos-test-'): string {
 }
 
 export function testConfig(env: Record<string, string> = {}): Config {
-  return loadConfig({ DATA_DIR: tempDir(), PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ACCESS_TOKEN_TTL: '3600', LEDGER: 'off', AUDIT: 'off', ...env });
+  return loadConfig({ DATA_DIR: tempDir(), PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ACCESS_TOKEN_TTL: '3600', LEDGER: 'off', ...env });
 }
 
 /**
