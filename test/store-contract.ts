@@ -150,6 +150,63 @@ export function storeContract(name: string, open: () => Promise<Store>): void {
       assert.equal(future.total, 0);
     });
 
+    it('takes gapless sequence numbers inside transactions: a rolled-back transaction gives its number back', async () => {
+      const first = await store.transaction(async (tx) => tx.nextSequence('contract-seq'));
+      await assert.rejects(store.transaction(async (tx) => {
+        tx.nextSequence('contract-seq');
+        throw new Error('roll back');
+      }));
+      const [a, b] = await Promise.all([
+        store.transaction(async (tx) => tx.nextSequence('contract-seq')),
+        store.transaction(async (tx) => tx.nextSequence('contract-seq')),
+      ]);
+      assert.deepEqual([a, b].sort(), [first + 1, first + 2]);
+      assert.equal(await store.transaction(async (tx) => tx.nextSequence('other-seq')), 1);
+    });
+
+    it('reports changes to the rows consent decisions depend on (watchedChanges), and lists current ids', async () => {
+      const before = store.watchedChanges();
+      await store.transaction((tx) => tx.write({ resourceType: 'Observation', id: 'w-o', resource: obs('w-o', 'Patient/p1', '1234-5', 1) }));
+      assert.equal(store.watchedChanges(), before, 'an Observation is not watched');
+      const consent: Resource = { resourceType: 'Consent', id: 'w-c', status: 'active', scope: { text: 'x' }, category: [{ text: 'x' }], policyRule: { text: 'x' } } as Resource;
+      await store.transaction((tx) => tx.write({ resourceType: 'Consent', id: 'w-c', resource: consent }));
+      const afterWrite = store.watchedChanges();
+      assert.notEqual(afterWrite, before);
+      assert.ok(store.currentIds('Consent').includes('w-c'));
+      await store.transaction((tx) => tx.write({ resourceType: 'Consent', id: 'w-c' }));
+      assert.notEqual(store.watchedChanges(), afterWrite, 'a delete counts');
+      assert.ok(!store.currentIds('Consent').includes('w-c'), 'deleted resources are not current');
+    });
+
+    it('finds the patients a resource references (patientsOf) and applies access conditions inside searches and type history', async () => {
+      await store.transaction(async (tx) => {
+        await tx.write({ resourceType: 'Patient', id: 'ac-a', resource: patient('ac-a', 'Able') });
+        await tx.write({ resourceType: 'Patient', id: 'ac-b', resource: patient('ac-b', 'Baker') });
+        await tx.write({ resourceType: 'Observation', id: 'ac-oa', resource: obs('ac-oa', 'Patient/ac-a', '8867-4', 60) });
+        await tx.write({ resourceType: 'Observation', id: 'ac-ob', resource: obs('ac-ob', 'Patient/ac-b', '8867-4', 70) });
+        await tx.write({ resourceType: 'Observation', id: 'ac-oa2', resource: obs('ac-oa2', 'Patient/ac-a', '2339-0', 80) });
+      });
+      const patients = await store.patientsOf('Observation', ['ac-oa', 'ac-ob', 'missing'], ['subject', 'performer']);
+      assert.deepEqual(patients.get('ac-oa'), ['ac-a']);
+      assert.deepEqual(patients.get('ac-ob'), ['ac-b']);
+      assert.equal(patients.has('missing'), false);
+      const ids = ['ac-oa', 'ac-ob', 'ac-oa2'];
+      const inA = { compartment: { patients: ['ac-a'], params: ['subject', 'performer'] } };
+      const code = { filter: { param: 'code', type: 'token' as const, values: [{ prefix: 'eq' as const, value: 'http://loinc.org|8867-4' }], blinded: false } };
+      const found = async (access: NonNullable<SearchQuery['access']>) => (await store.search(q('Observation', { ids, access }))).matches.map((m) => m.id).sort();
+      assert.deepEqual(await found(inA), ['ac-oa', 'ac-oa2']);
+      assert.deepEqual(await found({ and: [inA, code] }), ['ac-oa']);
+      assert.deepEqual(await found({ and: [inA, { not: code }] }), ['ac-oa2']);
+      assert.deepEqual(await found({ or: [{ ids: ['ac-ob'] }, { and: [inA, code] }] }), ['ac-oa', 'ac-ob']);
+      assert.deepEqual(await found(false), []);
+      assert.equal((await store.search(q('Observation', { ids, access: inA }))).total, 2, 'totals count only what the condition lets through');
+      const many = { compartment: { patients: [...Array.from({ length: 100 }, (_, i) => `x${i}`), 'ac-b'], params: ['subject'] } };
+      assert.deepEqual(await found(many), ['ac-ob'], 'long patient lists');
+      assert.deepEqual(await found({ ids: ['ac-oa'] }), ['ac-oa']);
+      const h = await store.history({ resourceType: 'Observation', access: { and: [{ ids }, inA] }, count: 100, offset: 0 });
+      assert.deepEqual(h.versions.map((v) => v.id).sort(), ['ac-oa', 'ac-oa2']);
+    });
+
     it('isolates failed transactions that share a group commit, the first one included', async () => {
       const write = (id: string, fail: boolean) => store.transaction(async (tx) => {
         await tx.write({ resourceType: 'Patient', id, resource: patient(id, 'Group') });
