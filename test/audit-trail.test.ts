@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
 import { FHIR_JSON, testServer } from './helpers.js';
+import { codeFlow, newCredentials, UNUSED_REDIRECT_URI } from './smart-helpers.js';
 
 type Server = Awaited<ReturnType<typeof testServer>>;
 const seqOf = (e: AuditEvent) => e.extension!.find((x) => x.url === 'urn:custos:audit-sequence')!.valueInteger!;
@@ -103,6 +104,28 @@ describe('audit trail', () => {
     assert.equal(b.status, 200, b.text);
     const got = await newEvents(n);
     assert.deepEqual(got.map(sub).sort(), ['create', 'create', 'transaction']);
+  });
+
+  it('break-the-glass is flagged: the grant and what is read under it carry purposeOfEvent ETREAT', async () => {
+    const pat = await call('POST', 'Patient', { resourceType: 'Patient' });
+    const dr = await call('POST', 'Practitioner', { resourceType: 'Practitioner' });
+    const obs = await call('POST', 'Observation', { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${pat.body.id}` } });
+    const creds = newCredentials('er');
+    await s.app.auth.registry.addUser({ ...creds, fhirUser: `Practitioner/${dr.body.id}`, breakGlass: true });
+    const { client } = s.app.auth.registry.addClient({ type: 'public', redirectUris: [UNUSED_REDIRECT_URI], scope: 'user/*.rs' });
+    const token = (await codeFlow(s, { clientId: client.clientId, redirectUri: UNUSED_REDIRECT_URI, scope: 'user/*.rs', ...creds })).token.body.access_token as string;
+    const n = (await events()).length;
+    assert.equal((await call('GET', `Observation/${obs.body.id}`, undefined, token)).status, 404, 'no consent: nothing');
+    const granted = await call('POST', `Patient/${pat.body.id}/$break-glass`, { resourceType: 'Parameters', parameter: [{ name: 'reason', valueString: 'emergency' }] }, token);
+    assert.equal(granted.status, 201, granted.text);
+    assert.equal((await call('GET', `Observation/${obs.body.id}`, undefined, token)).status, 200);
+    const got = await newEvents(n);
+    const etreat = (e: AuditEvent) => e.purposeOfEvent?.[0]?.coding?.[0]?.code === 'ETREAT';
+    assert.deepEqual(got.map((e) => [sub(e), e.outcome, etreat(e)]), [['read', '4', false], ['operation', '0', true], ['read', '0', true]]);
+    assert.ok(got[1]!.subtype!.some((c) => c.code === '$break-glass'));
+    const user = got[2]!.agent!.find((a) => a.who?.reference)!;
+    assert.equal(user.who!.reference, `Practitioner/${dr.body.id}`);
+    assert.ok(refs(got[2]!).includes(`Patient/${pat.body.id}`));
   });
 
   it('AuditEvents are searchable resources (e.g. by patient), still read-only through REST', async () => {

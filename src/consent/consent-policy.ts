@@ -69,7 +69,7 @@ export class ConsentPolicy implements AccessPolicy {
         const patients = { patients: grants.map((g) => g.patientId) };
         access = or([access, patients]);
         known = or([known, patients]);
-        d.observe = (refs) => { this.recordBreakGlass(grants, request, refs).catch((err: unknown) => this.o.logger?.error({ err }, 'could not record a break-the-glass access')); };
+        d.observe = (refs) => this.recordBreakGlass(grants, request, refs);
       }
     }
     d.consent = { access, known };
@@ -182,7 +182,9 @@ export class ConsentPolicy implements AccessPolicy {
     d.queries = (d.queries ?? [[]]).map((g) => [...g, ...bound]);
   }
 
-  private async recordBreakGlass(grants: BreakGlassGrant[], request: AccessRequest, refs: string[]): Promise<void> {
+  /** Records the resources read under each grant; true when there were any. */
+  private async recordBreakGlass(grants: BreakGlassGrant[], request: AccessRequest, refs: string[]): Promise<boolean> {
+    let used = false;
     for (const g of grants) {
       const byType = new Map<string, string[]>();
       for (const r of refs) {
@@ -194,7 +196,11 @@ export class ConsentPolicy implements AccessPolicy {
         const cond = type === 'Patient' ? { ids: [g.patientId] } : { compartment: { patients: [g.patientId], params: getPatientCompartmentParams(type) } };
         for (const id of await satisfying(this.o.store, type, ids, cond)) seen.push(`${type}/${id}`);
       }
-      if (seen.length > 0) this.o.breakGlass!.recordAccess(g.id, { interaction: request.interaction, resources: seen });
+      if (seen.length > 0) {
+        this.o.breakGlass!.recordAccess(g.id, { interaction: request.interaction, resources: seen });
+        used = true;
+      }
     }
+    return used;
   }
 }

@@ -50,7 +50,7 @@ export function classify(req: FhirRequest): Omit<AuditNote, 'resources' | 'patie
     if (segs.length === 5 && fifth?.startsWith('$')) return { ...base, interaction: 'operation', operation: fifth };
     return { ...base, interaction: 'vread' };
   }
-  if (third?.startsWith('$')) return { ...base, interaction: 'operation', operation: third };
+  if (third?.startsWith('$')) return { ...base, interaction: 'operation', operation: third, ...(third === '$break-glass' ? { breakGlass: true } : {}) };
   if (type === 'Patient' && third && isResourceType(third)) return { interaction: 'search-type', resourceType: third };
   return { ...base, interaction: m === 'GET' ? 'read' : 'operation' };
 }

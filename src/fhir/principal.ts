@@ -60,8 +60,11 @@ export interface AccessDecision {
    * satisfies `known` (the principal may know it exists), refusals are 403 rather than 404.
    */
   consent?: { access: AccessExpr; known: AccessExpr };
-  /** Called with the resources ("Type/id") a read-type interaction returned (break-the-glass records them). */
-  observe?: (refs: string[]) => void;
+  /**
+   * Called with the resources ("Type/id") a read-type interaction returned (break-the-glass
+   * records them); resolves true when an emergency grant was what let some of them be read.
+   */
+  observe?: (refs: string[]) => Promise<boolean>;
 }
 
 /**

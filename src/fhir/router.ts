@@ -155,7 +155,7 @@ export class FhirRouter {
       this.refuseConfinedHistory(d, type);
       const access = d.consent ? accessConditionFor(d.consent.access, type) : undefined;
       const out = await this.history(req, { resourceType: type, ...(access !== undefined ? { access } : {}) }, tx);
-      d.observe?.(entryRefs(out.body as Bundle));
+      await this.observed(req, d, entryRefs(out.body as Bundle));
       return out;
     }
     if (second === '$validate' && segs.length === 2) {
@@ -180,7 +180,7 @@ export class FhirRouter {
       if (segs.length === 3) {
         const d = await this.authorize(req, { interaction: 'history', resourceType: type, id });
         await this.assertVisible(d, tx, type, id);
-        d.observe?.([`${type}/${id}`]);
+        await this.observed(req, d, [`${type}/${id}`]);
         return this.history(req, { resourceType: type, id }, tx);
       }
       if (segs.length === 4 && fourth) return this.vread(req, type, id, fourth, tx);
@@ -348,7 +348,7 @@ export class FhirRouter {
         return { status: 304, etag: etagOf(v), lastModified: httpDate(v.lastUpdated) };
       }
     }
-    d.observe?.([`${type}/${id}`]);
+    await this.observed(req, d, [`${type}/${id}`]);
     return this.found(v);
   }
 
@@ -362,7 +362,7 @@ export class FhirRouter {
       throw notFound(cur ? `${type}/${id} has no version ${vid}` : `${type}/${id} is not known`);
     }
     if (v.deleted) throw deletedError(v);
-    d.observe?.([`${type}/${id}`]);
+    await this.observed(req, d, [`${type}/${id}`]);
     return this.found(v);
   }
 
@@ -512,6 +512,12 @@ export class FhirRouter {
     });
   }
 
+  /** Tells the decision what was read (break-the-glass records it); flags the AuditEvent when an emergency grant was used. */
+  private async observed(req: FhirRequest, d: AccessDecision, refs: string[]): Promise<void> {
+    if (!d.observe || refs.length === 0) return;
+    if (await d.observe(refs) && req.audit) req.audit.breakGlass = true;
+  }
+
   /** The patients ("Patient/<id>") of the resources ("Type/id[/_history/v]"), from the store's index. */
   private async patientsOfRefs(reader: StoreReader, refs: string[]): Promise<string[]> {
     const out: string[] = [];
@@ -556,7 +562,7 @@ export class FhirRouter {
     if (inWorker) {
       try {
         const bodyJson = await inWorker;
-        if (d.observe) d.observe(entryRefs(JSON.parse(bodyJson) as Bundle));
+        if (d.observe) await this.observed(req, d, entryRefs(JSON.parse(bodyJson) as Bundle));
         return { status: 200, bodyJson };
       } catch (err) {
         // A worker that died under the request is no reason to fail it: search here instead.
@@ -564,7 +570,7 @@ export class FhirRouter {
       }
     }
     const body = await searchBundle(tx ?? this.opts.store, args);
-    d.observe?.(entryRefs(body));
+    await this.observed(req, d, entryRefs(body));
     return { status: 200, body };
   }
 
