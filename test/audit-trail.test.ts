@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import path from 'node:path';
+import Database from 'better-sqlite3';
 import { after, before, describe, it } from 'node:test';
 import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
 import { FHIR_JSON, testServer } from './helpers.js';
@@ -133,5 +135,32 @@ describe('audit trail', () => {
     const found: Bundle = (await call('GET', `AuditEvent?patient=Patient/${pat.body.id}`)).body;
     assert.ok((found.entry ?? []).length >= 1);
     assert.equal((await call('DELETE', `AuditEvent/${found.entry![0]!.resource!.id}`)).status, 405);
+  });
+
+  it('an AuditEvent removed or edited in the database is found by the integrity check (a gap in the sequence; a body that no longer decrypts)', async () => {
+    const all = await events();
+    assert.ok(all.length >= 3);
+    const clean = await call('GET', '$integrity-check');
+    assert.equal(clean.status, 200, clean.text);
+    assert.ok(!clean.text.includes('audit_sequence_gap'));
+    const db = new Database(path.join(s.config.dataDir, 'custos.db'));
+    try {
+      const removed = all[1]!;
+      db.prepare("DELETE FROM resource_version WHERE type = 'AuditEvent' AND id = ?").run(removed.id);
+      db.prepare("DELETE FROM resource_current WHERE type = 'AuditEvent' AND id = ?").run(removed.id);
+      const edited = db.prepare("SELECT seq, body FROM resource_version WHERE type = 'AuditEvent' AND id = ?").get(all[2]!.id) as { seq: number; body: Buffer };
+      edited.body[edited.body.length - 1] ^= 1;
+      db.prepare('UPDATE resource_version SET body = ? WHERE seq = ?').run(edited.body, edited.seq);
+    } finally {
+      db.close();
+    }
+    const r = await call('GET', '$integrity-check');
+    const findings = (r.body.parameter as Array<{ name: string; part?: Array<{ name: string; valueCode?: string; valueString?: string }> }>).filter((p) => p.name === 'finding');
+    const kinds = findings.map((f) => f.part!.find((x) => x.name === 'kind')!.valueCode);
+    assert.ok(kinds.includes('audit_sequence_gap'), JSON.stringify(kinds));
+    const gap = findings.find((f) => f.part!.some((x) => x.valueCode === 'audit_sequence_gap'))!;
+    // The removed one is missing; so is the edited one, whose number cannot be read any more.
+    assert.ok(JSON.stringify(gap).includes(`number(s) ${seqOf(all[1]!)}-${seqOf(all[2]!)} are missing`), JSON.stringify(gap));
+    assert.ok(kinds.includes('undecryptable'), 'the edited one');
   });
 });

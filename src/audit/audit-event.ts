@@ -1,5 +1,5 @@
 import type { AuditEvent, AuditEventAgent, AuditEventEntity, Coding } from '@medplum/fhirtypes';
-import type { AuditFacts, AuditInteraction } from '../fhir/audit-port.js';
+import { AUDIT_SEQUENCE_URL, type AuditFacts, type AuditInteraction } from '../fhir/audit-port.js';
 
 /**
  * One FHIR interaction as the audit trail records it, and the R4 AuditEvent it becomes,
@@ -9,9 +9,7 @@ import type { AuditFacts, AuditInteraction } from '../fhir/audit-port.js';
 
 export type { AuditFacts, AuditInteraction } from '../fhir/audit-port.js';
 
-export const AUDIT_SEQUENCE = 'audit-event';
-/** Extension on each AuditEvent: its number in the audit trail (1, 2, ... without gaps). */
-export const AUDIT_SEQUENCE_URL = 'urn:custos:audit-sequence';
+export { AUDIT_SEQUENCE, AUDIT_SEQUENCE_URL } from '../fhir/audit-port.js';
 export const CLIENT_ID_SYSTEM = 'urn:custos:client';
 
 const REST_TYPE: Coding = { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest', display: 'RESTful Operation' };

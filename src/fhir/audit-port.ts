@@ -31,6 +31,10 @@ export interface AuditFacts {
   recorded: Date;
 }
 
+/** The audit trail's gapless sequence (StoreTransaction.nextSequence) and the extension that carries each AuditEvent's number. */
+export const AUDIT_SEQUENCE = 'audit-event';
+export const AUDIT_SEQUENCE_URL = 'urn:custos:audit-sequence';
+
 /** Where the router sends AuditFacts: changes inside their own transaction, the rest batched. */
 export interface AuditSink {
   inTransaction(t: StoreTransaction, facts: AuditFacts): Promise<void>;

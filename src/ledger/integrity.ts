@@ -10,10 +10,11 @@
 import type { IndexRowTuple, IntegrityReader, LedgerBatch, MasterKeys, ScannedVersion } from '../store/index.js';
 import { openSqliteReader } from '../store/index.js';
 import { getTypeSearchParameters } from '../fhir/definitions.js';
+import { AUDIT_SEQUENCE, AUDIT_SEQUENCE_URL } from '../fhir/audit-port.js';
 import { versionHash } from './fhir-operations.js';
 import { HASH_BYTES, MerkleTree } from './merkle.js';
 
-export type IntegrityFindingKind = 'undecryptable' | 'hash_mismatch' | 'batch_root_mismatch' | 'root_missing_on_chain' | 'index_mismatch';
+export type IntegrityFindingKind = 'undecryptable' | 'hash_mismatch' | 'batch_root_mismatch' | 'root_missing_on_chain' | 'index_mismatch' | 'audit_sequence_gap';
 
 export interface IntegrityFinding {
   kind: IntegrityFindingKind;
@@ -103,6 +104,9 @@ async function scan(store: IntegrityReader, o: IntegrityScanOptions, started: nu
     if (findings.length < maxFindings) findings.push(f);
     else omitted++;
   };
+  // The audit counter first: every number it has given out was committed before the extent is read.
+  const auditCount = store.sequenceValue(AUDIT_SEQUENCE);
+  const auditSeqs: number[] = [];
   const { count: versionsTotal, maxSeq } = store.versionExtent();
   let versionsChecked = 0;
   let batchesChecked = 0;
@@ -118,6 +122,10 @@ async function scan(store: IntegrityReader, o: IntegrityScanOptions, started: nu
     for (const v of page) {
       checkVersion(store, v, report);
       if (v.current && v.version) indexesChecked++;
+      if (v.resourceType === 'AuditEvent' && v.version?.resource) {
+        const n = (v.version.resource as { extension?: Array<{ url?: string; valueInteger?: number }> }).extension?.find((x) => x.url === AUDIT_SEQUENCE_URL)?.valueInteger;
+        if (n !== undefined) auditSeqs.push(n);
+      }
       if (Date.now() - slice >= SLICE_MS) {
         await yieldToLoop();
         slice = Date.now();
@@ -142,6 +150,9 @@ async function scan(store: IntegrityReader, o: IntegrityScanOptions, started: nu
     after = page[page.length - 1]!.pk;
     await yieldToLoop();
   }
+
+  // The audit trail: AuditEvents 1..n, each once (a removed one leaves a gap).
+  checkAuditSequence(auditSeqs, auditCount, report);
 
   // Batches: the recorded hashes of each range must still give the recorded root.
   const onChain: LedgerBatch[] = [];
@@ -297,4 +308,21 @@ export function compareRows(expected: IndexRowTuple[], stored: IndexRowTuple[], 
     ].filter(Boolean);
     return `${k} (${parts.join(', ')})`;
   }).join('; ');
+}
+
+/** Reports numbers in 1..count that no AuditEvent carries, or that several do (a removed or copied one). */
+export function checkAuditSequence(seqs: number[], count: number, report: (f: IntegrityFinding) => void): void {
+  const seen = new Map<number, number>();
+  for (const n of seqs) if (n <= count) seen.set(n, (seen.get(n) ?? 0) + 1);
+  const missing: number[] = [];
+  for (let n = 1; n <= count; n++) if (!seen.has(n)) missing.push(n);
+  const ranges: string[] = [];
+  for (let i = 0; i < missing.length;) {
+    let j = i;
+    while (j + 1 < missing.length && missing[j + 1] === missing[j]! + 1) j++;
+    ranges.push(i === j ? `${missing[i]}` : `${missing[i]}-${missing[j]}`);
+    i = j + 1;
+  }
+  if (ranges.length) report({ kind: 'audit_sequence_gap', detail: `the audit trail has ${count} AuditEvents, but number(s) ${ranges.slice(0, 20).join(', ')}${ranges.length > 20 ? ', ...' : ''} are missing (removed from the database)` });
+  for (const [n, times] of seen) if (times > 1) report({ kind: 'audit_sequence_gap', detail: `AuditEvent number ${n} appears ${times} times` });
 }

@@ -214,6 +214,8 @@ export interface ScannedVersion {
 export interface IntegrityReader {
   /** How many versions are stored, and the highest seq. */
   versionExtent(): { count: number; maxSeq: number };
+  /** The last number a named sequence gave out (0 if none): e.g. how many AuditEvents there must be. */
+  sequenceValue(name: string): number;
   /** Up to `limit` versions with afterSeq < seq <= untilSeq, in seq order, read in one snapshot. */
   scanVersions(afterSeq: number, untilSeq: number, limit: number): ScannedVersion[];
   /** Current-version pointers (resource_current) with pk > afterPk, by pk, and whether the version they name is stored. */

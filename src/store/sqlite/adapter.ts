@@ -325,6 +325,10 @@ class SqliteIntegrityReader extends SqliteReader implements IntegrityReader {
     this.batchReader = new SqliteLedgerStore(db);
   }
 
+  sequenceValue(name: string): number {
+    return (this.stmt('SELECT n FROM sequence WHERE name = ?').pluck().get(name) as number | undefined) ?? 0;
+  }
+
   versionExtent(): { count: number; maxSeq: number } {
     const r = this.stmt('SELECT count(*) AS count, coalesce(max(seq), 0) AS maxSeq FROM resource_version').get() as { count: number; maxSeq: number };
     return { count: r.count, maxSeq: r.maxSeq };
