@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import { after, before, describe, it } from 'node:test';
 import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
 import { FHIR_JSON, testServer } from './helpers.js';
-import { codeFlow, newCredentials, UNUSED_REDIRECT_URI } from './smart-helpers.js';
+import { codeFlow, newCredentials, patientToken, UNUSED_REDIRECT_URI } from './smart-helpers.js';
 
 type Server = Awaited<ReturnType<typeof testServer>>;
 const seqOf = (e: AuditEvent) => e.extension!.find((x) => x.url === 'urn:custos:audit-sequence')!.valueInteger!;
@@ -128,6 +128,30 @@ describe('audit trail', () => {
     const user = got[2]!.agent!.find((a) => a.who?.reference)!;
     assert.equal(user.who!.reference, `Practitioner/${dr.body.id}`);
     assert.ok(refs(got[2]!).includes(`Patient/${pat.body.id}`));
+    const report = await call('GET', `Patient/${pat.body.id}/$access-report`);
+    const byDr = (report.body.parameter as Array<{ name: string; part?: Array<{ name: string; valueReference?: { reference: string }; valueBoolean?: boolean }> }>)
+      .find((p) => p.name === 'actor' && p.part!.some((x) => x.valueReference?.reference === `Practitioner/${dr.body.id}`))!;
+    assert.equal(byDr.part!.find((x) => x.name === 'breakGlass')!.valueBoolean, true, 'the report shows break-the-glass prominently');
+  });
+
+  it('$access-report summarizes, per actor, who touched a patient\'s data: for the patient themself and trusted administrators', async () => {
+    const pat = await call('POST', 'Patient', { resourceType: 'Patient' });
+    const pid = pat.body.id as string;
+    await call('POST', 'Observation', { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${pid}` } });
+    await call('GET', `Patient/${pid}`);
+    await call('GET', `Observation?subject=Patient/${pid}`);
+    await new Promise((r) => setTimeout(r, 150));
+    const own = await patientToken(s, { patientId: pid, scope: 'patient/*.rs' });
+    const report = await call('GET', `Patient/${pid}/$access-report`, undefined, own);
+    assert.equal(report.status, 200, report.text);
+    const actors = (report.body.parameter as Array<{ name: string; part?: Array<{ name: string; valueString?: string; valueInteger?: number; valueCode?: string; valueBoolean?: boolean }> }>).filter((p) => p.name === 'actor');
+    const ehr = actors.find((a) => a.part!.some((x) => x.name === 'client'))!;
+    assert.equal(ehr.part!.find((x) => x.name === 'count')!.valueInteger, 4, 'create Patient, create Observation, read, search');
+    assert.deepEqual(ehr.part!.filter((x) => x.name === 'resourceType').map((x) => x.valueCode), ['Observation', 'Patient']);
+    assert.equal(ehr.part!.find((x) => x.name === 'breakGlass')!.valueBoolean, false);
+    const other = await call('POST', 'Patient', { resourceType: 'Patient' });
+    assert.equal((await call('GET', `Patient/${other.body.id}/$access-report`, undefined, own)).status, 404, 'another patient\'s report is not there for this token');
+    assert.equal((await call('GET', `Patient/${pid}/$access-report`)).status, 200, 'a trusted administrator');
   });
 
   it('AuditEvents are searchable resources (e.g. by patient), still read-only through REST', async () => {

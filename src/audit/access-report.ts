@@ -1,0 +1,74 @@
+import type { AuditEvent, Parameters, ParametersParameter } from '@medplum/fhirtypes';
+import { FhirError, type FhirRequest, type FhirResponse, type InstanceOperation } from '../fhir/index.js';
+import { parseSearch } from '../fhir/search/parse.js';
+import { patientUserOf } from '../smart-auth/scope-policy.js';
+import type { StoreReader } from '../store/index.js';
+
+interface ActorSummary { actor: string; first: string; last: string; count: number; types: Set<string>; breakGlass: boolean; refused: number }
+
+const PAGE = 500;
+
+/** Who an AuditEvent's access was by: the user's reference, else the client. */
+function actorOf(e: AuditEvent): string {
+  const user = e.agent?.find((a) => a.who?.reference);
+  if (user) return user.who!.reference!;
+  const client = e.agent?.find((a) => a.who?.identifier?.value);
+  return client ? `client:${client.who!.identifier!.value}` : (e.agent?.[0]?.who?.display ?? 'unknown');
+}
+
+/**
+ * GET Patient/[id]/$access-report: per actor who touched the patient's data, the first and last
+ * access, how many, which resource types, refusals and whether break-the-glass was used, as a
+ * Parameters resource a portal can show. For the patient themself and trusted administrators.
+ */
+export function accessReportOperation(store: StoreReader, enabled: boolean): InstanceOperation {
+  const op: InstanceOperation = async (req: FhirRequest, target) => {
+    if (target.resourceType !== 'Patient' || target.version !== undefined) throw new FhirError(400, 'invalid', '$access-report is an operation on Patient/[id]');
+    const p = req.principal;
+    const allowed = p.kind === 'system' || (p.kind === 'token' && (patientUserOf(p) === target.id || p.trusted === true));
+    if (!allowed) throw new FhirError(403, 'forbidden', '$access-report is for the patient themself and trusted administrators');
+    const byActor = new Map<string, ActorSummary>();
+    for (let offset = 0; ; offset += PAGE) {
+      const q = parseSearch('AuditEvent', [['patient', `Patient/${target.id}`], ['_sort', 'date']], { strict: true, defaultCount: PAGE, maxCount: PAGE }).query;
+      q.offset = offset;
+      q.total = 'none';
+      const page = await store.search(q);
+      for (const v of page.matches) {
+        const e = v.resource as AuditEvent;
+        const actor = actorOf(e);
+        const s = byActor.get(actor) ?? { actor, first: e.recorded!, last: e.recorded!, count: 0, types: new Set<string>(), breakGlass: false, refused: 0 };
+        s.count++;
+        if (e.recorded! < s.first) s.first = e.recorded!;
+        if (e.recorded! > s.last) s.last = e.recorded!;
+        if (e.outcome !== '0') s.refused++;
+        if (e.purposeOfEvent?.some((x) => x.coding?.some((c) => c.code === 'ETREAT'))) s.breakGlass = true;
+        for (const en of e.entity ?? []) {
+          const ref = en.what?.reference;
+          if (ref && ref !== `Patient/${target.id}`) s.types.add(ref.split('/')[0]!);
+          if (ref === `Patient/${target.id}` && en.role?.code !== '1') s.types.add('Patient');
+        }
+        byActor.set(actor, s);
+      }
+      if (!page.hasMore) break;
+    }
+    const parameter: ParametersParameter[] = [{ name: 'patient', valueReference: { reference: `Patient/${target.id}` } }];
+    if (!enabled) parameter.push({ name: 'note', valueString: 'The audit trail is off on this server (AUDIT=off): accesses are not being recorded' });
+    for (const s of [...byActor.values()].sort((a, b) => (a.last < b.last ? 1 : -1))) {
+      parameter.push({
+        name: 'actor',
+        part: [
+          s.actor.startsWith('client:') ? { name: 'client', valueString: s.actor.slice('client:'.length) } : { name: 'who', valueReference: { reference: s.actor } },
+          { name: 'first', valueInstant: s.first },
+          { name: 'last', valueInstant: s.last },
+          { name: 'count', valueInteger: s.count },
+          ...(s.refused ? [{ name: 'refused', valueInteger: s.refused }] : []),
+          ...[...s.types].sort().map((t) => ({ name: 'resourceType', valueCode: t })),
+          { name: 'breakGlass', valueBoolean: s.breakGlass },
+        ],
+      });
+    }
+    return { status: 200, body: { resourceType: 'Parameters', parameter } satisfies Parameters };
+  };
+  op.types = ['Patient'];
+  return op;
+}
