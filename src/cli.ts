@@ -14,6 +14,7 @@ Commands:
   verify           Check a resource and its $verify proof against the chain, without the server
                    (see "custos verify --help")
   integrity-check  Re-read every stored version and report tampering (see "custos integrity-check --help")
+  audit export     Write the audit trail as NDJSON for a SIEM (see "custos audit --help")
   consent          A patient's consent key: bind it, sign and revoke Consents, cancel a key recovery;
                    operator: recover a lost key, deploy a ConsentRegistry (see "custos consent --help")
   help             Show this help
@@ -117,6 +118,10 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === 'consent') {
     const { runConsentCommand } = await import('./consent/consent-cli.js');
     return runConsentCommand(rest, process.env);
+  }
+  if (cmd === 'audit') {
+    const { runAuditCommand } = await import('./audit/export-cli.js');
+    return runAuditCommand(rest, process.env);
   }
   if (cmd === 'integrity-check') {
     const { runIntegrityCommand } = await import('./ledger/integrity-cli.js');

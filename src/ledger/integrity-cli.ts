@@ -3,8 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from '../config.js';
+import { openDataDir } from '../data-dir.js';
 import { loadDefinitions } from '../fhir/definitions.js';
-import { loadMasterKeys } from '../store/index.js';
 import { AnchorRegistryClient } from './anchor-registry.js';
 import { scanIntegrity, type IntegrityReport } from './integrity.js';
 
@@ -63,19 +63,17 @@ export async function runIntegrityCommand(argv: string[], env: NodeJS.ProcessEnv
     io.stderr.write(`custos integrity-check: ${(err as Error).message}\n`);
     return 2;
   }
-  const file = path.join(config.dataDir, 'custos.db');
-  if (!fs.existsSync(file)) {
-    io.stderr.write(`custos integrity-check: there is no database at ${file} (is DATA_DIR right?)\n`);
+  let opened: ReturnType<typeof openDataDir>;
+  try {
+    opened = openDataDir(config);
+  } catch (err) {
+    io.stderr.write(`custos integrity-check: ${(err as Error).message}\n`);
     return 2;
   }
-  if (!config.masterKey && !fs.existsSync(path.join(config.dataDir, 'keys', 'master.key'))) {
-    io.stderr.write(`custos integrity-check: no master key: set CUSTOS_MASTER_KEY or restore ${path.join(config.dataDir, 'keys', 'master.key')}\n`);
-    return 2;
-  }
+  const { file, keys } = opened;
 
   let chain: AnchorRegistryClient | undefined;
   try {
-    const keys = loadMasterKeys(config.dataDir, config.masterKey);
     loadDefinitions();
     const c = values['no-chain'] ? { skip: 'turned off (--no-chain)' } : await connectChain(config, values.rpc);
     chain = c.chain;

@@ -2,11 +2,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Wallet } from 'ethers';
 import type { Logger } from 'pino';
-import type { LedgerBatch, Store } from '../store/index.js';
+import type { Store } from '../store/index.js';
 import { AnchorRegistryClient } from './anchor-registry.js';
 import { AnchorWorker } from './anchor-worker.js';
 import { fund, loadOrCreateKey, startLocalNode, type LocalNode } from './anvil.js';
-import { MerkleTree } from './merkle.js';
+import { ProofBuilder } from './proofs.js';
 
 export interface LedgerConfig {
   /** embedded: a local anvil under DATA_DIR; external: LEDGER_RPC_URL; off: no anchoring. */
@@ -71,14 +71,12 @@ export interface LedgerChainAccess {
   privateKey: string;
 }
 
-const TREE_CACHE = 8;
-
 /**
  * Ledger anchoring for one store: the chain (embedded anvil or an external RPC), the contract,
  * the batching worker, and proofs.
  */
 export class LedgerService {
-  private readonly trees = new Map<number, MerkleTree>();
+  private proofs?: ProofBuilder;
 
   private constructor(
     private readonly o: { config: LedgerConfig; store: Store; logger: Logger },
@@ -160,30 +158,8 @@ export class LedgerService {
    * which decrypts the version.
    */
   async proof(resourceType: string, id: string, versionId: number, recomputedHash: string): Promise<VersionProof | undefined> {
-    const pos = this.o.store.ledger().position(resourceType, id, versionId);
-    if (!pos) return undefined;
-    const base: VersionProof = { resourceType, id, versionId, contentHash: pos.contentHash, recomputedHash, status: 'pending' };
-    if (recomputedHash !== pos.contentHash) return { ...base, status: 'mismatch', reason: 'the stored version no longer hashes to the hash recorded when it was written' };
-    const b = pos.batch;
-    if (!b || pos.leafIndex === undefined) return { ...base, reason: 'not yet in an anchored batch' };
-    const tree = this.tree(b);
-    const proof = {
-      ...base, batchId: b.id, leafIndex: pos.leafIndex, treeSize: b.size, auditPath: tree.inclusionProof(pos.leafIndex).map((h) => h.toString('hex')),
-      root: b.root.toString('hex'), chainId: b.chainId, contract: b.contract, txHash: b.txHash, blockNumber: b.blockNumber, blockTime: b.blockTime,
-    };
-    if (!tree.root.equals(b.root)) return { ...proof, status: 'mismatch', reason: 'the batch\'s stored hashes no longer give its anchored root' };
-    if (b.status !== 'confirmed') return { ...proof, reason: `batch ${b.id} is ${b.status}` };
-    return { ...proof, status: 'anchored' };
-  }
-
-  private tree(b: LedgerBatch): MerkleTree {
-    let t = this.trees.get(b.id);
-    if (!t) {
-      t = new MerkleTree(this.o.store.ledger().leaves(b).map((l) => l.hash));
-      if (this.trees.size >= TREE_CACHE) this.trees.delete(this.trees.keys().next().value!);
-      this.trees.set(b.id, t);
-    }
-    return t;
+    this.proofs ??= new ProofBuilder(this.o.store.ledger());
+    return this.proofs.proof(resourceType, id, versionId, recomputedHash);
   }
 
   async stop(): Promise<void> {

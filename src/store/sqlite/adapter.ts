@@ -11,7 +11,7 @@ import { DataKeyCache, type DataKeyRows } from '../data-keys.js';
 import { createIndexer } from '../indexer.js';
 import { VersionConflictError } from '../errors.js';
 import type {
-  HistoryQuery, HistoryResult, IndexRows, SearchQuery, SearchResult, Store, StoredVersion,
+  HistoryQuery, HistoryResult, IndexRows, LedgerStore, SearchQuery, SearchResult, Store, StoredVersion,
   StoreReader, StoreTransaction, VersionWriteHook, WriteInput,
   IndexRowTuple, IntegrityReader, LedgerBatch, LedgerLeaf, ScannedVersion,
 } from '../types.js';
@@ -419,13 +419,19 @@ class SqliteIntegrityReader extends SqliteReader implements IntegrityReader {
 }
 
 /** A read-only connection with its own key cache, e.g. for a search worker thread or an integrity scan. */
-export function openSqliteReader(opts: { file: string; keys: MasterKeys }): StoreReader & { close(): void; integrity(): IntegrityReader } {
+export function openSqliteReader(opts: { file: string; keys: MasterKeys }): StoreReader & { close(): void; integrity(): IntegrityReader; ledger(): Pick<LedgerStore, 'position' | 'leaves'> } {
   const db = openDb(opts.file, true);
   const blinder = new Blinder(opts.keys.indexKey);
   const ctx: StoreContext = { keys: new DataKeyCache(opts.keys.kek), blinder, indexer: createIndexer(blinder), hooks: [] };
   const reader = new SqliteReader(db, ctx);
   let integrity: SqliteIntegrityReader | undefined;
-  return Object.assign(reader, { close: () => db.close(), integrity: () => (integrity ??= new SqliteIntegrityReader(db, ctx)) });
+  let ledger: SqliteLedgerStore | undefined;
+  return Object.assign(reader, {
+    close: () => db.close(),
+    integrity: () => (integrity ??= new SqliteIntegrityReader(db, ctx)),
+    // Only its SELECTs can run on this read-only connection.
+    ledger: () => (ledger ??= new SqliteLedgerStore(db)),
+  });
 }
 
 export class SqliteStore extends SqliteReader implements Store {
