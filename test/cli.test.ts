@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
 import { fetchSystemToken, freePort, tempDir } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
@@ -119,5 +120,39 @@ describe('custos CLI', () => {
     const count = await (await authed(`${again.base}/Observation?_summary=count`)).json() as { total: number };
     assert.ok(count.total >= acknowledged.length, `${count.total} stored, ${acknowledged.length} acknowledged`);
     for (const ref of acknowledged) assert.equal((await authed(`${again.base}/${ref}`)).status, 200, ref);
+  });
+
+  it('audit trail durability: AuditEvents flushed before a SIGKILL survive it; a clean stop (SIGTERM) writes all that are queued', async () => {
+    const dir = path.join(tempDir(), 'data');
+    const env = { DATA_DIR: dir, AUDIT: 'on', AUDIT_FLUSH_MS: '100', LEDGER: 'off' };
+    const count = () => {
+      const db = new Database(path.join(dir, 'custos.db'), { readonly: true });
+      try {
+        return {
+          events: db.prepare("SELECT count(*) FROM resource_current WHERE type = 'AuditEvent'").pluck().get() as number,
+          sequence: (db.prepare("SELECT n FROM sequence WHERE name = 'audit-event'").pluck().get() as number | undefined) ?? 0,
+        };
+      } finally {
+        db.close();
+      }
+    };
+    const exited = (c: ChildProcess) => new Promise<void>((resolve) => { if (c.exitCode !== null || c.signalCode !== null) resolve(); else c.once('exit', () => resolve()); });
+
+    const a = await serve({ ...env, PORT: String(await freePort()) });
+    const fa = await authorizedFetch(a.base, dir);
+    const created = await fa(`${a.base}/Patient`, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Patient' }) });
+    const id = ((await created.json()) as { id: string }).id;
+    for (let i = 0; i < 30; i++) assert.equal((await fa(`${a.base}/Patient/${id}`)).status, 200);
+    await new Promise((r) => setTimeout(r, 500)); // well past AUDIT_FLUSH_MS: flushed
+    a.child.kill('SIGKILL');
+    await exited(a.child);
+    assert.deepEqual(count(), { events: 31, sequence: 31 }, 'the create (in its transaction) and 30 reads (flushed)');
+
+    const b = await serve({ ...env, PORT: String(await freePort()) });
+    const fb = await authorizedFetch(b.base, dir);
+    for (let i = 0; i < 20; i++) assert.equal((await fb(`${b.base}/Patient/${id}`)).status, 200);
+    b.child.kill('SIGTERM'); // at once: the last reads are still queued
+    await exited(b.child);
+    assert.deepEqual(count(), { events: 51, sequence: 51 });
   });
 });
