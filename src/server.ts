@@ -11,7 +11,7 @@ import { SmartAuth } from './smart-auth/index.js';
 import { LedgerService, ledgerOperations } from './ledger/index.js';
 import { consentChainOperations, openConsentChain, type ConsentChainView } from './consent/index.js';
 import { consentAccess, type ConsentAccess } from './consent/consent-access.js';
-import { accessReportOperation, AuditRecorder } from './audit/index.js';
+import { accessReportOperation, AuditRecorder, securityFacts } from './audit/index.js';
 import { Blinder, createIndexer } from './store/index.js';
 
 export interface App {
@@ -62,6 +62,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   const audit = config.audit.enabled
     ? new AuditRecorder({ store, blinder, index: (r) => indexer.extract(r), flushMs: config.audit.flushMs, observer: config.baseUrl, logger })
     : undefined;
+  if (audit) auth.onSecurityEvent = (e) => audit.later(securityFacts(e));
   const router = new FhirRouter({
     store, baseUrl: config.baseUrl, search: config.search, policy: access.policy, security: auth.capabilitySecurity(), preparer, advise: access.advise, audit,
     operations: { instance: { ...ledgerOps.instance, ...consentOps.instance, ...access.operations.instance, '$access-report': accessReportOperation(store, audit !== undefined) }, system: ledgerOps.system },

@@ -31,7 +31,10 @@ describe('audit trail', () => {
   const sub = (e: AuditEvent) => e.subtype![0]!.code;
   const refs = (e: AuditEvent) => (e.entity ?? []).flatMap((x) => (x.what?.reference ? [x.what.reference] : []));
 
-  before(async () => { s = await testServer({ AUDIT: 'on', AUDIT_FLUSH_MS: '50' }); });
+  before(async () => {
+    s = await testServer({ AUDIT: 'on', AUDIT_FLUSH_MS: '50' });
+    await new Promise((r) => setTimeout(r, 150)); // the setup's own token grant is in the trail
+  });
   after(async () => { await s?.close(); });
 
   it('a write records exactly one AuditEvent, in the same transaction as the change', async () => {
@@ -121,7 +124,7 @@ describe('audit trail', () => {
     const granted = await call('POST', `Patient/${pat.body.id}/$break-glass`, { resourceType: 'Parameters', parameter: [{ name: 'reason', valueString: 'emergency' }] }, token);
     assert.equal(granted.status, 201, granted.text);
     assert.equal((await call('GET', `Observation/${obs.body.id}`, undefined, token)).status, 200);
-    const got = await newEvents(n);
+    const got = (await newEvents(n)).filter((e) => e.type!.code === 'rest');
     const etreat = (e: AuditEvent) => e.purposeOfEvent?.[0]?.coding?.[0]?.code === 'ETREAT';
     assert.deepEqual(got.map((e) => [sub(e), e.outcome, etreat(e)]), [['read', '4', false], ['operation', '0', true], ['read', '0', true]]);
     assert.ok(got[1]!.subtype!.some((c) => c.code === '$break-glass'));
@@ -159,6 +162,16 @@ describe('audit trail', () => {
     const found: Bundle = (await call('GET', `AuditEvent?patient=Patient/${pat.body.id}`)).body;
     assert.ok((found.entry ?? []).length >= 1);
     assert.equal((await call('DELETE', `AuditEvent/${found.entry![0]!.resource!.id}`)).status, 405);
+  });
+
+  it('logins and token grants are recorded (DICOM User Authentication), with the patient user as the patient', async () => {
+    const pat = await call('POST', 'Patient', { resourceType: 'Patient' });
+    const n = (await events()).length;
+    await patientToken(s, { patientId: pat.body.id, scope: 'patient/*.rs' });
+    const got = (await newEvents(n)).filter((e) => e.type!.code === '110114' && refs(e).includes(`Patient/${pat.body.id}`));
+    const kinds = got.map((e) => `${e.type!.code}/${e.subtype![0]!.code}/${e.outcome}`);
+    assert.deepEqual(kinds.sort(), ['110114/110122/0', '110114/token-grant/0']);
+    for (const e of got) assert.ok(refs(e).includes(`Patient/${pat.body.id}`), 'the patient sees their own logins');
   });
 
   it('custos audit export writes the trail as NDJSON, oldest first, from a date', async () => {

@@ -146,13 +146,13 @@ describe('custos CLI', () => {
     await new Promise((r) => setTimeout(r, 500)); // well past AUDIT_FLUSH_MS: flushed
     a.child.kill('SIGKILL');
     await exited(a.child);
-    assert.deepEqual(count(), { events: 31, sequence: 31 }, 'the create (in its transaction) and 30 reads (flushed)');
+    assert.deepEqual(count(), { events: 32, sequence: 32 }, 'the token grant, the create (in its transaction) and 30 reads (flushed)');
 
     const b = await serve({ ...env, PORT: String(await freePort()) });
     const fb = await authorizedFetch(b.base, dir);
     for (let i = 0; i < 20; i++) assert.equal((await fb(`${b.base}/Patient/${id}`)).status, 200);
     b.child.kill('SIGTERM'); // at once: the last reads are still queued
     await exited(b.child);
-    assert.deepEqual(count(), { events: 51, sequence: 51 });
+    assert.deepEqual(count(), { events: 53, sequence: 53 }, 'and a token grant and 20 reads');
   });
 });

@@ -1,5 +1,7 @@
 import type { AuditEvent, AuditEventAgent, AuditEventEntity, Coding } from '@medplum/fhirtypes';
 import { AUDIT_SEQUENCE_URL, type AuditFacts, type AuditInteraction } from '../fhir/audit-port.js';
+import type { Principal } from '../fhir/index.js';
+import type { SecurityEvent } from '../smart-auth/server.js';
 
 /**
  * One FHIR interaction as the audit trail records it, and the R4 AuditEvent it becomes,
@@ -12,6 +14,8 @@ export type { AuditFacts, AuditInteraction } from '../fhir/audit-port.js';
 export { AUDIT_SEQUENCE, AUDIT_SEQUENCE_URL } from '../fhir/audit-port.js';
 export const CLIENT_ID_SYSTEM = 'urn:custos:client';
 
+const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
+const USER_AUTHENTICATION: Coding = { system: DCM, code: '110114', display: 'User Authentication' };
 const REST_TYPE: Coding = { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest', display: 'RESTful Operation' };
 const INTERACTION_SYSTEM = 'http://hl7.org/fhir/restful-interaction';
 const ENTITY_TYPE = 'http://terminology.hl7.org/CodeSystem/audit-entity-type';
@@ -24,6 +28,7 @@ function actionOf(i: AuditInteraction): AuditEvent['action'] {
     case 'create': return 'C';
     case 'update': case 'patch': return 'U';
     case 'delete': return 'D';
+    case 'login': case 'token-grant': return 'E';
     case 'read': case 'vread': case 'history-instance': case 'history-type': case 'history-system': return 'R';
     default: return 'E';
   }
@@ -39,7 +44,7 @@ export function buildAuditEvent(f: AuditFacts, source: { observer: string; seq: 
   const network = f.address ? { network: { address: f.address, type: '2' as const } } : {};
   const p = f.principal;
   if (p.kind === 'token') {
-    agent.push({ type: { coding: [{ system: 'http://dicom.nema.org/resources/ontology/DCM', code: '110150', display: 'Application' }] }, who: { identifier: { system: CLIENT_ID_SYSTEM, value: p.clientId } }, requestor: p.fhirUser === undefined, ...network });
+    agent.push({ type: { coding: [{ system: DCM, code: '110150', display: 'Application' }] }, who: { identifier: { system: CLIENT_ID_SYSTEM, value: p.clientId } }, requestor: p.fhirUser === undefined, ...network });
     if (p.fhirUser) agent.push({ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP', display: 'information recipient' }] }, who: { reference: relative(p.fhirUser) }, requestor: true, ...network });
   } else {
     agent.push({ who: { display: p.kind === 'system' ? 'custos (the server itself)' : 'anonymous' }, requestor: true, ...network });
@@ -51,12 +56,17 @@ export function buildAuditEvent(f: AuditFacts, source: { observer: string; seq: 
   if (f.query !== undefined) {
     entity.push({ type: { system: ENTITY_TYPE, code: '2', display: 'System Object' }, role: { system: OBJECT_ROLE, code: '24', display: 'Query' }, query: Buffer.from(f.query, 'utf8').toString('base64'), ...(f.resourceType ? { description: f.resourceType } : {}) });
   }
-  const subtype: Coding[] = [{ system: INTERACTION_SYSTEM, code: f.interaction }];
+  const security = f.interaction === 'login' || f.interaction === 'token-grant';
+  const subtype: Coding[] = f.interaction === 'login'
+    ? [{ system: DCM, code: '110122', display: 'Login' }]
+    : f.interaction === 'token-grant'
+      ? [{ system: 'urn:custos:audit', code: 'token-grant', display: 'OAuth token issued' }]
+      : [{ system: INTERACTION_SYSTEM, code: f.interaction }];
   if (f.operation) subtype.push({ system: 'urn:custos:operation', code: f.operation });
   return {
     resourceType: 'AuditEvent',
     extension: [{ url: AUDIT_SEQUENCE_URL, valueInteger: source.seq }],
-    type: REST_TYPE,
+    type: security ? USER_AUTHENTICATION : REST_TYPE,
     subtype,
     action: actionOf(f.interaction),
     recorded: f.recorded.toISOString(),
@@ -74,4 +84,16 @@ export function buildAuditEvent(f: AuditFacts, source: { observer: string; seq: 
 function relative(ref: string): string {
   const m = /([A-Za-z]+\/[A-Za-z0-9\-.]{1,64})$/.exec(ref);
   return m ? m[1]! : ref;
+}
+
+/** A login or token grant of the authorization server as audit facts (the user's Patient is its patient). */
+export function securityFacts(e: SecurityEvent): AuditFacts {
+  const principal: Principal = e.clientId
+    ? { kind: 'token', clientId: e.clientId, subject: e.clientId, tokenId: '', scope: '', scopes: [], ...(e.user ? { fhirUser: e.user } : {}) }
+    : { kind: 'anonymous' };
+  return {
+    interaction: e.kind, status: e.status, principal, resources: [], recorded: new Date(),
+    patients: e.user?.startsWith('Patient/') ? [e.user] : [],
+    ...(e.address ? { address: e.address } : {}),
+  };
 }

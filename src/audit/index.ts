@@ -1,3 +1,3 @@
 export { AuditRecorder, type AuditRecorderOptions } from './recorder.js';
-export { AUDIT_SEQUENCE, AUDIT_SEQUENCE_URL, buildAuditEvent, type AuditFacts, type AuditInteraction } from './audit-event.js';
+export { AUDIT_SEQUENCE, AUDIT_SEQUENCE_URL, buildAuditEvent, securityFacts, type AuditFacts, type AuditInteraction } from './audit-event.js';
 export { accessReportOperation } from './access-report.js';

@@ -7,7 +7,9 @@ import type { Principal } from './principal.js';
  */
 export type AuditInteraction =
   | 'read' | 'vread' | 'update' | 'patch' | 'delete' | 'history-instance' | 'history-type' | 'history-system'
-  | 'create' | 'search-type' | 'search-system' | 'operation' | 'batch' | 'transaction';
+  | 'create' | 'search-type' | 'search-system' | 'operation' | 'batch' | 'transaction'
+  /** Security events of the authorization server. */
+  | 'login' | 'token-grant';
 
 export interface AuditFacts {
   interaction: AuditInteraction;

@@ -15,6 +15,8 @@ export interface InteractionOptions {
   patientExists(id: string): Promise<boolean>;
   grantTtlSeconds: number;
   logger: Logger;
+  /** Each login attempt (for the audit trail): 200, or 401 for a wrong username or password. */
+  onLogin?: (e: { status: number; clientId?: string; user?: string; address?: string }) => void;
 }
 
 const PAGE_STYLE = 'body{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem}label{display:block;margin:.4rem 0}input[type=text],input[type=password]{width:100%;padding:.4rem}button{margin:.8rem .4rem 0 0;padding:.4rem 1rem}.err{color:#a00}code{background:#eee;padding:0 .2rem}';
@@ -89,6 +91,8 @@ export function interactionRouter(o: InteractionOptions): express.Router {
       const details = await o.provider.interactionDetails(req, res);
       const body = req.body as Record<string, string | undefined>;
       const user = await o.registry.authenticate(String(body.username ?? ''), String(body.password ?? ''));
+      const clientId = String(details.params.client_id);
+      o.onLogin?.({ status: user ? 200 : 401, clientId, ...(user ? { user: user.fhirUser } : {}), ...(req.socket.remoteAddress ? { address: req.socket.remoteAddress } : {}) });
       if (!user) {
         res.status(401).type('html').send(loginPage(details.uid, await clientName(String(details.params.client_id)), 'Unknown username or wrong password.'));
         return;

@@ -33,9 +33,22 @@ const GRANT_TTL_S = 90 * 24 * 3600;
 const REALM = 'custos';
 
 /** Everything SMART on FHIR: the authorization server, the discovery document and the token check. */
+/** A login or token grant, for the audit trail. */
+export interface SecurityEvent {
+  kind: 'login' | 'token-grant';
+  /** 200 on success, else the status the attempt was refused with. */
+  status: number;
+  clientId?: string;
+  /** The user's fhirUser reference ("Patient/1", "Practitioner/2"), when known. */
+  user?: string;
+  address?: string;
+}
+
 export class SmartAuth {
   readonly policy = new ScopePolicy();
   readonly endpoints: AuthEndpoints;
+  /** Receives logins and token grants (the audit trail); set by the server once it exists. */
+  onSecurityEvent?: (e: SecurityEvent) => void;
   private constructor(
     readonly db: Database.Database,
     readonly registry: Registry,
@@ -62,6 +75,13 @@ export class SmartAuth {
     const auth = new SmartAuth(db, registry, launches, provider, verifier, o);
     provider.use(offlineAccessNeedsConsent);
     provider.use(auth.tokenEndpointExtras());
+    const tokenEvent = (ctx: KoaContextWithOIDC, status: number) => {
+      const accountId = (ctx.oidc?.entities as { AccessToken?: { accountId?: string } } | undefined)?.AccessToken?.accountId;
+      const user = accountId ? registry.getUser(accountId)?.fhirUser : undefined;
+      auth.onSecurityEvent?.({ kind: 'token-grant', status, ...(ctx.oidc?.client?.clientId ? { clientId: ctx.oidc.client.clientId } : {}), ...(user ? { user } : {}), ...(ctx.ip ? { address: ctx.ip } : {}) });
+    };
+    provider.on('grant.success', (ctx: KoaContextWithOIDC) => tokenEvent(ctx, 200));
+    provider.on('grant.error', (ctx: KoaContextWithOIDC, err: { statusCode?: number }) => tokenEvent(ctx, err?.statusCode ?? 400));
     return auth;
   }
 
@@ -70,6 +90,7 @@ export class SmartAuth {
     return interactionRouter({
       provider: this.provider, registry: this.registry, launches: this.launches, fhirBase: this.o.fhirBase,
       patientExists: this.o.patientExists, grantTtlSeconds: GRANT_TTL_S, logger: this.o.logger,
+      onLogin: (e) => this.onSecurityEvent?.({ kind: 'login', ...e }),
     });
   }
 
