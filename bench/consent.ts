@@ -25,12 +25,11 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type autocannon from 'autocannon';
 import { Wallet, hexlify } from 'ethers';
-import { request } from 'undici';
 import { ConsentRegistryClient, type ConsentTypedData } from '../src/consent/consent-registry.js';
 import { authorizeUrl, authorizeWithLogin, exchangeCode, pkcePair } from '../test/smart-helpers.js';
 import { summarizeProfile } from './cpu-profile.js';
 import { CODES, DATE_SPAN_DAYS, dayString, observationBundle, patient, rng, transactionBundle } from './fixtures.js';
-import { dbFileSizes, log, processMemory, startServer, type ServerProcess } from './server-process.js';
+import { dbFileSizes, fhirRequest, log, processMemory, startServer, type ServerProcess } from './server-process.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const FHIR_JSON = 'application/fhir+json';
@@ -81,23 +80,8 @@ const seconds = (t0: number) => round((performance.now() - t0) / 1000);
 
 interface Res { status: number; json: any }
 
-async function call(origin: string, method: 'GET' | 'POST', p: string, token: string | undefined, body?: unknown, headers: Record<string, string> = {}): Promise<Res> {
-  const res = await request(`${origin}${p}`, {
-    method,
-    headers: {
-      accept: FHIR_JSON,
-      ...(token ? { authorization: token.startsWith('Bearer ') ? token : `Bearer ${token}` } : {}),
-      ...(body !== undefined ? { 'content-type': FHIR_JSON } : {}),
-      ...headers,
-    },
-    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-    headersTimeout: 120_000,
-    bodyTimeout: 120_000,
-  });
-  const text = await res.body.text();
-  let json: any;
-  try { json = text ? JSON.parse(text) : undefined; } catch { json = text; }
-  return { status: res.statusCode, json };
+function call(origin: string, method: 'GET' | 'POST', p: string, token: string | undefined, body?: unknown, headers: Record<string, string> = {}): Promise<Res> {
+  return fhirRequest(origin, method, p, body, { ...(token ? { authorization: token.startsWith('Bearer ') ? token : `Bearer ${token}` } : {}), ...headers });
 }
 
 async function must(what: string, r: Promise<Res>, expected = [200, 201]): Promise<any> {

@@ -26,14 +26,13 @@ import autocannon from 'autocannon';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { request } from 'undici';
 import { measureAuthOverhead } from './auth-overhead.js';
 import { CONSENT_TARGETS, measureConsent } from './consent.js';
 import { measureLedgerCosts } from './ledger.js';
 import { measureWriteCosts } from './write-costs.js';
 import { summarizeProfile, type ProfileSummary } from './cpu-profile.js';
 import { heartRateObservation, observationBundle, patient, rng, searchPaths, transactionBundle } from './fixtures.js';
-import { dbFileSizes, log, processMemory, startServer, type ServerProcess } from './server-process.js';
+import { dbFileSizes, fhirRequest, log, processMemory, startServer, type ServerProcess } from './server-process.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
 /** BENCH_SCENARIOS=single_create,bundle_create,search_token_date,ledger,consent,write_costs (default: all); handy with BENCH_CPU_PROF. */
@@ -74,18 +73,8 @@ const round = (n: number, d = 1) => Math.round(n * 10 ** d) / 10 ** d;
 /** The Authorization header every request carries (set once the server is up; empty for a build without auth). */
 const AUTH: Record<string, string> = {};
 
-async function fhir(origin: string, method: string, p: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
-  const res = await request(`${origin}${p}`, {
-    method: method as 'GET',
-    headers: { accept: FHIR_JSON, ...(body !== undefined ? { 'content-type': FHIR_JSON } : {}), ...AUTH, ...headers },
-    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-    headersTimeout: 120_000,
-    bodyTimeout: 120_000,
-  });
-  const text = await res.body.text();
-  let json: any;
-  try { json = text ? JSON.parse(text) : undefined; } catch { json = text; }
-  return { status: res.statusCode, json };
+function fhir(origin: string, method: string, p: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
+  return fhirRequest(origin, method, p, body, { ...AUTH, ...headers });
 }
 
 async function countObservations(origin: string): Promise<number> {

@@ -14,6 +14,23 @@ import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jos
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
+const FHIR_JSON_TYPE = 'application/fhir+json';
+
+/** One FHIR request to a bench server; the body parsed as JSON when it is JSON. */
+export async function fhirRequest(origin: string, method: string, p: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
+  const res = await request(`${origin}${p}`, {
+    method: method as 'GET',
+    headers: { accept: FHIR_JSON_TYPE, ...(body !== undefined ? { 'content-type': FHIR_JSON_TYPE } : {}), ...headers },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    headersTimeout: 120_000,
+    bodyTimeout: 120_000,
+  });
+  const text = await res.body.text();
+  let json: any;
+  try { json = text ? JSON.parse(text) : undefined; } catch { json = text; }
+  return { status: res.statusCode, json };
+}
+
 export function log(msg: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 }
