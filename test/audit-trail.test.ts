@@ -162,6 +162,16 @@ describe('audit trail', () => {
     const found: Bundle = (await call('GET', `AuditEvent?patient=Patient/${pat.body.id}`)).body;
     assert.ok((found.entry ?? []).length >= 1);
     assert.equal((await call('DELETE', `AuditEvent/${found.entry![0]!.resource!.id}`)).status, 405);
+    const created = found.entry!.map((e) => e.resource as AuditEvent).find((e) => sub(e) === 'create')!;
+    const address = created.agent![0]!.network!.address!;
+    const count = async (q: string) => (await call('GET', `AuditEvent?patient=Patient/${pat.body.id}&${q}&_summary=count`)).body.total as number;
+    assert.equal(await count('subtype=create&action=C&outcome=0'), 1);
+    assert.equal(await count('subtype=read'), 0);
+    assert.equal(await count(`date=${created.recorded!.slice(0, 10)}`), 1);
+    assert.equal(await count(`agent:identifier=urn:custos:client|${created.agent![0]!.who!.identifier!.value}`), 1);
+    // The network address is blinded and matched as a whole value (no rows per prefix of it).
+    assert.equal(await count(`address=${encodeURIComponent(address)}`), 1);
+    assert.equal(await count(`address=${encodeURIComponent(address.slice(0, -2))}`), 0);
   });
 
   it('logins and token grants are recorded (DICOM User Authentication), with the patient user as the patient', async () => {

@@ -15,12 +15,14 @@ export { AUDIT_SEQUENCE, AUDIT_SEQUENCE_URL } from '../fhir/audit-port.js';
 export const CLIENT_ID_SYSTEM = 'urn:custos:client';
 
 const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
-const USER_AUTHENTICATION: Coding = { system: DCM, code: '110114', display: 'User Authentication' };
-const REST_TYPE: Coding = { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest', display: 'RESTful Operation' };
+const USER_AUTHENTICATION: Coding = { system: DCM, code: '110114' };
+const REST_TYPE: Coding = { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest' };
 const INTERACTION_SYSTEM = 'http://hl7.org/fhir/restful-interaction';
 const ENTITY_TYPE = 'http://terminology.hl7.org/CodeSystem/audit-entity-type';
 const OBJECT_ROLE = 'http://terminology.hl7.org/CodeSystem/object-role';
 const PURPOSE = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
+// Codings of indexed elements (type, subtype, entity type and role) carry no display: each display
+// would add a `:text` index row to every event, and the codes are fixed vocabularies a client maps.
 
 /** BALP: C create, R read/vread/history, U update/patch, D delete, E search and operations. */
 function actionOf(i: AuditInteraction): AuditEvent['action'] {
@@ -49,18 +51,18 @@ export function buildAuditEvent(f: AuditFacts, source: { observer: string; seq: 
   } else {
     agent.push({ who: { display: p.kind === 'system' ? 'custos (the server itself)' : 'anonymous' }, requestor: true, ...network });
   }
-  const entity: AuditEventEntity[] = f.resources.map((r) => ({ what: { reference: r }, type: { system: ENTITY_TYPE, code: '2', display: 'System Object' }, role: { system: OBJECT_ROLE, code: '4', display: 'Domain Resource' } }));
+  const entity: AuditEventEntity[] = f.resources.map((r) => ({ what: { reference: r }, type: { system: ENTITY_TYPE, code: '2' }, role: { system: OBJECT_ROLE, code: '4' } }));
   for (const patient of f.patients) {
-    if (!f.resources.includes(patient)) entity.push({ what: { reference: patient }, type: { system: ENTITY_TYPE, code: '1', display: 'Person' }, role: { system: OBJECT_ROLE, code: '1', display: 'Patient' } });
+    if (!f.resources.includes(patient)) entity.push({ what: { reference: patient }, type: { system: ENTITY_TYPE, code: '1' }, role: { system: OBJECT_ROLE, code: '1' } });
   }
   if (f.query !== undefined) {
-    entity.push({ type: { system: ENTITY_TYPE, code: '2', display: 'System Object' }, role: { system: OBJECT_ROLE, code: '24', display: 'Query' }, query: Buffer.from(f.query, 'utf8').toString('base64'), ...(f.resourceType ? { description: f.resourceType } : {}) });
+    entity.push({ type: { system: ENTITY_TYPE, code: '2' }, role: { system: OBJECT_ROLE, code: '24' }, query: Buffer.from(f.query, 'utf8').toString('base64'), ...(f.resourceType ? { description: f.resourceType } : {}) });
   }
   const security = f.interaction === 'login' || f.interaction === 'token-grant';
   const subtype: Coding[] = f.interaction === 'login'
-    ? [{ system: DCM, code: '110122', display: 'Login' }]
+    ? [{ system: DCM, code: '110122' }]
     : f.interaction === 'token-grant'
-      ? [{ system: 'urn:custos:audit', code: 'token-grant', display: 'OAuth token issued' }]
+      ? [{ system: 'urn:custos:audit', code: 'token-grant' }]
       : [{ system: INTERACTION_SYSTEM, code: f.interaction }];
   if (f.operation) subtype.push({ system: 'urn:custos:operation', code: f.operation });
   return {
