@@ -233,3 +233,41 @@ describe('audit trail', () => {
     assert.ok(kinds.includes('undecryptable'), 'the edited one');
   });
 });
+
+describe('who sees the audit trail', () => {
+  let s: Server;
+  after(async () => { await s?.close(); });
+
+  it('a practitioner whom consent lets see a patient\'s data still sees none of their AuditEvents (404 on read, not in searches, includes or _total)', async () => {
+    s = await testServer({ AUDIT: 'on', AUDIT_FLUSH_MS: '20', CONSENT_BASE: 'permit' });
+    const post = async (type: string, body: unknown) => {
+      const r = await fetch(`${s.base}/${type}`, { method: 'POST', headers: { authorization: `Bearer ${s.token}`, 'content-type': FHIR_JSON }, body: JSON.stringify(body) });
+      assert.equal(r.status, 201);
+      return ((await r.json()) as { id: string }).id;
+    };
+    const pid = await post('Patient', { resourceType: 'Patient' });
+    const doc = await post('Practitioner', { resourceType: 'Practitioner' });
+    await post('Observation', { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${pid}` } });
+    const creds = newCredentials('dr');
+    await s.app.auth.registry.addUser({ ...creds, fhirUser: `Practitioner/${doc}` });
+    const { client } = s.app.auth.registry.addClient({ type: 'public', redirectUris: [UNUSED_REDIRECT_URI], scope: 'user/*.rs' });
+    const token = (await codeFlow(s, { clientId: client.clientId, redirectUri: UNUSED_REDIRECT_URI, scope: 'user/*.rs', ...creds })).token.body.access_token as string;
+    const get = async (p: string, t = token) => {
+      const r = await fetch(`${s.base}/${p}`, { headers: { authorization: `Bearer ${t}` } });
+      return { status: r.status, body: await r.json() as Bundle & { total?: number } };
+    };
+    await new Promise((r) => setTimeout(r, 100));
+    const all = await get(`AuditEvent?patient=Patient/${pid}`, s.token);
+    assert.ok((all.body.entry ?? []).length >= 2, 'the administrator sees the patient\'s trail');
+    const eventId = all.body.entry![0]!.resource!.id!;
+
+    assert.equal((await get(`Patient/${pid}`)).status, 200, 'consent lets the practitioner see the patient');
+    assert.equal((await get(`Observation?subject=Patient/${pid}`)).body.entry?.length, 1);
+    assert.equal((await get(`AuditEvent/${eventId}`)).status, 404);
+    assert.equal((await get(`AuditEvent?patient=Patient/${pid}&_total=accurate`)).body.total, 0);
+    assert.equal((await get('AuditEvent?_summary=count')).body.total, 0);
+    const withRev = await get(`Patient?_id=${pid}&_revinclude=AuditEvent:patient`);
+    assert.deepEqual((withRev.body.entry ?? []).map((e) => e.resource!.resourceType), ['Patient']);
+    assert.equal((await get(`Patient/${pid}/AuditEvent`)).body.entry?.length ?? 0, 0, 'nor through the compartment');
+  });
+});

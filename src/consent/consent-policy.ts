@@ -25,6 +25,7 @@ export interface ConsentPolicyOptions {
 export const TREATMENT = 'TREAT';
 
 const WRITES = new Set(['create', 'update', 'patch', 'delete']);
+const NOT_AUDIT: AccessExpr = not({ types: ['AuditEvent'] });
 const CACHE_MAX = 1000;
 
 function actionOf(interaction: AccessRequest['interaction']): RequestContext['action'] {
@@ -72,7 +73,10 @@ export class ConsentPolicy implements AccessPolicy {
         d.observe = (refs) => this.recordBreakGlass(grants, request, refs);
       }
     }
-    d.consent = { access, known };
+    // The audit trail tells who accessed a patient's data: the patient and trusted administrators
+    // see it, never a principal whose access is itself what the trail records (not even where a
+    // Consent or break-the-glass lets it see the patient's other data).
+    d.consent = { access: and([NOT_AUDIT, access]), known: and([NOT_AUDIT, known]) };
     return d;
   }
 
