@@ -11,7 +11,7 @@ import { SmartAuth } from './smart-auth/index.js';
 import { LedgerService, ledgerOperations } from './ledger/index.js';
 import { consentChainOperations, openConsentChain, type ConsentChainView } from './consent/index.js';
 import { consentAccess, type ConsentAccess } from './consent/consent-access.js';
-import { accessReportOperation, AuditRecorder, securityFacts } from './audit/index.js';
+import { accessReportOperation, AuditRecorder, AuditWriterThread, securityFacts } from './audit/index.js';
 import { Blinder, createIndexer } from './store/index.js';
 
 export interface App {
@@ -59,8 +59,12 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   });
   const blinder = new Blinder(keys.indexKey);
   const indexer = createIndexer(blinder);
+  const auditThread = config.audit.enabled
+    ? await AuditWriterThread.start({ file, kek: keys.kek, indexKey: keys.indexKey, observer: config.baseUrl, flushMs: config.audit.flushMs }, logger)
+    : undefined;
+  if (config.audit.enabled && !auditThread) logger.warn('audit writer thread did not start: AuditEvents of reads are written on the main thread');
   const audit = config.audit.enabled
-    ? new AuditRecorder({ store, blinder, index: (r) => indexer.extract(r), flushMs: config.audit.flushMs, observer: config.baseUrl, logger })
+    ? new AuditRecorder({ store, blinder, index: (r) => indexer.extract(r), flushMs: config.audit.flushMs, observer: config.baseUrl, logger, thread: auditThread })
     : undefined;
   if (audit) auth.onSecurityEvent = (e) => audit.later(securityFacts(e));
   const router = new FhirRouter({

@@ -89,7 +89,7 @@ describe('direct paths (index extraction without FHIRPath)', () => {
     const principals: AuditFacts['principal'][] = [
       { kind: 'token', clientId: 'app', subject: 'app', tokenId: 't', scope: '', scopes: [], fhirUser: 'http://h/fhir/Practitioner/p1' },
       { kind: 'token', clientId: 'backend', subject: 'backend', tokenId: 't', scope: '', scopes: [] },
-      { kind: 'system' },
+      { kind: 'system', reason: 'test' },
       { kind: 'anonymous' },
     ];
     for (const principal of principals) {

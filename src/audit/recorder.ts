@@ -4,6 +4,13 @@ import type { Logger } from '../logger.js';
 import type { Blinder, IndexRows, Store, StoreTransaction } from '../store/index.js';
 import { blindQuery } from './blind-query.js';
 import { AUDIT_SEQUENCE, buildAuditEvent, type AuditFacts } from './audit-event.js';
+import type { AuditWriterThread } from './writer-thread.js';
+
+/** AuditEvents per write transaction when a batch is flushed: other writers never wait long for the lock. */
+const EVENTS_PER_TRANSACTION = 64;
+/** Facts are handed to the writer thread in small batches, at least this often (ms). */
+const HANDOFF_MS = 10;
+const HANDOFF_BATCH = 64;
 
 export interface AuditRecorderOptions {
   store: Store;
@@ -15,16 +22,21 @@ export interface AuditRecorderOptions {
   flushMs: number;
   observer: string;
   logger?: Logger;
+  /** Writes the batched AuditEvents on its own thread; without it (or once it stopped) they are written here. */
+  thread?: AuditWriterThread;
 }
 
 /**
  * Writes the audit trail. An interaction that changes data records its AuditEvent in the same
  * transaction as the change (`inTransaction`); reads and searches are queued and written in
  * batches within `flushMs` (`later`); `close` writes whatever is queued. Every AuditEvent gets the
- * next number of a gapless sequence, taken in the transaction that stores it.
+ * next number of a gapless sequence, taken in the transaction that stores it. With a writer
+ * thread, batched facts are handed to it instead (within a few ms) and it does the writing.
  */
 export class AuditRecorder {
   private queue: AuditFacts[] = [];
+  private handoff: AuditFacts[] = [];
+  private handoffTimer?: NodeJS.Timeout;
   private timer?: NodeJS.Timeout;
   private flushing?: Promise<void>;
   private closed = false;
@@ -41,31 +53,63 @@ export class AuditRecorder {
   /** Queues the AuditEvent of a read, search or refusal; durable within flushMs. */
   later(facts: AuditFacts): void {
     if (this.closed) return;
+    if (this.o.thread?.running) {
+      this.handoff.push(facts);
+      if (this.handoff.length >= HANDOFF_BATCH) this.handOff();
+      else this.handoffTimer ??= setTimeout(() => this.handOff(), Math.min(HANDOFF_MS, this.o.flushMs));
+      return;
+    }
     this.queue.push(facts);
     this.timer ??= setTimeout(() => { this.timer = undefined; void this.flush().catch((err: unknown) => this.o.logger?.error({ err }, 'writing audit events failed; will retry')); }, this.o.flushMs);
   }
 
   /** Writes everything queued now (one transaction); resolves once it is durable. */
   async flush(): Promise<void> {
+    this.handOff();
+    if (this.o.thread?.running) await this.o.thread.flush();
     while (this.flushing) await this.flushing.catch(() => undefined);
     if (this.queue.length === 0) return;
     const batch = this.queue;
     this.queue = [];
-    this.flushing = this.o.store.transaction(async (t) => {
-      for (const f of batch) await this.write(t, f);
-    }).catch((err: unknown) => {
-      // Not lost: back to the front of the queue for the next flush.
-      this.queue = [...batch, ...this.queue];
+    this.flushing = this.writeBatch(batch).catch((err: unknown) => {
       this.timer ??= setTimeout(() => { this.timer = undefined; void this.flush().catch(() => undefined); }, this.o.flushMs);
       throw err;
     }).finally(() => { this.flushing = undefined; });
     await this.flushing;
   }
 
+  /** In transactions of a few events each; what is not written goes back to the front of the queue. */
+  private async writeBatch(batch: AuditFacts[]): Promise<void> {
+    for (let i = 0; i < batch.length; i += EVENTS_PER_TRANSACTION) {
+      const chunk = batch.slice(i, i + EVENTS_PER_TRANSACTION);
+      try {
+        await this.o.store.transaction(async (t) => {
+          for (const f of chunk) await this.write(t, f);
+        });
+      } catch (err) {
+        this.queue = [...batch.slice(i), ...this.queue];
+        throw err;
+      }
+    }
+  }
+
+  private handOff(): void {
+    if (this.handoffTimer) clearTimeout(this.handoffTimer);
+    this.handoffTimer = undefined;
+    if (this.handoff.length === 0) return;
+    const facts = this.handoff;
+    this.handoff = [];
+    // A thread that stopped takes nothing more: what it had not written is lost with it (logged).
+    if (this.o.thread?.running) this.o.thread.send(facts);
+    else this.queue.push(...facts);
+  }
+
   /** Writes what is queued and stops taking more. */
   async close(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    this.handOff();
+    await this.o.thread?.close();
     await this.flush();
     this.closed = true;
   }

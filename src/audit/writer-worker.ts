@@ -1,0 +1,33 @@
+/**
+ * Worker thread of AuditWriterThread: writes the AuditEvents of reads, searches and refusals on
+ * its own connection, in batches within AUDIT_FLUSH_MS.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { loadDefinitions } from '../fhir/definitions.js';
+import { Blinder, createIndexer, SqliteStore } from '../store/index.js';
+import { AuditRecorder } from './recorder.js';
+import type { AuditWriterData, FromAuditWriter, ToAuditWriter } from './writer-thread.js';
+
+loadDefinitions();
+const data = workerData as AuditWriterData;
+const keys = { kek: Buffer.from(data.kek), indexKey: Buffer.from(data.indexKey) };
+// The server's connection runs the checkpoints; this one only writes.
+const store = SqliteStore.open({ file: data.file, keys, backgroundCheckpoint: false });
+const blinder = new Blinder(keys.indexKey);
+const indexer = createIndexer(blinder);
+const recorder = new AuditRecorder({ store, blinder, index: (r) => indexer.extract(r), flushMs: data.flushMs, observer: data.observer });
+const port = parentPort!;
+
+port.on('message', (m: ToAuditWriter) => {
+  if (m.t === 'facts') {
+    for (const f of m.facts) recorder.later(f);
+    return;
+  }
+  const done = (error?: unknown) => port.postMessage({ t: 'done', id: m.id, ...(error ? { error: String((error as Error).message ?? error) } : {}) } satisfies FromAuditWriter);
+  if (m.t === 'flush') {
+    recorder.flush().then(() => done(), done);
+  } else {
+    recorder.close().then(() => store.close()).then(() => done(), done);
+  }
+});
+port.postMessage({ t: 'ready' } satisfies FromAuditWriter);
