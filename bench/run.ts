@@ -11,6 +11,9 @@
  *   ledger             single creates against a second server with LEDGER=off; Merkle and gas costs
  *   consent            on its own server (1,000 patients, 100 consenting): a practitioner's searches
  *                      against a trusted token's, and direct on-chain revocation latency (bench/consent.ts)
+ *   audit              two servers, AUDIT=on and AUDIT=off, filled alike (20,000 Observations; quick 5,000):
+ *                      reads and searches on each, alternately (A B A B), 16 connections, and the
+ *                      AuditEvents written per second at that load (bench/audit.ts)
  *   write_costs        in-process CPU per Observation of each write stage and the throughput ceiling
  *                      of this machine's cores (bench/write-costs.ts)
  * Progress goes to stderr; the figures are one JSON object on stdout. Nothing here asserts
@@ -27,6 +30,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { measureAuthOverhead } from './auth-overhead.js';
+import { AUDIT_TARGETS, measureAudit } from './audit.js';
 import { CONSENT_TARGETS, measureConsent } from './consent.js';
 import { measureLedgerCosts } from './ledger.js';
 import { measureWriteCosts } from './write-costs.js';
@@ -35,8 +39,8 @@ import { heartRateObservation, observationBundle, patient, rng, searchPaths, tra
 import { dbFileSizes, fhirRequest, log, processMemory, startServer, type ServerProcess } from './server-process.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
-/** BENCH_SCENARIOS=single_create,bundle_create,search_token_date,ledger,consent,write_costs (default: all); handy with BENCH_CPU_PROF. */
-const SCENARIOS = new Set((process.env.BENCH_SCENARIOS || 'single_create,bundle_create,search_token_date,ledger,consent,write_costs').split(',').map((x) => x.trim()));
+/** BENCH_SCENARIOS=single_create,bundle_create,search_token_date,ledger,consent,audit,write_costs (default: all); handy with BENCH_CPU_PROF. */
+const SCENARIOS = new Set((process.env.BENCH_SCENARIOS || 'single_create,bundle_create,search_token_date,ledger,consent,audit,write_costs').split(',').map((x) => x.trim()));
 const CPU_PROF = process.env.BENCH_CPU_PROF === '1';
 const envInt = (name: string): number | undefined => {
   const v = process.env[name];
@@ -62,6 +66,7 @@ const TARGETS = {
   single_create_rps: 2500, bundle_observations_per_s: 12000, search_rps: 1500, search_p99_ms: 30,
   ledger_gas_per_version_at_1000_writes_per_s_max: 50, ledger_on_slowdown_pct_max: 5, auth_slowdown_pct_max: 10,
   ...CONSENT_TARGETS,
+  ...AUDIT_TARGETS,
 };
 const FHIR_JSON = 'application/fhir+json';
 
@@ -466,6 +471,14 @@ async function main(): Promise<void> {
     } catch (err) {
       log(`consent FAILED: ${(err as Error).stack ?? String(err)}`);
       out.consent = { error: String((err as Error).message ?? err) };
+    }
+  }
+  if (SCENARIOS.has('audit') && !failed) {
+    try {
+      out.audit = await measureAudit({ phaseSeconds: CFG.phaseSeconds, observations: QUICK ? 5000 : 20_000, tools: { cannon, withCpu } });
+    } catch (err) {
+      log(`audit FAILED: ${(err as Error).stack ?? String(err)}`);
+      out.audit = { error: String((err as Error).message ?? err) };
     }
   }
   if (SCENARIOS.has('write_costs') && !process.env.BENCH_SERVER_DIST) {
