@@ -34,7 +34,7 @@ Environment (read once at start):
   LEDGER           off to turn ledger anchoring off (default: an embedded anvil under DATA_DIR)
   LEDGER_RPC_URL, LEDGER_KEY | LEDGER_KEY_FILE, LEDGER_CONTRACT, LEDGER_CHAIN_ID  An external chain
   LEDGER_NODE_PORT, LEDGER_BATCH_SIZE (10000), LEDGER_BATCH_MS (2000), LEDGER_CONFIRMATIONS (1)
-  AUDIT            on: an AuditEvent for every FHIR interaction (default off, in progress);
+  AUDIT            on (default): an AuditEvent for every FHIR interaction; off: none
                    AUDIT_FLUSH_MS (500): reads are durable in the trail within this many ms
   CONSENT_CHAIN    required: a Consent grants only while the patient's signature of its version is
                    active in the ConsentRegistry contract; off: on its FHIR status alone

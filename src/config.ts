@@ -20,7 +20,7 @@ export interface Config {
   readWorkers: number;
   /** Ledger anchoring (see src/ledger): embedded anvil by default, an external RPC, or off. */
   ledger: LedgerConfig;
-  /** The audit trail (see src/audit): AUDIT=on turns it on; reads are written within AUDIT_FLUSH_MS. */
+  /** The audit trail (see src/audit): on unless AUDIT=off; reads are written within AUDIT_FLUSH_MS. */
   audit: { enabled: boolean; flushMs: number };
   /** Patient consent (see src/consent): the chain registry of signed Consents, the base policy, break-the-glass. */
   consent: ConsentConfig;
@@ -132,8 +132,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxCount: intFrom(env, 'SEARCH_MAX_COUNT', 1000),
     },
     maxBodyBytes: intFrom(env, 'MAX_BODY_BYTES', 16 * 1024 * 1024),
-    // Off by default until the audit trail's issue is complete (its AuditEvents still cost about half the single-create throughput).
-    audit: { enabled: /^(on|true|1|yes)$/i.test(env.AUDIT ?? ''), flushMs: Math.max(1, intFrom(env, 'AUDIT_FLUSH_MS', 500)) },
+    audit: { enabled: auditEnabled(env.AUDIT), flushMs: Math.max(1, intFrom(env, 'AUDIT_FLUSH_MS', 500)) },
     writeWorkers: intFrom(env, 'WRITE_WORKERS', Math.max(1, Math.min(4, os.availableParallelism() - 1))),
     readWorkers: intFrom(env, 'READ_WORKERS', Math.min(4, os.availableParallelism())),
     ledger,
@@ -144,4 +143,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       jwksPrivateHosts: (env.JWKS_PRIVATE_HOSTS ?? '').split(',').map((h) => h.trim().replace(/^\[|\]$/g, '')).filter(Boolean),
     },
   };
+}
+
+/** AUDIT: on (the default) or off; anything else is a mistake worth stopping for. */
+function auditEnabled(raw: string | undefined): boolean {
+  const v = (raw ?? '').trim().toLowerCase();
+  if (v === '' || v === 'on' || v === 'true' || v === '1' || v === 'yes') return true;
+  if (v === 'off' || v === 'false' || v === '0' || v === 'no') return false;
+  throw new Error(`AUDIT must be "on" or "off", got "${raw}"`);
 }
