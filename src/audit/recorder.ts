@@ -7,7 +7,7 @@ import { AUDIT_SEQUENCE, buildAuditEvent, type AuditFacts } from './audit-event.
 import type { AuditWriterThread } from './writer-thread.js';
 
 /** AuditEvents per write transaction when a batch is flushed: other writers never wait long for the lock. */
-const EVENTS_PER_TRANSACTION = 64;
+export const EVENTS_PER_TRANSACTION = 64;
 /** Facts are handed to the writer thread in small batches, at least this often (ms). */
 const HANDOFF_MS = 10;
 const HANDOFF_BATCH = 64;
@@ -24,6 +24,8 @@ export interface AuditRecorderOptions {
   logger?: Logger;
   /** Writes the batched AuditEvents on its own thread; without it (or once it stopped) they are written here. */
   thread?: AuditWriterThread;
+  /** Told how many batched AuditEvents each committed transaction wrote. */
+  onWritten?: (n: number) => void;
 }
 
 /**
@@ -48,6 +50,16 @@ export class AuditRecorder {
   /** Records the AuditEvent of a change inside the change's own transaction. */
   async inTransaction(t: StoreTransaction, facts: AuditFacts): Promise<void> {
     await this.write(t, facts);
+  }
+
+  /** Batched facts waiting here to be written. */
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  /** AuditSink.admit: new requests wait while the writer thread is far behind. */
+  admit(): Promise<void> | undefined {
+    return this.o.thread?.admit(this.handoff.length);
   }
 
   /** Queues the AuditEvent of a read, search or refusal; durable within flushMs. */
@@ -86,6 +98,7 @@ export class AuditRecorder {
         await this.o.store.transaction(async (t) => {
           for (const f of chunk) await this.write(t, f);
         });
+        this.o.onWritten?.(chunk.length);
       } catch (err) {
         this.queue = [...batch.slice(i), ...this.queue];
         throw err;

@@ -14,9 +14,11 @@ export interface AuditWriterData {
 }
 
 export type ToAuditWriter = { t: 'facts'; facts: AuditFacts[] } | { t: 'flush'; id: number } | { t: 'close'; id: number };
-export type FromAuditWriter = { t: 'ready' } | { t: 'done'; id: number; error?: string };
+export type FromAuditWriter = { t: 'ready' } | { t: 'done'; id: number; error?: string } | { t: 'written'; n: number };
 
 const READY_TIMEOUT_MS = 20_000;
+/** Facts handed over but not yet written beyond which new requests wait (about a third of a second of writing here). */
+const MAX_BACKLOG = 512;
 
 /**
  * The audit trail's writer thread: it owns a second SQLite connection and turns the facts of
@@ -29,9 +31,17 @@ export class AuditWriterThread {
   private nextId = 1;
   private alive = true;
   private closing = false;
+  private sent = 0;
+  private written = 0;
+  private room?: { promise: Promise<void>; resolve: () => void };
 
   private constructor(private readonly worker: Worker, private readonly logger?: Logger) {
     worker.on('message', (m: FromAuditWriter) => {
+      if (m.t === 'written') {
+        this.written += m.n;
+        if (this.room && this.backlog < MAX_BACKLOG) this.openRoom();
+        return;
+      }
       if (m.t !== 'done') return;
       const w = this.waiting.get(m.id);
       this.waiting.delete(m.id);
@@ -42,6 +52,7 @@ export class AuditWriterThread {
     worker.on('exit', (code) => {
       if (!this.closing) this.logger?.error({ code }, 'audit writer thread stopped; AuditEvents it had not yet written are lost, later ones are written on the main thread');
       this.alive = false;
+      this.openRoom();
       for (const w of this.waiting.values()) w.reject(new Error(`audit writer thread exited (${code})`));
       this.waiting.clear();
     });
@@ -67,7 +78,30 @@ export class AuditWriterThread {
   }
 
   send(facts: AuditFacts[]): void {
+    this.sent += facts.length;
     this.worker.postMessage({ t: 'facts', facts: facts.map(slim) } satisfies ToAuditWriter);
+  }
+
+  /** Facts handed over and not yet written. */
+  get backlog(): number {
+    return this.sent - this.written;
+  }
+
+  /** See AuditSink.admit: waits while the thread is more than MAX_BACKLOG behind. */
+  admit(pending: number): Promise<void> | undefined {
+    if (!this.alive || this.backlog + pending <= MAX_BACKLOG) return undefined;
+    if (!this.room) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => { resolve = r; });
+      this.room = { promise, resolve };
+    }
+    return this.room.promise;
+  }
+
+  private openRoom(): void {
+    const room = this.room;
+    this.room = undefined;
+    room?.resolve();
   }
 
   /** Resolves once everything sent so far is durable. */

@@ -5,7 +5,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadDefinitions } from '../fhir/definitions.js';
 import { Blinder, createIndexer, SqliteStore } from '../store/index.js';
-import { AuditRecorder } from './recorder.js';
+import { AuditRecorder, EVENTS_PER_TRANSACTION } from './recorder.js';
 import type { AuditWriterData, FromAuditWriter, ToAuditWriter } from './writer-thread.js';
 
 loadDefinitions();
@@ -15,12 +15,17 @@ const keys = { kek: Buffer.from(data.kek), indexKey: Buffer.from(data.indexKey) 
 const store = SqliteStore.open({ file: data.file, keys, backgroundCheckpoint: false });
 const blinder = new Blinder(keys.indexKey);
 const indexer = createIndexer(blinder);
-const recorder = new AuditRecorder({ store, blinder, index: (r) => indexer.extract(r), flushMs: data.flushMs, observer: data.observer });
 const port = parentPort!;
+const recorder = new AuditRecorder({
+  store, blinder, index: (r) => indexer.extract(r), flushMs: data.flushMs, observer: data.observer,
+  onWritten: (n) => port.postMessage({ t: 'written', n } satisfies FromAuditWriter),
+});
 
 port.on('message', (m: ToAuditWriter) => {
   if (m.t === 'facts') {
     for (const f of m.facts) recorder.later(f);
+    // Under load, write each full transaction's worth at once rather than on the timer.
+    if (recorder.queued >= EVENTS_PER_TRANSACTION) void recorder.flush().catch(() => undefined);
     return;
   }
   const done = (error?: unknown) => port.postMessage({ t: 'done', id: m.id, ...(error ? { error: String((error as Error).message ?? error) } : {}) } satisfies FromAuditWriter);

@@ -41,4 +41,10 @@ export const AUDIT_SEQUENCE_URL = 'urn:custos:audit-sequence';
 export interface AuditSink {
   inTransaction(t: StoreTransaction, facts: AuditFacts): Promise<void>;
   later(facts: AuditFacts): void;
+  /**
+   * Undefined while the trail keeps up; otherwise resolves once it has room again. Requests wait
+   * for it before they start, so a writer that falls behind slows the server down instead of
+   * letting its backlog (and the time until an AuditEvent is durable) grow without bound.
+   */
+  admit?(): Promise<void> | undefined;
 }

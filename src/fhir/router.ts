@@ -84,6 +84,8 @@ export class FhirRouter {
     const audit = this.opts.audit;
     const kind = audit && !req.internal ? classify(req) : undefined;
     if (!audit || !kind) return this.route(req, tx);
+    const room = audit.admit?.();
+    if (room) await room;
     const note: AuditNote = { ...kind, resources: [], patients: [] };
     req.audit = note;
     try {
