@@ -157,6 +157,59 @@ describe('audit trail', () => {
     assert.equal((await call('GET', `Patient/${pid}/$access-report`)).status, 200, 'a trusted administrator');
   });
 
+  it('a patient sees their own trail and nothing about other patients: not their events, not in a shared event, not through _include, _revinclude or _total', async () => {
+    const a = (await call('POST', 'Patient', { resourceType: 'Patient' })).body.id as string;
+    const b = (await call('POST', 'Patient', { resourceType: 'Patient' })).body.id as string;
+    const code = `shared-${Date.now()}`;
+    const obsA = (await call('POST', 'Observation', { resourceType: 'Observation', status: 'final', code: { coding: [{ system: 'urn:t', code }] }, subject: { reference: `Patient/${a}` } })).body.id as string;
+    const obsB = (await call('POST', 'Observation', { resourceType: 'Observation', status: 'final', code: { coding: [{ system: 'urn:t', code }] }, subject: { reference: `Patient/${b}` } })).body.id as string;
+    await call('GET', `Observation/${obsB}`);
+    // One search touching both patients: one AuditEvent naming both.
+    assert.equal((await call('GET', `Observation?code=urn:t|${code}`)).body.entry.length, 2);
+    await new Promise((r) => setTimeout(r, 150));
+    const tokenA = await patientToken(s, { patientId: a, scope: 'patient/*.rs' });
+    const mine = await call('GET', 'AuditEvent?_count=100&_total=accurate', undefined, tokenA);
+    assert.equal(mine.status, 200, mine.text);
+    const seen = (mine.body.entry as Array<{ resource: AuditEvent }>).map((e) => e.resource);
+    assert.equal(mine.body.total, seen.length);
+    assert.ok(seen.length >= 3, 'create Patient, create Observation, the shared search');
+    const text = JSON.stringify(mine.body);
+    assert.ok(!text.includes(b) && !text.includes(obsB), 'nothing names the other patient or their data');
+    const shared = seen.find((e) => sub(e) === 'search-type')!;
+    assert.deepEqual(refs(shared).sort(), [`Observation/${obsA}`, `Patient/${a}`].sort(), 'the shared search shows this patient\'s part');
+    assert.ok(shared.meta!.security!.some((c) => c.code === 'REDACTED'));
+    assert.ok(!shared.entity!.some((e) => e.query), 'the query may name the other patient: withheld');
+    // Read of the same event by id: the same view; the other patient's own events: not there.
+    const one = await call('GET', `AuditEvent/${shared.id}`, undefined, tokenA);
+    assert.deepEqual(refs(one.body).sort(), refs(shared).sort());
+    const all: Bundle = (await call('GET', `AuditEvent?patient=Patient/${b}&_count=100`)).body;
+    const onlyB = all.entry!.map((e) => e.resource as AuditEvent).find((e) => sub(e) === 'read')!;
+    assert.equal((await call('GET', `AuditEvent/${onlyB.id}`, undefined, tokenA)).status, 404);
+    const probe = await call('GET', `AuditEvent?patient=Patient/${b}&_total=accurate`, undefined, tokenA);
+    assert.equal(probe.status, 403, 'no probing which events also concern someone else');
+    assert.ok(!probe.text.includes(b));
+    assert.equal((await call('GET', `AuditEvent?entity=${b}`, undefined, tokenA)).status, 403);
+    assert.ok((await call('GET', `AuditEvent?patient=${a}&_summary=count`, undefined, tokenA)).body.total >= seen.length, 'its own id, bare, is fine');
+    const included = await call('GET', `AuditEvent?_id=${shared.id}&_include=AuditEvent:entity`, undefined, tokenA);
+    assert.ok(!JSON.stringify(included.body).includes(obsB));
+    assert.ok((included.body.entry as Array<{ resource: { id: string } }>).some((e) => e.resource.id === obsA), 'its own Observation is included');
+    const rev = await call('GET', `Observation?_id=${obsA}&_revinclude=AuditEvent:entity`, undefined, tokenA);
+    assert.ok(!JSON.stringify(rev.body).includes(obsB) && !JSON.stringify(rev.body).includes(b));
+    assert.ok((rev.body.entry as Array<{ resource: AuditEvent }>).some((e) => e.resource.resourceType === 'AuditEvent'));
+    // Reading the trail concerns this patient only, though the events read concern others too.
+    await new Promise((r) => setTimeout(r, 150));
+    const trailRead = (await call('GET', `AuditEvent?patient=Patient/${b}&_count=200`)).body as Bundle;
+    assert.ok(!trailRead.entry!.some((e) => (e.resource as AuditEvent).agent!.some((x) => x.who?.reference === `Patient/${a}`)), 'the other patient\'s trail does not show this patient');
+    // An administrator sees the whole stored event.
+    const full = await call('GET', `AuditEvent/${shared.id}`);
+    assert.ok(refs(full.body).includes(`Observation/${obsB}`) && !full.body.meta.security);
+    // Searchable by the fields the issue names.
+    for (const q of ['action=E', 'type=rest', 'outcome=0', `date=ge${shared.recorded!.slice(0, 10)}`, `agent:identifier=urn:custos:client|${shared.agent![0]!.who!.identifier!.value}`]) {
+      const r = await call('GET', `AuditEvent?${q}&_summary=count`, undefined, tokenA);
+      assert.ok(r.body.total >= 1, q);
+    }
+  });
+
   it('AuditEvents are searchable resources (e.g. by patient), still read-only through REST', async () => {
     const pat = await call('POST', 'Patient', { resourceType: 'Patient' });
     const found: Bundle = (await call('GET', `AuditEvent?patient=Patient/${pat.body.id}`)).body;

@@ -1,5 +1,6 @@
 import type { AuditEvent, Parameters, ParametersParameter } from '@medplum/fhirtypes';
 import { FhirError, type FhirRequest, type FhirResponse, type InstanceOperation } from '../fhir/index.js';
+import { viewForPatient } from '../fhir/audit-view.js';
 import { parseSearch } from '../fhir/search/parse.js';
 import { patientUserOf } from '../smart-auth/scope-policy.js';
 import type { StoreReader } from '../store/index.js';
@@ -34,7 +35,8 @@ export function accessReportOperation(store: StoreReader, enabled: boolean): Ins
       q.total = 'none';
       const page = await store.search(q);
       for (const v of page.matches) {
-        const e = v.resource as AuditEvent;
+        // Only this patient's part of events that concern others too.
+        const e = viewForPatient(v.resource as AuditEvent, target.id);
         const actor = actorOf(e);
         const s = byActor.get(actor) ?? { actor, first: e.recorded!, last: e.recorded!, count: 0, types: new Set<string>(), breakGlass: false, refused: 0 };
         s.count++;

@@ -1,6 +1,7 @@
 import type { AuditEvent, AuditEventAgent, AuditEventEntity, Coding } from '@medplum/fhirtypes';
 import { AUDIT_SEQUENCE_URL, type AuditFacts, type AuditInteraction } from '../fhir/audit-port.js';
 import type { Principal } from '../fhir/index.js';
+import { AUDIT_ENTITY_PATIENT_URL } from '../fhir/audit-view.js';
 import type { SecurityEvent } from '../smart-auth/server.js';
 
 /**
@@ -51,7 +52,13 @@ export function buildAuditEvent(f: AuditFacts, source: { observer: string; seq: 
   } else {
     agent.push({ who: { display: p.kind === 'system' ? 'custos (the server itself)' : 'anonymous' }, requestor: true, ...network });
   }
-  const entity: AuditEventEntity[] = f.resources.map((r) => ({ what: { reference: r }, type: { system: ENTITY_TYPE, code: '2' }, role: { system: OBJECT_ROLE, code: '4' } }));
+  const entity: AuditEventEntity[] = f.resources.map((r) => {
+    const owners = f.owners?.[r] ?? [];
+    return {
+      ...(owners.length ? { extension: owners.map((p) => ({ url: AUDIT_ENTITY_PATIENT_URL, valueReference: { reference: p } })) } : {}),
+      what: { reference: r }, type: { system: ENTITY_TYPE, code: '2' }, role: { system: OBJECT_ROLE, code: '4' },
+    };
+  });
   for (const patient of f.patients) {
     if (!f.resources.includes(patient)) entity.push({ what: { reference: patient }, type: { system: ENTITY_TYPE, code: '1' }, role: { system: OBJECT_ROLE, code: '1' } });
   }

@@ -9,6 +9,10 @@ export interface AuditNote {
   resourceType?: string;
   resources: string[];
   patients: string[];
+  /** The patients each of `resources` belongs to (for its entity in the AuditEvent). */
+  owners: Record<string, string[]>;
+  /** The principal sees one patient's data only (AccessDecision.patient). */
+  confinedTo?: string;
   breakGlass?: boolean;
   /** The AuditEvent was written (in the change's transaction). */
   recorded?: boolean;
@@ -21,7 +25,7 @@ export const READ_SHAPED: ReadonlySet<AuditInteraction> = new Set(['read', 'vrea
  * The interaction a request is, from its method and path (before it runs, so refusals are
  * recorded too); undefined for what is not audited (the CapabilityStatement).
  */
-export function classify(req: FhirRequest): Omit<AuditNote, 'resources' | 'patients'> | undefined {
+export function classify(req: FhirRequest): Omit<AuditNote, 'resources' | 'patients' | 'owners'> | undefined {
   const segs = req.path.split('/').filter((s) => s.length > 0);
   const m = req.method;
   const [type, second, third, , fifth] = segs;

@@ -24,6 +24,8 @@ export interface AuditFacts {
   resources: string[];
   /** The patients whose data was touched ("Patient/id"). */
   patients: string[];
+  /** For each of `resources` in a patient's compartment: that patient (see AUDIT_ENTITY_PATIENT_URL). */
+  owners?: Record<string, string[]>;
   /** The search query, with the values of identifying parameters blinded. */
   query?: string;
   /** The resource type searched or written, when no single resource is named. */

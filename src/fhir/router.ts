@@ -12,6 +12,7 @@ import { accessConditionFor } from './access-expr.js';
 import type { AccessDecision, AccessPolicy, AccessRequest } from './principal.js';
 import type { AuditFacts, AuditInteraction, AuditSink } from './audit-port.js';
 import { auditQuery, classify, READ_SHAPED, type AuditNote } from './audit-note.js';
+import { bundleViewForPatient, viewForPatient } from './audit-view.js';
 import type { ReadRule } from './access-constraints.js';
 import type { FhirRequest, FhirResponse } from './request.js';
 import { parseSearch } from './search/parse.js';
@@ -86,7 +87,7 @@ export class FhirRouter {
     if (!audit || !kind) return this.route(req, tx);
     const room = audit.admit?.();
     if (room) await room;
-    const note: AuditNote = { ...kind, resources: [], patients: [] };
+    const note: AuditNote = { ...kind, resources: [], patients: [], owners: {} };
     req.audit = note;
     try {
       const out = await this.route(req, tx);
@@ -94,7 +95,7 @@ export class FhirRouter {
         if (note.resources.length === 0 && out.status < 400 && (out.body || out.bodyJson) && READ_SHAPED.has(note.interaction)) {
           note.resources.push(...resultRefs(out, note));
           // Whose data it was, now: by the time the batch is written the resources may have changed.
-          note.patients.push(...(await this.patientsOfRefs(tx ?? this.opts.store, note.resources)));
+          noteOwners(note, await this.ownersOfRefs(tx ?? this.opts.store, note.resources));
         }
         audit.later(factsOf(req, note, out.status));
       }
@@ -183,7 +184,8 @@ export class FhirRouter {
         const d = await this.authorize(req, { interaction: 'history', resourceType: type, id });
         await this.assertVisible(d, tx, type, id);
         await this.observed(req, d, [`${type}/${id}`]);
-        return this.history(req, { resourceType: type, id }, tx);
+        const out = await this.history(req, { resourceType: type, id }, tx);
+        return d.patient !== undefined ? { ...out, body: bundleViewForPatient(out.body as Bundle, d.patient) } : out;
       }
       if (segs.length === 4 && fourth) return this.vread(req, type, id, fourth, tx);
       if (segs.length === 5 && fourth && fifth?.startsWith('$')) return this.instanceOperation(req, fifth, type, id, fourth, tx);
@@ -221,7 +223,9 @@ export class FhirRouter {
   }
 
   private async authorize(req: FhirRequest, request: AccessRequest): Promise<AccessDecision> {
-    return (await this.opts.policy.authorize(req.principal, request)) ?? {};
+    const d = (await this.opts.policy.authorize(req.principal, request)) ?? {};
+    if (req.audit && d.patient !== undefined) req.audit.confinedTo = d.patient;
+    return d;
   }
 
   /**
@@ -269,7 +273,7 @@ export class FhirRouter {
       const note = req.audit;
       if (this.opts.audit && note && !note.recorded) {
         if (out.location) note.resources.push(refOf(out.location, this.opts.baseUrl));
-        note.patients.push(...(await this.patientsOfRefs(t, note.resources)));
+        noteOwners(note, await this.ownersOfRefs(t, note.resources));
         await this.opts.audit.inTransaction(t, factsOf(req, note, out.status));
         note.recorded = true;
       }
@@ -297,8 +301,9 @@ export class FhirRouter {
     };
   }
 
-  private found(v: StoredVersion): FhirResponse {
-    return { status: 200, body: v.resource, etag: etagOf(v), lastModified: httpDate(v.lastUpdated) };
+  private found(v: StoredVersion, d: AccessDecision): FhirResponse {
+    const body = d.patient !== undefined ? viewForPatient(v.resource, d.patient) : v.resource;
+    return { status: 200, body, etag: etagOf(v), lastModified: httpDate(v.lastUpdated) };
   }
 
   /** Runs a search inside the write transaction (conditional operations) and returns the matches. */
@@ -326,7 +331,7 @@ export class FhirRouter {
       if (req.headers.ifNoneExist) {
         const existing = await this.matches(t, type, req.headers.ifNoneExist, 'If-None-Exist', d);
         if (existing.length > 1) throw preconditionFailed(`If-None-Exist matched more than one ${type}: the criteria are not selective enough`);
-        if (existing.length === 1) return { ...this.found(existing[0]!), location: this.written(existing[0]!, 200).location };
+        if (existing.length === 1) return { ...this.found(existing[0]!, d), location: this.written(existing[0]!, 200).location };
       }
       const id = req.assignedId ?? newResourceId();
       const v = await t.write({ resourceType: type, id, resource: { ...resource, id }, index });
@@ -351,7 +356,7 @@ export class FhirRouter {
       }
     }
     await this.observed(req, d, [`${type}/${id}`]);
-    return this.found(v);
+    return this.found(v, d);
   }
 
   private async vread(req: FhirRequest, type: string, id: string, vid: string, tx?: StoreTransaction): Promise<FhirResponse> {
@@ -365,7 +370,7 @@ export class FhirRouter {
     }
     if (v.deleted) throw deletedError(v);
     await this.observed(req, d, [`${type}/${id}`]);
-    return this.found(v);
+    return this.found(v, d);
   }
 
   private async update(req: FhirRequest, type: string, id: string, tx?: StoreTransaction): Promise<FhirResponse> {
@@ -521,26 +526,32 @@ export class FhirRouter {
   }
 
   /** The patients ("Patient/<id>") of the resources ("Type/id[/_history/v]"), from the store's index. */
-  private async patientsOfRefs(reader: StoreReader, refs: string[]): Promise<string[]> {
-    const out: string[] = [];
-    const byType = new Map<string, string[]>();
+  /** The patients whose compartment each referenced resource ("Type/id[/_history/n]") is in, as "Patient/<id>". */
+  private async ownersOfRefs(reader: StoreReader, refs: string[]): Promise<Record<string, string[]>> {
+    const out: Record<string, string[]> = {};
+    const byType = new Map<string, Set<string>>();
     for (const ref of refs) {
       const [type, id] = ref.split('/') as [string, string];
-      if (type === 'Patient') out.push(`Patient/${id}`);
-      else if (getPatientCompartmentParams(type).length > 0) byType.set(type, [...(byType.get(type) ?? []), id]);
+      if (type === 'Patient') out[ref] = [`Patient/${id}`];
+      else if (getPatientCompartmentParams(type).length > 0) byType.set(type, (byType.get(type) ?? new Set()).add(id));
     }
     for (const [type, ids] of byType) {
-      for (const list of (await reader.patientsOf(type, ids, getPatientCompartmentParams(type))).values()) out.push(...list.map((p) => `Patient/${p}`));
+      const found = await reader.patientsOf(type, [...ids], getPatientCompartmentParams(type));
+      for (const ref of refs) {
+        const [t, id] = ref.split('/') as [string, string];
+        const patients = t === type ? found.get(id) : undefined;
+        if (patients?.length) out[ref] = patients.map((p) => `Patient/${p}`);
+      }
     }
     return out;
   }
+
 
   /** A deleted resource's patients, for its AuditEvent, while its index rows still say who they are. */
   private async noteDeleted(req: FhirRequest, t: StoreTransaction, type: string, id: string): Promise<void> {
     if (!req.audit) return;
     req.audit.resources.push(`${type}/${id}`);
-    if (type === 'Patient') req.audit.patients.push(`Patient/${id}`);
-    else for (const p of (await t.patientsOf(type, [id], getPatientCompartmentParams(type))).get(id) ?? []) req.audit.patients.push(`Patient/${p}`);
+    noteOwners(req.audit, await this.ownersOfRefs(t, [`${type}/${id}`]));
   }
 
   private async search(req: FhirRequest, type: string, tx: StoreTransaction | undefined, compartment?: { resourceType: string; id: string }): Promise<FhirResponse> {
@@ -653,10 +664,21 @@ export class FhirRouter {
   }
 }
 
+function noteOwners(note: AuditNote, owners: Record<string, string[]>): void {
+  Object.assign(note.owners, owners);
+  for (const list of Object.values(owners)) note.patients.push(...list);
+}
+
 function factsOf(req: FhirRequest, note: AuditNote, status: number): AuditFacts {
+  const resources = [...new Set(note.resources)];
+  // A principal confined to one patient saw only that patient's part of what it read (also of
+  // AuditEvents that concern others too), so its interactions concern that patient alone.
+  const self = note.confinedTo !== undefined ? `Patient/${note.confinedTo}` : undefined;
+  const mine = (list: string[]) => (self === undefined ? list : list.filter((p) => p === self));
+  const owners = Object.fromEntries(resources.flatMap((r) => (note.owners[r] && mine(note.owners[r]!).length ? [[r, mine(note.owners[r]!)]] : [])));
   return {
     interaction: note.interaction, status, principal: req.principal, recorded: new Date(),
-    resources: [...new Set(note.resources)], patients: [...new Set(note.patients)],
+    resources, patients: mine([...new Set(note.patients)]), ...(Object.keys(owners).length ? { owners } : {}),
     ...(note.operation ? { operation: note.operation } : {}),
     ...(req.address ? { address: req.address } : {}),
     ...(note.resourceType ? { resourceType: note.resourceType } : {}),

@@ -1,7 +1,8 @@
 import type { Bundle } from '@medplum/fhirtypes';
-import type { StoreReader } from '../store/index.js';
+import type { SearchFilter, StoreReader } from '../store/index.js';
 import { applyAccess, confineQuery, constrainQuery, type ReadRule, type ScopeQueries } from './access-constraints.js';
 import type { AccessExpr } from './access-expr.js';
+import { bundleViewForPatient } from './audit-view.js';
 import { getPatientCompartmentParams } from './definitions.js';
 import { FhirError, notSupported } from './outcome.js';
 import { runSearch } from './search/execute.js';
@@ -49,9 +50,33 @@ export async function searchBundle(reader: StoreReader, a: SearchArgs): Promise<
     else if (params.length === 0) throw notSupported(`${a.resourceType} is not in the Patient compartment`);
     else parsed.query.compartment = { ...c, params };
   }
-  if (a.confinedTo !== undefined) confineQuery(parsed.query, a.confinedTo);
+  if (a.confinedTo !== undefined) {
+    if (a.resourceType === 'AuditEvent') assertOwnTrail(parsed.query.filters, a.confinedTo);
+    confineQuery(parsed.query, a.confinedTo);
+  }
   if (a.scopeQueries) constrainQuery(parsed.query, a.scopeQueries);
   if (a.access !== undefined) applyAccess(parsed.query, a.access);
   const selfPath = c ? `${c.resourceType}/${c.id}/${a.resourceType}` : a.resourceType;
-  return runSearch(reader, parsed, { baseUrl: a.baseUrl, selfPath, query: a.query, confinedTo: a.confinedTo, readRule: a.readRule });
+  const bundle = await runSearch(reader, parsed, { baseUrl: a.baseUrl, selfPath, query: a.query, confinedTo: a.confinedTo, readRule: a.readRule });
+  return a.confinedTo !== undefined ? bundleViewForPatient(bundle, a.confinedTo) : bundle;
+}
+
+/**
+ * An AuditEvent can concern several patients (a search that touched them all); a patient may
+ * search their trail, but not probe which of their events also concern someone else.
+ */
+function assertOwnTrail(filters: SearchFilter[], patientId: string): void {
+  const refuse = (why: string) => { throw new FhirError(403, 'forbidden', `A patient's audit trail can be searched for that patient only${why}`); };
+  for (const f of filters) {
+    if (f.type !== 'reference' || f.chain || f.modifier === 'identifier' || f.modifier === 'missing') continue;
+    for (const { value } of f.values) {
+      const parts = value.split('/');
+      if (parts.length === 1) {
+        if (value !== patientId) refuse('; name other resources as Type/id');
+        continue;
+      }
+      const [type, id] = parts.slice(parts[parts.length - 2] === '_history' ? -4 : -2);
+      if (type === 'Patient' && id !== patientId) refuse('');
+    }
+  }
 }
