@@ -15,6 +15,7 @@
  * Nothing here asserts on timing.
  */
 import fs from 'node:fs';
+import { measureAuditCosts } from './audit-costs.js';
 import type { ConsentBenchTools } from './consent.js';
 import { observationBundle, patient, rng, searchPaths, transactionBundle } from './fixtures.js';
 import { fhirRequest, log, processMemory, startServer, type ServerProcess } from './server-process.js';
@@ -364,6 +365,8 @@ export async function measureAudit(o: AuditBenchOptions): Promise<Record<string,
     process.removeListener('exit', killOnExit);
     for (const s of servers) fs.rmSync(s.dataDir, { recursive: true, force: true });
   }
+  // What one AuditEvent costs the machine, without HTTP or the noise of the load above.
+  out.write_costs = await measureAuditCosts({ count: o.observations >= 20_000 ? 20_000 : 5_000 });
   out.elapsed_s = round((performance.now() - tAll) / 1000);
   return out;
 }

@@ -48,7 +48,7 @@ describe('direct paths (index extraction without FHIRPath)', () => {
       { steps: ['valueQuantity'], type: 'Quantity' }, { steps: ['valueSampledData'], type: 'SampledData' },
     ]);
     assert.deepEqual(compileDirectPaths('Patient', expr('Patient', 'given')), [{ steps: ['name', 'given'], type: 'string' }]);
-    assert.deepEqual(compileDirectPaths('AuditEvent', expr('AuditEvent', 'address')), [{ steps: ['agent', 'network', 'address'], type: 'string' }]);
+    assert.deepEqual(compileDirectPaths('AuditEvent', expr('AuditEvent', 'agent')), [{ steps: ['agent', 'who'], type: 'Reference' }]);
     // where(), resolve(), functions, a choice without a cast, a cast followed by a path: FHIRPath.
     assert.equal(compileDirectPaths('Observation', expr('Observation', 'patient')), null);
     assert.equal(compileDirectPaths('Patient', expr('Patient', 'phone')), null);

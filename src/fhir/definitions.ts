@@ -59,10 +59,29 @@ export function getPatientCompartmentParams(resourceType: string): string[] {
   return patientCompartment.get(resourceType) ?? [];
 }
 
-/** The R4 SearchParameters of a type, keyed by code (includes the Resource-level _id, _lastUpdated, ...). */
+/**
+ * R4 parameters this server does not index for a type (so it does not support them: they are
+ * unknown parameters to search, absent from the CapabilityStatement). The audit trail writes an
+ * AuditEvent per request; these would add seven index rows to each (a third of its write cost)
+ * for searches nobody needs: the network address and the entity type and role codes.
+ */
+const NOT_SUPPORTED: Record<string, readonly string[]> = {
+  AuditEvent: ['address', 'entity-type', 'entity-role'],
+};
+const supported = new Map<string, Record<string, SearchParameter>>();
+
+/** The R4 SearchParameters of a type this server supports, keyed by code (includes the Resource-level _id, _lastUpdated, ...). */
 export function getTypeSearchParameters(resourceType: string): Record<string, SearchParameter> {
   loadDefinitions();
-  return getSearchParameters(resourceType) ?? {};
+  const all = getSearchParameters(resourceType) ?? {};
+  const skip = NOT_SUPPORTED[resourceType];
+  if (!skip) return all;
+  let hit = supported.get(resourceType);
+  if (!hit) {
+    hit = Object.fromEntries(Object.entries(all).filter(([code]) => !skip.includes(code)));
+    supported.set(resourceType, hit);
+  }
+  return hit;
 }
 
 /** Top-level elements marked isSummary in the type's StructureDefinition ([x] choices as their stem). */

@@ -38,17 +38,13 @@ export class Blinder {
 
   /**
    * All blinded row values for one string: a 'p:' value per normalized prefix (1..64 code points)
-   * and one 'x:' value of the string as written. Without `prefixes`, the 'p:' value of the whole
-   * normalized string only: a search then matches the whole value, not a part of it.
+   * and one 'x:' value of the string as written.
    */
-  stringValues(param: string, value: string, prefixes = true): readonly string[] {
-    const key = `s${prefixes ? '' : 'w'}\u0000${param}\u0000${value}`;
+  stringValues(param: string, value: string): readonly string[] {
+    const key = `s\u0000${param}\u0000${value}`;
     const hit = this.#rowCache.get(key);
     if (hit !== undefined) return hit;
-    const normalized = normalizeString(value);
-    const out = prefixes
-      ? blindPrefixes(normalized).map((p) => this.prefix(param, p))
-      : normalized ? [this.prefix(param, codePointPrefix(normalized, MAX_BLIND_PREFIX))] : [];
+    const out = blindPrefixes(normalizeString(value)).map((p) => this.prefix(param, p));
     if (out.length > 0) out.push(this.exact(param, value));
     if (this.#rowCache.size >= ROW_CACHE_LIMIT) this.#rowCache.clear();
     this.#rowCache.set(key, out);

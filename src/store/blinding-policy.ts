@@ -37,16 +37,6 @@ export function isBlinded(resourceType: string, code: string, type: SearchParamT
   }
 }
 
-/**
- * Blinded strings searched as a whole value only (no prefix rows): network addresses in the audit
- * trail, where each event would otherwise carry a row per character of the address.
- */
-const WHOLE_VALUE_STRINGS = new Set(['AuditEvent.address']);
-
-export function isWholeValueString(resourceType: string, code: string): boolean {
-  return WHOLE_VALUE_STRINGS.has(`${resourceType}.${code}`);
-}
-
 const cache = new Map<string, boolean>();
 
 /** isBlinded for an R4 parameter looked up by code (false for unknown codes and _id/_lastUpdated). */

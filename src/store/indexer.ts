@@ -3,7 +3,7 @@ import type { Resource } from '@medplum/fhirtypes';
 import { getTypeSearchParameters, isResourceType } from '../fhir/definitions.js';
 import { normalizeString, type Blinder } from './blind.js';
 import { compileDirectPaths, evalDirectPaths, type DirectPath } from './direct-paths.js';
-import { isBlinded, isWholeValueString, paramDetails } from './blinding-policy.js';
+import { isBlinded, paramDetails } from './blinding-policy.js';
 import { isUnionParam } from './param-aliases.js';
 import type { IndexRows, SearchParamType } from './types.js';
 
@@ -25,8 +25,6 @@ interface ParamPlan {
   blinded: boolean;
   /** Whether the derived `<code>:text` string rows of a token parameter are blinded. */
   textBlinded: boolean;
-  /** A blinded string indexed as a whole value only (see isWholeValueString). */
-  wholeValue: boolean;
   /** Top-level elements the expression can read; null when it may yield values without any of them. */
   roots: string[] | null;
   /** The expression as plain property paths, when it is that simple (then FHIRPath is not run). */
@@ -58,7 +56,7 @@ function buildPlan(resourceType: string): ParamPlan[] {
     // Display text of clinical codes stays clear like the codes; text of identifiers/telecom is blinded.
     const expression = parsed.toString();
     out.push({
-      code, type, expr: parsed as Evaluable, blinded, textBlinded: blinded, wholeValue: isWholeValueString(resourceType, code),
+      code, type, expr: parsed as Evaluable, blinded, textBlinded: blinded,
       roots: expressionRoots(expression, resourceType), direct: compileDirectPaths(resourceType, expression),
     });
   }
@@ -126,7 +124,7 @@ function addValue(rows: RowSink, plan: ParamPlan, typed: TypedValue): void {
     : typed;
   switch (plan.type) {
     case 'token': return addToken(rows, plan, v);
-    case 'string': return addString(rows, plan.code, plan.blinded, v, plan.wholeValue);
+    case 'string': return addString(rows, plan.code, plan.blinded, v);
     case 'date': return addDate(rows, plan, v);
     case 'number': return addNumber(rows, plan.code, v);
     case 'quantity': return addQuantity(rows, plan.code, v);
@@ -154,13 +152,13 @@ class RowSink {
     if (this.#first(`t\0${param}\0${system}\0${c}`)) this.rows.token.push({ param, system, code: c });
   }
 
-  string(param: string, value: string, blinded: boolean, wholeValue = false): void {
+  string(param: string, value: string, blinded: boolean): void {
     if (!blinded) {
       const normalized = normalizeString(value);
       if (normalized && this.#first(`s\0${param}\0${value}`)) this.rows.string.push({ param, value: normalized, exact: value });
       return;
     }
-    for (const v of this.blinder.stringValues(param, value, !wholeValue)) this.blindedString(param, v);
+    for (const v of this.blinder.stringValues(param, value)) this.blindedString(param, v);
   }
 
   /** Blinded values embed the parameter in their MAC, so the value alone identifies the row. */
@@ -233,9 +231,9 @@ function addCoding(rows: RowSink, plan: ParamPlan, coding: CodingLike): void {
 const NAME_PARTS = ['family', 'given', 'prefix', 'suffix', 'text'] as const;
 const ADDRESS_PARTS = ['line', 'city', 'district', 'state', 'postalCode', 'country', 'text'] as const;
 
-function addString(rows: RowSink, param: string, blinded: boolean, v: TypedValue, wholeValue = false): void {
+function addString(rows: RowSink, param: string, blinded: boolean, v: TypedValue): void {
   const value = v.value as unknown;
-  if (typeof value === 'string') return rows.string(param, value, blinded, wholeValue);
+  if (typeof value === 'string') return rows.string(param, value, blinded);
   if (value === null || typeof value !== 'object') return;
   const parts = v.type === 'HumanName' ? NAME_PARTS : v.type === 'Address' ? ADDRESS_PARTS : v.type === 'CodeableConcept' ? (['text'] as const) : undefined;
   if (!parts) return;
