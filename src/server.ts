@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import type { Config } from './config.js';
-import { FhirError, FhirRouter, fhirHttpRouter, fromWorkerFailure, InlinePreparer, loadDefinitions, sendOutcome, WorkerPreparer, type SearchArgs } from './fhir/index.js';
+import { FhirError, FhirRouter, fhirHttpRouter, fromWorkerFailure, InlinePreparer, loadDefinitions, sendOutcome, WorkerPreparer, type SearchArgs, type SearchReply } from './fhir/index.js';
 import { WorkerPool } from './workers.js';
 import { createLogger, type Logger } from './logger.js';
 import { loadMasterKeys, SqliteStore, type Store } from './store/index.js';
@@ -39,7 +39,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
 
   const preparer = config.writeWorkers > 0 ? new WorkerPreparer(keys.indexKey, config.writeWorkers, logger) : new InlinePreparer(keys.indexKey);
   const readers = config.readWorkers > 0
-    ? new WorkerPool<SearchArgs, string>({
+    ? new WorkerPool<SearchArgs, SearchReply>({
       name: 'search', entry: new URL('./fhir/read-worker.js', import.meta.url), workerData: { file, ...keys }, size: config.readWorkers, logger, toError: fromWorkerFailure,
     })
     : undefined;

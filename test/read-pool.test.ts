@@ -3,7 +3,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
 import type { Bundle } from '@medplum/fhirtypes';
-import { FhirError, fromWorkerFailure, type SearchArgs } from '../src/fhir/index.js';
+import { FhirError, fromWorkerFailure, type SearchArgs, type SearchReply } from '../src/fhir/index.js';
 import { searchBundle } from '../src/fhir/search-service.js';
 import { loadMasterKeys } from '../src/store/index.js';
 import { createLogger } from '../src/logger.js';
@@ -13,7 +13,7 @@ import { FHIR_JSON, readFixture, testApp } from './helpers.js';
 /** Searches in worker threads (own read connections) answer exactly as on the main thread. */
 describe('search worker threads', () => {
   let t: Awaited<ReturnType<typeof testApp>>;
-  let pool: WorkerPool<SearchArgs, string>;
+  let pool: WorkerPool<SearchArgs, SearchReply>;
 
   before(async () => {
     t = await testApp({ READ_WORKERS: '0' });
@@ -26,7 +26,7 @@ describe('search worker threads', () => {
       }));
     }
     const keys = loadMasterKeys(t.config.dataDir);
-    pool = new WorkerPool<SearchArgs, string>({
+    pool = new WorkerPool<SearchArgs, SearchReply>({
       name: 'search', entry: new URL('../src/fhir/read-worker.js', import.meta.url),
       workerData: { file: path.join(t.config.dataDir, 'custos.db'), ...keys }, size: 1, logger: createLogger('silent'), toError: fromWorkerFailure,
     });
@@ -49,11 +49,24 @@ describe('search worker threads', () => {
       ['Encounter', 'patient=907&_revinclude=Provenance:target'],
       ['Patient', 'family=baxt&_elements=name'],
     ] as const) {
-      const inWorker = JSON.parse(await pool.run(args(type, qs))!) as Bundle;
+      const inWorker = JSON.parse((await pool.run(args(type, qs))!).bodyJson) as Bundle;
       const inline = await searchBundle(t.store, args(type, qs));
       assert.deepEqual(inWorker, inline, `${type}?${qs}`);
       assert.ok((inWorker.entry?.length ?? 0) > 0, `${type}?${qs} finds something`);
     }
+  });
+
+  it('names the resources of the page and their patients when asked (for the AuditEvent)', async () => {
+    const reply = (await pool.run({ ...args('Observation', 'code=8867-4&_include=Observation:subject&_count=5'), auditRefs: true }))!;
+    const bundle = JSON.parse(reply.bodyJson) as Bundle;
+    const refs = bundle.entry!.map((e) => `${e.resource!.resourceType}/${e.resource!.id}`);
+    assert.deepEqual(reply.audit!.refs, [...new Set(refs)]);
+    for (const e of bundle.entry!) {
+      const r = e.resource as { resourceType: string; id: string; subject?: { reference: string } };
+      const expected = r.resourceType === 'Patient' ? `Patient/${r.id}` : r.subject!.reference;
+      assert.deepEqual(reply.audit!.owners[`${r.resourceType}/${r.id}`], [expected]);
+    }
+    assert.equal((await pool.run(args('Observation', 'code=8867-4&_count=1')))!.audit, undefined, 'not asked: not done');
   });
 
   it('carries a FhirError (status and issues) back from the worker', async () => {

@@ -1,3 +1,5 @@
+import type { Bundle } from '@medplum/fhirtypes';
+import type { StoreReader } from '../store/index.js';
 import { getPatientCompartmentParams, isResourceType } from './definitions.js';
 import type { AuditInteraction } from './audit-port.js';
 import type { FhirRequest } from './request.js';
@@ -11,6 +13,8 @@ export interface AuditNote {
   patients: string[];
   /** The patients each of `resources` belongs to (for its entity in the AuditEvent). */
   owners: Record<string, string[]>;
+  /** resources and owners are known already (a search worker named them). */
+  resolved?: boolean;
   /** The principal sees one patient's data only (AccessDecision.patient). */
   confinedTo?: string;
   breakGlass?: boolean;
@@ -75,4 +79,29 @@ export function hasPatients(type: string): boolean {
 /** The query of a search as the audit trail keeps it: the request's own parameters in order. */
 export function auditQuery(req: FhirRequest): string {
   return new URLSearchParams(req.query).toString();
+}
+
+/** "Type/id" of each resource in a Bundle's entries, once. */
+export function entryRefs(b: Bundle): string[] {
+  return [...new Set((b.entry ?? []).flatMap((e) => (e.resource?.id ? [`${e.resource.resourceType}/${e.resource.id}`] : [])))];
+}
+
+/** The patients whose compartment each referenced resource ("Type/id[/_history/n]") is in, as "Patient/<id>". */
+export async function ownersOfRefs(reader: StoreReader, refs: string[]): Promise<Record<string, string[]>> {
+  const out: Record<string, string[]> = {};
+  const byType = new Map<string, Set<string>>();
+  for (const ref of refs) {
+    const [type, id] = ref.split('/') as [string, string];
+    if (type === 'Patient') out[ref] = [`Patient/${id}`];
+    else if (getPatientCompartmentParams(type).length > 0) byType.set(type, (byType.get(type) ?? new Set()).add(id));
+  }
+  for (const [type, ids] of byType) {
+    const found = await reader.patientsOf(type, [...ids], getPatientCompartmentParams(type));
+    for (const ref of refs) {
+      const [t, id] = ref.split('/') as [string, string];
+      const patients = t === type ? found.get(id) : undefined;
+      if (patients?.length) out[ref] = patients.map((p) => `Patient/${p}`);
+    }
+  }
+  return out;
 }

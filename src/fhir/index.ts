@@ -6,6 +6,6 @@ export { OPEN_ACCESS, ANONYMOUS, type AccessPolicy, type AccessRequest, type Acc
 export type { FhirRequest, FhirResponse } from './request.js';
 export { InlinePreparer, WorkerPreparer, type WritePreparer } from './write-pool.js';
 export { fromWorkerFailure } from './outcome.js';
-export type { SearchArgs } from './search-service.js';
+export type { SearchArgs, SearchReply } from './search-service.js';
 export type { ReadRule, ScopeQueries } from './access-constraints.js';
 export { newResourceId } from './resource-id.js';

@@ -11,12 +11,12 @@ import { applyAccess, confineQuery, constrainQuery, contentInCompartment, isMemb
 import { accessConditionFor } from './access-expr.js';
 import type { AccessDecision, AccessPolicy, AccessRequest } from './principal.js';
 import type { AuditFacts, AuditInteraction, AuditSink } from './audit-port.js';
-import { auditQuery, classify, READ_SHAPED, type AuditNote } from './audit-note.js';
+import { auditQuery, classify, entryRefs, ownersOfRefs, READ_SHAPED, type AuditNote } from './audit-note.js';
 import { bundleViewForPatient, viewForPatient } from './audit-view.js';
 import type { ReadRule } from './access-constraints.js';
 import type { FhirRequest, FhirResponse } from './request.js';
 import { parseSearch } from './search/parse.js';
-import { searchBundle, type SearchArgs } from './search-service.js';
+import { searchBundle, type SearchArgs, type SearchReply } from './search-service.js';
 import { assertResourceShape, assertValidId, validationIssues } from './validate.js';
 import type { WritePreparer } from './write-pool.js';
 
@@ -47,7 +47,7 @@ export interface RouterOptions {
   /** The audit trail: an AuditEvent per interaction (changes in their own transaction). */
   audit?: AuditSink;
   /** Runs a search in a worker thread, answering the serialized Bundle; undefined = on this thread. */
-  searcher?: (args: SearchArgs) => Promise<string> | undefined;
+  searcher?: (args: SearchArgs) => Promise<SearchReply> | undefined;
 }
 
 /** An instance operation; handlers apply to any type unless they refuse it themselves. */
@@ -92,10 +92,10 @@ export class FhirRouter {
     try {
       const out = await this.route(req, tx);
       if (!note.recorded) {
-        if (note.resources.length === 0 && out.status < 400 && (out.body || out.bodyJson) && READ_SHAPED.has(note.interaction)) {
+        if (!note.resolved && note.resources.length === 0 && out.status < 400 && (out.body || out.bodyJson) && READ_SHAPED.has(note.interaction)) {
           note.resources.push(...resultRefs(out, note));
           // Whose data it was, now: by the time the batch is written the resources may have changed.
-          noteOwners(note, await this.ownersOfRefs(tx ?? this.opts.store, note.resources));
+          noteOwners(note, await ownersOfRefs(tx ?? this.opts.store, note.resources));
         }
         audit.later(factsOf(req, note, out.status));
       }
@@ -273,7 +273,7 @@ export class FhirRouter {
       const note = req.audit;
       if (this.opts.audit && note && !note.recorded) {
         if (out.location) note.resources.push(refOf(out.location, this.opts.baseUrl));
-        noteOwners(note, await this.ownersOfRefs(t, note.resources));
+        noteOwners(note, await ownersOfRefs(t, note.resources));
         await this.opts.audit.inTransaction(t, factsOf(req, note, out.status));
         note.recorded = true;
       }
@@ -526,32 +526,14 @@ export class FhirRouter {
   }
 
   /** The patients ("Patient/<id>") of the resources ("Type/id[/_history/v]"), from the store's index. */
-  /** The patients whose compartment each referenced resource ("Type/id[/_history/n]") is in, as "Patient/<id>". */
-  private async ownersOfRefs(reader: StoreReader, refs: string[]): Promise<Record<string, string[]>> {
-    const out: Record<string, string[]> = {};
-    const byType = new Map<string, Set<string>>();
-    for (const ref of refs) {
-      const [type, id] = ref.split('/') as [string, string];
-      if (type === 'Patient') out[ref] = [`Patient/${id}`];
-      else if (getPatientCompartmentParams(type).length > 0) byType.set(type, (byType.get(type) ?? new Set()).add(id));
-    }
-    for (const [type, ids] of byType) {
-      const found = await reader.patientsOf(type, [...ids], getPatientCompartmentParams(type));
-      for (const ref of refs) {
-        const [t, id] = ref.split('/') as [string, string];
-        const patients = t === type ? found.get(id) : undefined;
-        if (patients?.length) out[ref] = patients.map((p) => `Patient/${p}`);
-      }
-    }
-    return out;
-  }
+
 
 
   /** A deleted resource's patients, for its AuditEvent, while its index rows still say who they are. */
   private async noteDeleted(req: FhirRequest, t: StoreTransaction, type: string, id: string): Promise<void> {
     if (!req.audit) return;
     req.audit.resources.push(`${type}/${id}`);
-    noteOwners(req.audit, await this.ownersOfRefs(t, [`${type}/${id}`]));
+    noteOwners(req.audit, await ownersOfRefs(t, [`${type}/${id}`]));
   }
 
   private async search(req: FhirRequest, type: string, tx: StoreTransaction | undefined, compartment?: { resourceType: string; id: string }): Promise<FhirResponse> {
@@ -571,12 +553,20 @@ export class FhirRouter {
       baseUrl: this.opts.baseUrl,
     };
     // Inside a transaction the search must see its writes: only the transaction's connection does.
+    // The worker also names what the page holds and whose it is, for the AuditEvent: that work
+    // (parsing the page, a compartment lookup) is then not on the event loop.
+    if (req.audit) args.auditRefs = true;
     const inWorker = tx ? undefined : this.opts.searcher?.(args);
     if (inWorker) {
       try {
-        const bodyJson = await inWorker;
-        if (d.observe) await this.observed(req, d, entryRefs(JSON.parse(bodyJson) as Bundle));
-        return { status: 200, bodyJson };
+        const reply = await inWorker;
+        if (reply.audit && req.audit) {
+          req.audit.resources.push(...reply.audit.refs);
+          noteOwners(req.audit, reply.audit.owners);
+          req.audit.resolved = true;
+        }
+        if (d.observe) await this.observed(req, d, reply.audit?.refs ?? entryRefs(JSON.parse(reply.bodyJson) as Bundle));
+        return { status: 200, bodyJson: reply.bodyJson };
       } catch (err) {
         // A worker that died under the request is no reason to fail it: search here instead.
         if (err instanceof FhirError) throw err;
@@ -701,9 +691,6 @@ function resultRefs(out: FhirResponse, note: AuditNote): string[] {
 }
 
 /** "Type/id" of the resources in a Bundle's entries. */
-function entryRefs(b: Bundle): string[] {
-  return [...new Set((b.entry ?? []).flatMap((e) => (e.resource?.id ? [`${e.resource.resourceType}/${e.resource.id}`] : [])))];
-}
 
 function historyEntry(baseUrl: string, v: StoredVersion): BundleEntry {
   const url = `${v.resourceType}/${v.id}`;

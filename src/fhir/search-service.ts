@@ -2,6 +2,7 @@ import type { Bundle } from '@medplum/fhirtypes';
 import type { SearchFilter, StoreReader } from '../store/index.js';
 import { applyAccess, confineQuery, constrainQuery, type ReadRule, type ScopeQueries } from './access-constraints.js';
 import type { AccessExpr } from './access-expr.js';
+import { entryRefs, ownersOfRefs } from './audit-note.js';
 import { bundleViewForPatient } from './audit-view.js';
 import { getPatientCompartmentParams } from './definitions.js';
 import { FhirError, notSupported } from './outcome.js';
@@ -26,6 +27,21 @@ export interface SearchArgs {
   defaultCount: number;
   maxCount: number;
   baseUrl: string;
+  /** Also name the resources of the page and their patients (for the AuditEvent). */
+  auditRefs?: boolean;
+}
+
+/** A search as a worker answers it: the Bundle as JSON (cheap to pass between threads) and, when asked, what it holds. */
+export interface SearchReply {
+  bodyJson: string;
+  audit?: { refs: string[]; owners: Record<string, string[]> };
+}
+
+export async function searchReply(reader: StoreReader, a: SearchArgs): Promise<SearchReply> {
+  const bundle = await searchBundle(reader, a);
+  if (!a.auditRefs) return { bodyJson: JSON.stringify(bundle) };
+  const refs = entryRefs(bundle);
+  return { bodyJson: JSON.stringify(bundle), audit: { refs, owners: await ownersOfRefs(reader, refs) } };
 }
 
 /** Bounds the SQL one search compiles to (SQLite allows 32,766 parameters per statement). */
