@@ -161,24 +161,31 @@ describe('audit trail', () => {
     const a = (await call('POST', 'Patient', { resourceType: 'Patient' })).body.id as string;
     const b = (await call('POST', 'Patient', { resourceType: 'Patient' })).body.id as string;
     const code = `shared-${Date.now()}`;
+    const since = new Date().toISOString();
+    await new Promise((r) => setTimeout(r, 5));
     const obsA = (await call('POST', 'Observation', { resourceType: 'Observation', status: 'final', code: { coding: [{ system: 'urn:t', code }] }, subject: { reference: `Patient/${a}` } })).body.id as string;
     const obsB = (await call('POST', 'Observation', { resourceType: 'Observation', status: 'final', code: { coding: [{ system: 'urn:t', code }] }, subject: { reference: `Patient/${b}` } })).body.id as string;
     await call('GET', `Observation/${obsB}`);
     // One search touching both patients: one AuditEvent naming both.
     assert.equal((await call('GET', `Observation?code=urn:t|${code}`)).body.entry.length, 2);
+    // And one history touching both, which names each resource.
+    assert.equal((await call('GET', `Observation/_history?_since=${encodeURIComponent(since)}`)).body.total, 2);
     await new Promise((r) => setTimeout(r, 150));
     const tokenA = await patientToken(s, { patientId: a, scope: 'patient/*.rs' });
     const mine = await call('GET', 'AuditEvent?_count=100&_total=accurate', undefined, tokenA);
     assert.equal(mine.status, 200, mine.text);
     const seen = (mine.body.entry as Array<{ resource: AuditEvent }>).map((e) => e.resource);
     assert.equal(mine.body.total, seen.length);
-    assert.ok(seen.length >= 3, 'create Patient, create Observation, the shared search');
+    assert.ok(seen.length >= 4, 'create Patient, create Observation, the shared search and history');
     const text = JSON.stringify(mine.body);
     assert.ok(!text.includes(b) && !text.includes(obsB), 'nothing names the other patient or their data');
+    // A search names its query and patients (BALP), not each resource: this patient's part is them.
     const shared = seen.find((e) => sub(e) === 'search-type')!;
-    assert.deepEqual(refs(shared).sort(), [`Observation/${obsA}`, `Patient/${a}`].sort(), 'the shared search shows this patient\'s part');
+    assert.deepEqual(refs(shared), [`Patient/${a}`], 'the shared search shows this patient\'s part');
     assert.ok(shared.meta!.security!.some((c) => c.code === 'REDACTED'));
     assert.ok(!shared.entity!.some((e) => e.query), 'the query may name the other patient: withheld');
+    const history = seen.find((e) => sub(e) === 'history-type')!;
+    assert.deepEqual(refs(history).sort(), [`Observation/${obsA}`, `Patient/${a}`].sort(), 'of a history: this patient\'s resources');
     // Read of the same event by id: the same view; the other patient's own events: not there.
     const one = await call('GET', `AuditEvent/${shared.id}`, undefined, tokenA);
     assert.deepEqual(refs(one.body).sort(), refs(shared).sort());
@@ -190,7 +197,7 @@ describe('audit trail', () => {
     assert.ok(!probe.text.includes(b));
     assert.equal((await call('GET', `AuditEvent?entity=${b}`, undefined, tokenA)).status, 403);
     assert.ok((await call('GET', `AuditEvent?patient=${a}&_summary=count`, undefined, tokenA)).body.total >= seen.length, 'its own id, bare, is fine');
-    const included = await call('GET', `AuditEvent?_id=${shared.id}&_include=AuditEvent:entity`, undefined, tokenA);
+    const included = await call('GET', `AuditEvent?_id=${history.id}&_include=AuditEvent:entity`, undefined, tokenA);
     assert.ok(!JSON.stringify(included.body).includes(obsB));
     assert.ok((included.body.entry as Array<{ resource: { id: string } }>).some((e) => e.resource.id === obsA), 'its own Observation is included');
     const rev = await call('GET', `Observation?_id=${obsA}&_revinclude=AuditEvent:entity`, undefined, tokenA);
@@ -201,8 +208,10 @@ describe('audit trail', () => {
     const trailRead = (await call('GET', `AuditEvent?patient=Patient/${b}&_count=200`)).body as Bundle;
     assert.ok(!trailRead.entry!.some((e) => (e.resource as AuditEvent).agent!.some((x) => x.who?.reference === `Patient/${a}`)), 'the other patient\'s trail does not show this patient');
     // An administrator sees the whole stored event.
-    const full = await call('GET', `AuditEvent/${shared.id}`);
+    const full = await call('GET', `AuditEvent/${history.id}`);
     assert.ok(refs(full.body).includes(`Observation/${obsB}`) && !full.body.meta.security);
+    const fullSearch = (await call('GET', `AuditEvent/${shared.id}`)).body as AuditEvent;
+    assert.ok(refs(fullSearch).includes(`Patient/${b}`) && fullSearch.entity!.some((e) => e.query));
     // Searchable by the fields the issue names.
     for (const q of ['action=E', 'type=rest', 'outcome=0', `date=ge${shared.recorded!.slice(0, 10)}`, `agent:identifier=urn:custos:client|${shared.agent![0]!.who!.identifier!.value}`]) {
       const r = await call('GET', `AuditEvent?${q}&_summary=count`, undefined, tokenA);

@@ -48,6 +48,8 @@ export function accessReportOperation(store: StoreReader, enabled: boolean): Ins
           const ref = en.what?.reference;
           if (ref && ref !== `Patient/${target.id}`) s.types.add(ref.split('/')[0]!);
           if (ref === `Patient/${target.id}` && en.role?.code !== '1') s.types.add('Patient');
+          // A search names its query (with the type searched) rather than each resource it returned.
+          if (en.query !== undefined && en.description) s.types.add(en.description);
         }
         byActor.set(actor, s);
       }

@@ -11,8 +11,8 @@ import type { AuditWriterData, FromAuditWriter, ToAuditWriter } from './writer-t
 loadDefinitions();
 const data = workerData as AuditWriterData;
 const keys = { kek: Buffer.from(data.kek), indexKey: Buffer.from(data.indexKey) };
-// The server's connection runs the checkpoints; this one only writes.
-const store = SqliteStore.open({ file: data.file, keys, backgroundCheckpoint: false });
+// The server's store checkpoints the WAL; this connection only writes.
+const store = SqliteStore.open({ file: data.file, keys, noCheckpoints: true });
 const blinder = new Blinder(keys.indexKey);
 const indexer = createIndexer(blinder);
 const port = parentPort!;

@@ -660,7 +660,10 @@ function noteOwners(note: AuditNote, owners: Record<string, string[]>): void {
 }
 
 function factsOf(req: FhirRequest, note: AuditNote, status: number): AuditFacts {
-  const resources = [...new Set(note.resources)];
+  // BALP query events name the query and the patients whose data it returned, not each resource
+  // of the page (which would make a search's AuditEvent many times the size and index rows of a read's).
+  const isSearch = note.interaction === 'search-type' || note.interaction === 'search-system';
+  const resources = isSearch ? [] : [...new Set(note.resources)];
   // A principal confined to one patient saw only that patient's part of what it read (also of
   // AuditEvents that concern others too), so its interactions concern that patient alone.
   const self = note.confinedTo !== undefined ? `Patient/${note.confinedTo}` : undefined;
