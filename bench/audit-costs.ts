@@ -10,15 +10,9 @@ import { AuditRecorder, buildAuditEvent, type AuditFacts } from '../src/audit/in
 import { loadDefinitions } from '../src/fhir/definitions.js';
 import { Blinder, createIndexer, loadMasterKeys, SqliteStore } from '../src/store/index.js';
 import { log } from './server-process.js';
+import { cpuPerItem } from './write-costs.js';
 
 const round = (n: number, d = 1) => Math.round(n * 10 ** d) / 10 ** d;
-
-function cpuPerItem<T>(items: readonly T[], fn: (x: T) => void): number {
-  const start = process.cpuUsage();
-  for (const x of items) fn(x);
-  const used = process.cpuUsage(start);
-  return (used.user + used.system) / items.length;
-}
 
 /** A read of one Observation by a backend client, as the router reports it. */
 function readFacts(i: number): AuditFacts {

@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import { measureAuditCosts } from './audit-costs.js';
 import type { ConsentBenchTools } from './consent.js';
 import { observationBundle, patient, rng, searchPaths, transactionBundle } from './fixtures.js';
-import { fhirRequest, log, processMemory, startServer, type ServerProcess } from './server-process.js';
+import { fhirRequest, log, processMemory, serverCpuSeconds, startServer, type ServerProcess } from './server-process.js';
 
 export const AUDIT_TARGETS = { audit_slowdown_pct_max: 10 };
 
@@ -80,17 +80,6 @@ async function auditCount(side: Side): Promise<number> {
   const json = await must(`audit ${side.mode}: counting AuditEvents`, call(side, 'GET', '/fhir/AuditEvent?_summary=count'), [200]);
   if (typeof json?.total !== 'number') throw new Error(`audit ${side.mode}: AuditEvent count without a total: ${JSON.stringify(json).slice(0, 300)}`);
   return json.total as number;
-}
-
-/** Server CPU seconds (user+system) from /proc/<pid>/stat, or null off Linux. */
-function cpuSeconds(pid: number): number | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return null;
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -189,7 +178,7 @@ interface RoundFigures {
 async function phase(side: Side, tools: AuditBenchTools, kind: 'read' | 'search', k: number, paths: string[], seconds: number, flushMs: number): Promise<RoundFigures> {
   const label = `audit ${kind} ${side.mode} (round ${k})`;
   const before = await auditCount(side);
-  const cpu0 = cpuSeconds(side.server.pid);
+  const cpu0 = serverCpuSeconds(side.server.pid);
   let i = 0;
   const t0 = performance.now();
   const { value: run, server_cpu_pct, loadgen_cpu_pct } = await tools.withCpu(side.server.pid, () => tools.cannon(side.server.origin, {
@@ -211,7 +200,7 @@ async function phase(side: Side, tools: AuditBenchTools, kind: 'read' | 'search'
     throw new Error(`${label}: mostly failed (${ok} 2xx, ${r.non2xx} non-2xx, ${r.errors} errors)${run.errorSamples.length ? `; samples: ${run.errorSamples.join(' | ')}` : ''}`);
   }
   await sleep(flushMs + CFG.flushSlackMs);
-  const cpu1 = cpuSeconds(side.server.pid);
+  const cpu1 = serverCpuSeconds(side.server.pid);
   const after = await auditCount(side);
   const events = after - before - side.countOverhead;
   const sent = r.requests.sent + (r.warmup?.requests.sent ?? 0);

@@ -36,7 +36,7 @@ import { measureLedgerCosts } from './ledger.js';
 import { measureWriteCosts } from './write-costs.js';
 import { summarizeProfile, type ProfileSummary } from './cpu-profile.js';
 import { heartRateObservation, observationBundle, patient, rng, searchPaths, transactionBundle } from './fixtures.js';
-import { dbFileSizes, fhirRequest, log, processMemory, startServer, type ServerProcess } from './server-process.js';
+import { dbFileSizes, fhirRequest, log, processMemory, serverCpuSeconds, startServer, type ServerProcess } from './server-process.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
 /** BENCH_SCENARIOS=single_create,bundle_create,search_token_date,ledger,consent,audit,write_costs (default: all); handy with BENCH_CPU_PROF. */
@@ -86,18 +86,6 @@ async function countObservations(origin: string): Promise<number> {
   const { status, json } = await fhir(origin, 'GET', '/fhir/Observation?_summary=count');
   if (status !== 200 || typeof json?.total !== 'number') throw new Error(`count failed: ${status} ${JSON.stringify(json).slice(0, 300)}`);
   return json.total as number;
-}
-
-/** Server CPU seconds (user+system) from /proc/<pid>/stat. */
-function serverCpuSeconds(pid: number): number | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // fields[0] is field 3 (state); utime is field 14, stime field 15.
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return null;
-  }
 }
 
 /** Measures server and bench-process CPU over an async section, as % of one core. */

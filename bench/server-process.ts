@@ -202,3 +202,15 @@ export function dbFileSizes(dataDir: string): Record<string, number> {
   }
   return out;
 }
+
+/** Server CPU seconds (user+system) from /proc/<pid>/stat. */
+export function serverCpuSeconds(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields[0] is field 3 (state); utime is field 14, stime field 15.
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return null;
+  }
+}

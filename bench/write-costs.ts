@@ -20,7 +20,7 @@ import { log } from './server-process.js';
 const round = (n: number, d = 1) => Math.round(n * 10 ** d) / 10 ** d;
 
 /** CPU microseconds per item of fn over items (user + system, this thread/process). */
-function cpuPerItem<T>(items: readonly T[], fn: (x: T) => void): number {
+export function cpuPerItem<T>(items: readonly T[], fn: (x: T) => void): number {
   const start = process.cpuUsage();
   for (const x of items) fn(x);
   const used = process.cpuUsage(start);
