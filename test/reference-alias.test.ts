@@ -53,7 +53,8 @@ describe('reference aliases (patient stored with subject)', () => {
   };
 
   it('finds Observation.patient as an alias of subject, and nothing else is aliased there', () => {
-    assert.deepEqual([...referenceAliases('Observation')], [['patient', 'subject']]);
+    assert.deepEqual([...referenceAliases('Observation')], [['patient', ['subject']]]);
+    assert.deepEqual([...referenceAliases('AuditEvent')], [['patient', ['agent', 'entity']]]);
   });
 
   it('keeps one row per reference to a Patient', () => {
@@ -101,6 +102,34 @@ describe('reference aliases (patient stored with subject)', () => {
     assert.deepEqual(rev.map((v) => v.id).sort(), ['o-hist', 'o-rel']);
     const any = await store.referencing('Observation', '*', ['Patient/p2'], 10);
     assert.deepEqual(any.map((v) => v.id).sort(), ['o-abs', 'o-perf']);
+  });
+
+  it('stores a union alias (AuditEvent.patient: agents and entities that are Patients) on its bases, one row per reference', async () => {
+    const event = (id: string, agent: string, entities: string[]): Resource => ({
+      resourceType: 'AuditEvent', id, type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest' }, recorded: '2026-11-28T10:00:00Z',
+      agent: [{ who: { reference: agent }, requestor: true }], source: { observer: { display: 'x' } }, entity: entities.map((e) => ({ what: { reference: e } })),
+    } as Resource);
+    await store.transaction(async (tx) => {
+      await tx.write({ resourceType: 'AuditEvent', id: 'ae1', resource: event('ae1', 'Patient/p2', ['Observation/o-rel', 'Patient/p1']) });
+      await tx.write({ resourceType: 'AuditEvent', id: 'ae2', resource: event('ae2', 'Practitioner/x', ['Patient/p2']) });
+    });
+    const db = new Database(file, { readonly: true });
+    const rows = db.prepare("SELECT r.param, r.target_id AS id, r.flags FROM idx_reference r JOIN resource_current c ON c.pk = r.res WHERE c.id = 'ae1' ORDER BY r.n").all();
+    db.close();
+    assert.deepEqual(rows, [{ param: 'agent', id: 'p2', flags: 3 }, { param: 'entity', id: 'o-rel', flags: 1 }, { param: 'entity', id: 'p1', flags: 3 }]);
+    const events = async (qs: string) => {
+      const parsed = parseSearch('AuditEvent', [...new URLSearchParams(qs)], { strict: true, defaultCount: 100, maxCount: 100 });
+      return (await store.search(parsed.query)).matches.map((m) => m.id).sort();
+    };
+    assert.deepEqual(await events('patient=p1'), ['ae1']);
+    assert.deepEqual(await events('patient=Patient/p2'), ['ae1', 'ae2']);
+    assert.deepEqual(await events('entity=Patient/p2'), ['ae2']);
+    assert.deepEqual(await events('agent=Patient/p2'), ['ae1']);
+    assert.deepEqual(await events('agent=Patient/p1'), []);
+    assert.deepEqual(await events('patient=Practitioner/x'), []);
+    assert.deepEqual(await events('patient.name=aliasone'), ['ae1']);
+    const rev = await store.referencing('AuditEvent', 'patient', ['Patient/p1'], 10);
+    assert.deepEqual(rev.map((v) => v.id), ['ae1']);
   });
 
   it('sorts by the alias', async () => {

@@ -73,7 +73,7 @@ export class IndexRowWriter {
 export function storedReferenceRows(resourceType: string, rows: ReferenceRow[]): Array<ReferenceRow & { flags: number }> {
   const aliases = referenceAliases(resourceType);
   if (aliases.size === 0) return rows.map((r) => ({ ...r, flags: ANY_ROW }));
-  const bases = new Set(aliases.values());
+  const bases = new Set([...aliases.values()].flat());
   const out: Array<ReferenceRow & { flags: number }> = [];
   const byKey = new Map<string, ReferenceRow & { flags: number }>();
   const key = (param: string, r: ReferenceRow) => `${param}\0${r.targetType}\0${r.targetId}\0${r.url}`;
@@ -84,11 +84,11 @@ export function storedReferenceRows(resourceType: string, rows: ReferenceRow[]):
     if (bases.has(r.param)) byKey.set(key(r.param, r), row);
   }
   for (const r of rows) {
-    const base = aliases.get(r.param);
-    if (base === undefined) continue;
-    const same = byKey.get(key(base, r));
+    const own = aliases.get(r.param);
+    if (own === undefined) continue;
+    const same = own.map((base) => byKey.get(key(base, r))).find((x) => x !== undefined);
     if (same) same.flags |= ALIAS_ROW;
-    else out.push({ ...r, param: base, flags: ALIAS_ROW });
+    else out.push({ ...r, param: own[0]!, flags: ALIAS_ROW });
   }
   return out;
 }

@@ -231,8 +231,7 @@ export function referenceParamSql(resourceType: string, params: string[], column
 function referenceParams(resourceType: string, params: string[]): { params: string[]; masks?: number[] } {
   const byName = new Map<string, number>();
   for (const p of params) {
-    const s = referenceStorage(resourceType, p);
-    byName.set(s.param, (byName.get(s.param) ?? 0) | s.mask);
+    for (const s of referenceStorage(resourceType, p)) byName.set(s.param, (byName.get(s.param) ?? 0) | s.mask);
   }
   const masks = [...byName.values()];
   return { params: [...byName.keys()], ...(masks.every((m) => m === ANY_ROW) ? {} : { masks }) };
