@@ -24,6 +24,8 @@ export interface App {
   consentChain: ConsentChainView;
   /** The consent decision (SMART scopes ∩ Consent ∩ device binding) and its operations. */
   consent: ConsentAccess;
+  /** The audit trail (undefined with AUDIT=off); `flush()` resolves once every AuditEvent so far is durable. */
+  audit?: AuditRecorder;
   logger: Logger;
   close(): Promise<void>;
 }
@@ -99,7 +101,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
     sendOutcome(res, new FhirError(404, 'not-found', `No route for ${req.method} ${req.path.slice(0, 200)}; the FHIR base is /fhir`));
   });
   return {
-    app, store, router, auth, ledger, consentChain: consent.view, consent: access, logger,
+    app, store, router, auth, ledger, consentChain: consent.view, consent: access, logger, ...(audit ? { audit } : {}),
     close: async () => { await readers?.close(); await preparer.close(); await audit?.close(); await consent.view.close(); await ledger.stop(); await store.close(); auth.close(); },
   };
 }

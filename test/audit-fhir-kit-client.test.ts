@@ -30,7 +30,7 @@ describe('fhir-kit-client and the audit trail', () => {
     const token = (await codeFlow(server, { clientId: client.clientId, redirectUri: UNUSED_REDIRECT_URI, scope: 'user/*.rs', ...creds })).token.body.access_token as string;
     const dr = new Client({ baseUrl: server.base, bearerToken: token });
     await dr.read({ resourceType: 'Observation', id: id.obs! });
-    await new Promise((r) => setTimeout(r, 200));
+    await server.app.audit!.flush();
 
     const anna = new Client({ baseUrl: server.base, bearerToken: await patientToken(server, { patientId: id.anna!, scope: 'patient/*.rs' }) });
     const reads = (await anna.search({ resourceType: 'AuditEvent', searchParams: { subtype: 'read', agent: `Practitioner/${id.dr}`, _total: 'accurate' } })) as unknown as Bundle;

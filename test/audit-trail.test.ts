@@ -23,9 +23,11 @@ describe('audit trail', () => {
     const all = await Promise.all(ids.map(async (id) => (await s.app.store.read('AuditEvent', id))!.resource as AuditEvent));
     return all.sort((a, b) => seqOf(a) - seqOf(b));
   };
+  /** Every AuditEvent of the requests answered so far is durable (the batched ones too). */
+  const flushed = () => s.app.audit!.flush();
   /** The events after `n`, once the read batch is flushed. */
   const newEvents = async (n: number): Promise<AuditEvent[]> => {
-    await new Promise((r) => setTimeout(r, 150));
+    await flushed();
     return (await events()).slice(n);
   };
   const sub = (e: AuditEvent) => e.subtype![0]!.code;
@@ -33,7 +35,7 @@ describe('audit trail', () => {
 
   before(async () => {
     s = await testServer({ AUDIT: 'on', AUDIT_FLUSH_MS: '50' });
-    await new Promise((r) => setTimeout(r, 150)); // the setup's own token grant is in the trail
+    await flushed(); // the setup's own token grant is in the trail
   });
   after(async () => { await s?.close(); });
 
@@ -143,7 +145,7 @@ describe('audit trail', () => {
     await call('POST', 'Observation', { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${pid}` } });
     await call('GET', `Patient/${pid}`);
     await call('GET', `Observation?subject=Patient/${pid}`);
-    await new Promise((r) => setTimeout(r, 150));
+    await flushed();
     const own = await patientToken(s, { patientId: pid, scope: 'patient/*.rs' });
     const report = await call('GET', `Patient/${pid}/$access-report`, undefined, own);
     assert.equal(report.status, 200, report.text);
@@ -170,7 +172,7 @@ describe('audit trail', () => {
     assert.equal((await call('GET', `Observation?code=urn:t|${code}`)).body.entry.length, 2);
     // And one history touching both, which names each resource.
     assert.equal((await call('GET', `Observation/_history?_since=${encodeURIComponent(since)}`)).body.total, 2);
-    await new Promise((r) => setTimeout(r, 150));
+    await flushed();
     const tokenA = await patientToken(s, { patientId: a, scope: 'patient/*.rs' });
     const mine = await call('GET', 'AuditEvent?_count=100&_total=accurate', undefined, tokenA);
     assert.equal(mine.status, 200, mine.text);
@@ -204,7 +206,7 @@ describe('audit trail', () => {
     assert.ok(!JSON.stringify(rev.body).includes(obsB) && !JSON.stringify(rev.body).includes(b));
     assert.ok((rev.body.entry as Array<{ resource: AuditEvent }>).some((e) => e.resource.resourceType === 'AuditEvent'));
     // Reading the trail concerns this patient only, though the events read concern others too.
-    await new Promise((r) => setTimeout(r, 150));
+    await flushed();
     const trailRead = (await call('GET', `AuditEvent?patient=Patient/${b}&_count=200`)).body as Bundle;
     assert.ok(!trailRead.entry!.some((e) => (e.resource as AuditEvent).agent!.some((x) => x.who?.reference === `Patient/${a}`)), 'the other patient\'s trail does not show this patient');
     // An administrator sees the whole stored event.
@@ -250,7 +252,7 @@ describe('audit trail', () => {
   });
 
   it('custos audit export writes the trail as NDJSON, oldest first, from a date', async () => {
-    await new Promise((r) => setTimeout(r, 150));
+    await flushed();
     const all = await events();
     const run = await runCli(['audit', 'export', '--since', '2000-01-01'], { DATA_DIR: s.config.dataDir });
     assert.equal(run.code, 0, run.stderr);
@@ -321,7 +323,7 @@ describe('who sees the audit trail', () => {
       const r = await fetch(`${s.base}/${p}`, { headers: { authorization: `Bearer ${t}` } });
       return { status: r.status, body: await r.json() as Bundle & { total?: number } };
     };
-    await new Promise((r) => setTimeout(r, 100));
+    await s.app.audit!.flush();
     const all = await get(`AuditEvent?patient=Patient/${pid}`, s.token);
     assert.ok((all.body.entry ?? []).length >= 2, 'the administrator sees the patient\'s trail');
     const eventId = all.body.entry![0]!.resource!.id!;
