@@ -3,6 +3,9 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { after, before, describe, it } from 'node:test';
 import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
+import { AuditRecorder, AuditWriterThread } from '../src/audit/index.js';
+import { FhirError } from '../src/fhir/index.js';
+import type { Blinder, Store } from '../src/store/index.js';
 import { FHIR_JSON, runCli, testServer } from './helpers.js';
 import { codeFlow, newCredentials, patientToken, UNUSED_REDIRECT_URI } from './smart-helpers.js';
 
@@ -336,5 +339,17 @@ describe('who sees the audit trail', () => {
     const withRev = await get(`Patient?_id=${pid}&_revinclude=AuditEvent:patient`);
     assert.deepEqual((withRev.body.entry ?? []).map((e) => e.resource!.resourceType), ['Patient']);
     assert.equal((await get(`Patient/${pid}/AuditEvent`)).body.entry?.length ?? 0, 0, 'nor through the compartment');
+  });
+});
+
+describe('audit backpressure', () => {
+  it('a request waiting for a writer thread that cannot catch up is refused with 503 after the deadline, not left hanging', async () => {
+    const behind = { running: true, admit: () => new Promise<void>(() => undefined) } as unknown as AuditWriterThread;
+    const recorder = new AuditRecorder({
+      store: {} as Store, blinder: {} as Blinder, index: () => { throw new Error('not used'); }, flushMs: 500, observer: 'x', thread: behind, admitTimeoutMs: 30,
+    });
+    await assert.rejects(recorder.admit()!, (e: unknown) => e instanceof FhirError && e.status === 503);
+    const keepingUp = { running: true, admit: () => undefined } as unknown as AuditWriterThread;
+    assert.equal(new AuditRecorder({ store: {} as Store, blinder: {} as Blinder, index: () => { throw new Error('not used'); }, flushMs: 500, observer: 'x', thread: keepingUp }).admit(), undefined);
   });
 });

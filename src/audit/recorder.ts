@@ -1,4 +1,5 @@
 import type { AuditEvent, Resource } from '@medplum/fhirtypes';
+import { FhirError } from '../fhir/outcome.js';
 import { newResourceId } from '../fhir/resource-id.js';
 import type { Logger } from '../logger.js';
 import type { Blinder, IndexRows, Store, StoreTransaction } from '../store/index.js';
@@ -11,6 +12,7 @@ export const EVENTS_PER_TRANSACTION = 64;
 /** Facts are handed to the writer thread in small batches, at least this often (ms). */
 const HANDOFF_MS = 10;
 const HANDOFF_BATCH = 64;
+const ADMIT_TIMEOUT_MS = 10_000;
 
 export interface AuditRecorderOptions {
   store: Store;
@@ -26,6 +28,8 @@ export interface AuditRecorderOptions {
   thread?: AuditWriterThread;
   /** Told how many batched AuditEvents each committed transaction wrote. */
   onWritten?: (n: number) => void;
+  /** How long a request waits for room in a writer thread that is behind (default 10 s). */
+  admitTimeoutMs?: number;
 }
 
 /**
@@ -42,8 +46,6 @@ export class AuditRecorder {
   private timer?: NodeJS.Timeout;
   private flushing?: Promise<void>;
   private closed = false;
-  /** Events written since start (for benchmarks and status). */
-  written = 0;
 
   constructor(private readonly o: AuditRecorderOptions) {}
 
@@ -57,9 +59,18 @@ export class AuditRecorder {
     return this.queue.length;
   }
 
-  /** AuditSink.admit: new requests wait while the writer thread is far behind. */
+  /**
+   * AuditSink.admit: new requests wait while the writer thread is far behind; one that cannot be
+   * recorded within admitTimeoutMs (the trail cannot be written: disk full, database locked) is
+   * refused with a 503 rather than served unrecorded or left hanging.
+   */
   admit(): Promise<void> | undefined {
-    return this.o.thread?.admit(this.handoff.length);
+    const room = this.o.thread?.admit(this.handoff.length);
+    if (!room) return undefined;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new FhirError(503, 'transient', 'The audit trail cannot be written fast enough right now; try again shortly')), this.o.admitTimeoutMs ?? ADMIT_TIMEOUT_MS);
+      room.then(() => { clearTimeout(timer); resolve(); }, reject);
+    });
   }
 
   /** Queues the AuditEvent of a read, search or refusal; durable within flushMs. */
@@ -75,7 +86,7 @@ export class AuditRecorder {
     this.timer ??= setTimeout(() => { this.timer = undefined; void this.flush().catch((err: unknown) => this.o.logger?.error({ err }, 'writing audit events failed; will retry')); }, this.o.flushMs);
   }
 
-  /** Writes everything queued now (one transaction); resolves once it is durable. */
+  /** Writes everything queued now (in transactions of EVENTS_PER_TRANSACTION); resolves once it is durable. */
   async flush(): Promise<void> {
     this.handOff();
     if (this.o.thread?.running) await this.o.thread.flush();
@@ -137,6 +148,5 @@ export class AuditRecorder {
     const id = newResourceId();
     const resource = { ...event, id };
     await t.write({ resourceType: 'AuditEvent', id, resource, index: this.o.index(resource) });
-    this.written++;
   }
 }

@@ -63,19 +63,6 @@ export function classify(req: FhirRequest): Omit<AuditNote, 'resources' | 'patie
   return { ...base, interaction: m === 'GET' ? 'read' : 'operation' };
 }
 
-/** The target of an instance-level request ("Type/id") and its patient when it is a Patient, else undefined. */
-export function instanceTarget(req: FhirRequest): { ref: string; patient?: string } | undefined {
-  const segs = req.path.split('/').filter((s) => s.length > 0);
-  if (segs.length < 2 || !isResourceType(segs[0]!) || segs[1]!.startsWith('_') || segs[1]!.startsWith('$')) return undefined;
-  const ref = `${segs[0]}/${segs[1]}`;
-  return segs[0] === 'Patient' ? { ref, patient: ref } : { ref };
-}
-
-/** Whether the type's resources belong to a patient's compartment (their patients are looked up). */
-export function hasPatients(type: string): boolean {
-  return type === 'Patient' || getPatientCompartmentParams(type).length > 0;
-}
-
 /** The query of a search as the audit trail keeps it: the request's own parameters in order. */
 export function auditQuery(req: FhirRequest): string {
   return new URLSearchParams(req.query).toString();

@@ -5,7 +5,7 @@ import { VersionConflictError } from '../store/index.js';
 import type { AccessCondition, HistoryQuery, IndexRows, Store, StoredVersion, StoreReader, StoreTransaction } from '../store/index.js';
 import { processBundle } from './bundle.js';
 import { buildCapabilityStatement } from './capability.js';
-import { getPatientCompartmentParams, isResourceType } from './definitions.js';
+import { isResourceType } from './definitions.js';
 import { allOk, badRequest, FhirError, gone, notFound, notSupported, preconditionFailed } from './outcome.js';
 import { applyAccess, confineQuery, constrainQuery, contentInCompartment, isMember, matchingScopeQueries, satisfying } from './access-constraints.js';
 import { accessConditionFor } from './access-expr.js';
@@ -525,10 +525,6 @@ export class FhirRouter {
     if (await d.observe(refs) && req.audit) req.audit.breakGlass = true;
   }
 
-  /** The patients ("Patient/<id>") of the resources ("Type/id[/_history/v]"), from the store's index. */
-
-
-
   /** A deleted resource's patients, for its AuditEvent, while its index rows still say who they are. */
   private async noteDeleted(req: FhirRequest, t: StoreTransaction, type: string, id: string): Promise<void> {
     if (!req.audit) return;
@@ -692,8 +688,6 @@ function resultRefs(out: FhirResponse, note: AuditNote): string[] {
   if (note.interaction === 'read' || note.interaction === 'vread') return body.id ? [`${body.resourceType}/${body.id}${note.interaction === 'vread' ? `/_history/${body.meta?.versionId ?? ''}` : ''}`] : [];
   return [];
 }
-
-/** "Type/id" of the resources in a Bundle's entries. */
 
 function historyEntry(baseUrl: string, v: StoredVersion): BundleEntry {
   const url = `${v.resourceType}/${v.id}`;
