@@ -39,7 +39,7 @@ function fixtureResources(): Resource[] {
 const expr = (type: string, code: string) => getSearchParameterDetails(type, getTypeSearchParameters(type)[code]!).parsedExpression.toString();
 
 describe('direct paths (index extraction without FHIRPath)', () => {
-  it('compiles plain paths, unions and choice casts, and leaves the rest to FHIRPath', () => {
+  it('compiles plain paths, unions, choice casts and target-type filters, and leaves the rest to FHIRPath', () => {
     assert.deepEqual(compileDirectPaths('Observation', expr('Observation', 'code')), [{ steps: ['code'], type: 'CodeableConcept' }]);
     assert.deepEqual(compileDirectPaths('Observation', expr('Observation', 'combo-code')), [
       { steps: ['code'], type: 'CodeableConcept' }, { steps: ['component', 'code'], type: 'CodeableConcept' },
@@ -49,8 +49,12 @@ describe('direct paths (index extraction without FHIRPath)', () => {
     ]);
     assert.deepEqual(compileDirectPaths('Patient', expr('Patient', 'given')), [{ steps: ['name', 'given'], type: 'string' }]);
     assert.deepEqual(compileDirectPaths('AuditEvent', expr('AuditEvent', 'agent')), [{ steps: ['agent', 'who'], type: 'Reference' }]);
-    // where(), resolve(), functions, a choice without a cast, a cast followed by a path: FHIRPath.
-    assert.equal(compileDirectPaths('Observation', expr('Observation', 'patient')), null);
+    assert.deepEqual(compileDirectPaths('Observation', expr('Observation', 'patient')), [{ steps: ['subject'], type: 'Reference', resolveIs: 'Patient' }]);
+    assert.deepEqual(compileDirectPaths('AuditEvent', expr('AuditEvent', 'patient')), [
+      { steps: ['agent', 'who'], type: 'Reference', resolveIs: 'Patient' }, { steps: ['entity', 'what'], type: 'Reference', resolveIs: 'Patient' },
+    ]);
+    // Other where() criteria, functions, a choice without a cast, a cast followed by a path: FHIRPath.
+    assert.equal(compileDirectPaths('Patient', expr('Patient', 'email')), null);
     assert.equal(compileDirectPaths('Patient', expr('Patient', 'phone')), null);
     assert.equal(compileDirectPaths('Patient', expr('Patient', 'deceased')), null);
     assert.equal(compileDirectPaths('Observation', expr('Observation', 'date')), null);
@@ -83,6 +87,18 @@ describe('direct paths (index extraction without FHIRPath)', () => {
       assert.deepEqual(direct.quantity.filter((d) => !engine.quantity.some((q) => key(q) === key(d))).map((q) => q.value), [1e-245]);
     }
     assert.ok(types.size > 20, `only ${types.size} resource types`);
+  });
+
+  it('filters references by target type exactly as FHIRPath resolve() does', () => {
+    const subjects: unknown[] = [
+      { reference: 'Patient/1' }, { reference: 'http://h/fhir/Patient/2' }, { reference: 'Patient?identifier=a|b' }, { reference: 'urn:uuid:0a1b' },
+      { reference: '#contained' }, { reference: '' }, { type: 'Patient', identifier: { system: 's', value: 'v' } }, { type: 'Patient' },
+      { display: 'only a name' }, { reference: 'Group/3' }, { reference: 'Patient' },
+    ];
+    for (const subject of subjects) {
+      const obs = { resourceType: 'Observation', id: 'o', status: 'final', code: { text: 'x' }, subject } as Resource;
+      assert.deepEqual(fast.extract(obs), fhirPath.extract(obs), JSON.stringify(subject));
+    }
   });
 
   it('gives exactly the index rows of the FHIRPath engine for the AuditEvents the server writes', () => {
