@@ -18,8 +18,9 @@ describe('ledger anchoring (embedded anvil)', () => {
   const obs = (value: number): Observation => ({ resourceType: 'Observation', status: 'final', code: { text: 'spo2' }, valueQuantity: { value, unit: '%' } });
 
   before(async () => {
-    // Batches are cut on size (5) or time (a long 60 s), so the test decides when.
-    t = await testApp({ LEDGER: 'embedded', LEDGER_BATCH_SIZE: '5', LEDGER_BATCH_MS: '60000' });
+    // Batches are cut on size (5) or time (a long 60 s), so the test decides when. Without the
+    // audit trail: the AuditEvents of its own requests would decide which versions share a batch.
+    t = await testApp({ LEDGER: 'embedded', LEDGER_BATCH_SIZE: '5', LEDGER_BATCH_MS: '60000', AUDIT: 'off' });
   });
   after(async () => t.close());
 
@@ -111,5 +112,36 @@ describe('ledger off', () => {
     } finally {
       await t.close();
     }
+  });
+});
+
+/** AuditEvents are versions like any other: hashed, batched, anchored, and verifiable with $verify. */
+describe('AuditEvents on the ledger', () => {
+  let t: TestApp;
+  before(async () => {
+    t = await testApp({ LEDGER: 'embedded', LEDGER_BATCH_SIZE: '4', LEDGER_BATCH_MS: '60000', AUDIT: 'on' });
+  });
+  after(async () => t.close());
+
+  it('the AuditEvent of a read gets an inclusion proof that leads to the root on chain', async () => {
+    const created = await request(t.app).post('/fhir/Observation').set('content-type', FHIR_JSON).send(JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: 'spo2' } }));
+    assert.equal(created.status, 201);
+    assert.equal((await request(t.app).get(`/fhir/Observation/${created.body.id}`)).status, 200);
+    await t.audit!.flush();
+    const events = (await request(t.app).get(`/fhir/AuditEvent?entity=Observation/${created.body.id}&subtype=read`)).body;
+    assert.equal(events.entry?.length, 1, JSON.stringify(events));
+    const id = events.entry[0].resource.id as string;
+    // Fill the batch (size 4) with more writes, then anchor.
+    for (let i = 0; i < 4; i++) assert.equal((await request(t.app).post('/fhir/Observation').set('content-type', FHIR_JSON).send(JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: `n${i}` } }))).status, 201);
+    await t.audit!.flush();
+    await t.ledger.flush();
+    const res = await request(t.app).get(`/fhir/AuditEvent/${id}/$verify`);
+    assert.equal(res.status, 200, res.text);
+    const p = res.body as Parameters;
+    assert.equal(param(p, 'status')?.valueCode, 'anchored', JSON.stringify(p));
+    const root = rootFromInclusionProof(Buffer.from(param(p, 'contentHash')!.valueString!, 'hex'), param(p, 'leafIndex')!.valueInteger!,
+      param(p, 'treeSize')!.valueInteger!, all(p, 'auditPath').map((x) => Buffer.from(x.valueString!, 'hex')))!;
+    assert.equal(root.toString('hex'), param(p, 'root')!.valueString);
+    assert.ok(await t.ledger.chain!.anchoredAt(root), 'the root is in the contract');
   });
 });
