@@ -276,7 +276,7 @@ describe('audit trail', () => {
     assert.equal(first.proof.status, 'pending', 'this server runs without the ledger: not yet in an anchored batch');
   });
 
-  it('an AuditEvent removed or edited in the database is found by the integrity check (a gap in the sequence; a body that no longer decrypts)', async () => {
+  it('an AuditEvent removed or edited in the database is found by the integrity check (a gap in the sequence; a body that no longer decrypts; an index row changed)', async () => {
     const all = await events();
     assert.ok(all.length >= 3);
     const clean = await call('GET', '$integrity-check');
@@ -290,6 +290,9 @@ describe('audit trail', () => {
       const edited = db.prepare("SELECT seq, body FROM resource_version WHERE type = 'AuditEvent' AND id = ?").get(all[2]!.id) as { seq: number; body: Buffer };
       edited.body[edited.body.length - 1] ^= 1;
       db.prepare('UPDATE resource_version SET body = ? WHERE seq = ?').run(edited.body, edited.seq);
+      // AuditEvents' index rows are in their own tables (aidx_*): moved in time.
+      const pk = db.prepare("SELECT pk FROM resource_current WHERE type = 'AuditEvent' AND id = ?").pluck().get(all[0]!.id);
+      assert.equal(db.prepare("UPDATE aidx_date SET lo = lo - 86400000, hi = hi - 86400000 WHERE res = ? AND param = 'date'").run(pk).changes, 1);
     } finally {
       db.close();
     }
@@ -301,6 +304,8 @@ describe('audit trail', () => {
     // The removed one is missing; so is the edited one, whose number cannot be read any more.
     assert.ok(JSON.stringify(gap).includes(`number(s) ${seqOf(all[1]!)}-${seqOf(all[2]!)} are missing`), JSON.stringify(gap));
     assert.ok(kinds.includes('undecryptable'), 'the edited one');
+    const moved = findings.find((f) => f.part!.some((x) => x.valueCode === 'index_mismatch'));
+    assert.ok(moved && JSON.stringify(moved).includes(all[0]!.id!), JSON.stringify(findings));
   });
 });
 

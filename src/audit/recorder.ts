@@ -51,7 +51,7 @@ export class AuditRecorder {
 
   /** Records the AuditEvent of a change inside the change's own transaction. */
   async inTransaction(t: StoreTransaction, facts: AuditFacts): Promise<void> {
-    await this.write(t, facts);
+    await this.write(t, facts, t.nextSequence(AUDIT_SEQUENCE));
   }
 
   /** Batched facts waiting here to be written. */
@@ -107,7 +107,9 @@ export class AuditRecorder {
       const chunk = batch.slice(i, i + EVENTS_PER_TRANSACTION);
       try {
         await this.o.store.transaction(async (t) => {
-          for (const f of chunk) await this.write(t, f);
+          // The chunk's sequence numbers in one step.
+          const first = t.nextSequence(AUDIT_SEQUENCE, chunk.length);
+          for (let j = 0; j < chunk.length; j++) await this.write(t, chunk[j]!, first + j);
         });
         this.o.onWritten?.(chunk.length);
       } catch (err) {
@@ -138,8 +140,8 @@ export class AuditRecorder {
     this.closed = true;
   }
 
-  private async write(t: StoreTransaction, facts: AuditFacts): Promise<void> {
-    const seq = t.nextSequence(AUDIT_SEQUENCE);
+  /** Stores the AuditEvent with its number `seq` of the audit sequence, taken in `t`. */
+  private async write(t: StoreTransaction, facts: AuditFacts, seq: number): Promise<void> {
     const resolved: AuditFacts = {
       ...facts,
       ...(facts.query !== undefined ? { query: blindQuery(this.o.blinder, facts.resourceType, facts.query) } : {}),
@@ -147,6 +149,6 @@ export class AuditRecorder {
     const event: AuditEvent = buildAuditEvent(resolved, { observer: this.o.observer, seq });
     const id = newResourceId();
     const resource = { ...event, id };
-    await t.write({ resourceType: 'AuditEvent', id, resource, index: this.o.index(resource) });
+    await t.write({ resourceType: 'AuditEvent', id, resource, index: this.o.index(resource), fresh: true });
   }
 }

@@ -5,7 +5,7 @@ import { VersionConflictError } from '../store/index.js';
 import type { AccessCondition, HistoryQuery, IndexRows, Store, StoredVersion, StoreReader, StoreTransaction } from '../store/index.js';
 import { processBundle } from './bundle.js';
 import { buildCapabilityStatement } from './capability.js';
-import { isResourceType } from './definitions.js';
+import { getPatientCompartmentParams, isResourceType } from './definitions.js';
 import { allOk, badRequest, FhirError, gone, notFound, notSupported, preconditionFailed } from './outcome.js';
 import { applyAccess, confineQuery, constrainQuery, contentInCompartment, isMember, matchingScopeQueries, satisfying } from './access-constraints.js';
 import { accessConditionFor } from './access-expr.js';
@@ -334,7 +334,7 @@ export class FhirRouter {
         if (existing.length === 1) return { ...this.found(existing[0]!, d), location: this.written(existing[0]!, 200).location };
       }
       const id = req.assignedId ?? newResourceId();
-      const v = await t.write({ resourceType: type, id, resource: { ...resource, id }, index });
+      const v = await t.write({ resourceType: type, id, resource: { ...resource, id }, index, fresh: req.assignedId === undefined });
       await this.assertStillInScope(d, t, type, id);
       return this.written(v, 201);
     });
@@ -343,7 +343,9 @@ export class FhirRouter {
   private async read(req: FhirRequest, type: string, id: string, tx?: StoreTransaction): Promise<FhirResponse> {
     const d = await this.authorize(req, { interaction: 'read', resourceType: type, id });
     await this.assertVisible(d, tx, type, id);
-    const v = await (tx ?? this.opts.store).read(type, id);
+    // The AuditEvent names whose data this is: asked in the same statement as the read.
+    const via = req.audit && type !== 'Patient' ? getPatientCompartmentParams(type) : [];
+    const v = await (tx ?? this.opts.store).read(type, id, via.length ? { patientsVia: via } : undefined);
     if (!v) throw notFound(`${type}/${id} is not known`);
     if (v.deleted) throw deletedError(v);
     if (req.headers.ifNoneMatch && req.headers.ifNoneMatch.split(',').some((t) => t.trim() === '*' || safeETag(t) === v.versionId)) {
@@ -356,7 +358,15 @@ export class FhirRouter {
       }
     }
     await this.observed(req, d, [`${type}/${id}`]);
-    return this.found(v, d);
+    const out = this.found(v, d);
+    if (req.audit) {
+      const ref = `${type}/${id}`;
+      const owners = type === 'Patient' ? [ref] : (v.patients ?? []).map((p) => `Patient/${p}`);
+      req.audit.resources.push(ref);
+      noteOwners(req.audit, owners.length ? { [ref]: owners } : {});
+      req.audit.resolved = true;
+    }
+    return out;
   }
 
   private async vread(req: FhirRequest, type: string, id: string, vid: string, tx?: StoreTransaction): Promise<FhirResponse> {

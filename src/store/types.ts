@@ -12,6 +12,17 @@ export interface StoredVersion {
   resource?: Resource;
   /** SHA-256 (hex) of the RFC 8785 canonical JSON of the stored resource (of the delete marker for deletes). */
   contentHash: string;
+  /** Ids of the Patients the current version references through ReadOptions.patientsVia (when asked). */
+  patients?: string[];
+}
+
+export interface ReadOptions {
+  /**
+   * Also answer with the Patients the resource references through these reference params (its
+   * patient compartment params): in the same statement as the read, which is what the audit
+   * trail of every read needs.
+   */
+  patientsVia?: string[];
 }
 
 /** Search-index rows extracted from one resource, one array per search-parameter kind. */
@@ -133,6 +144,11 @@ export interface WriteInput {
   /** When set, the write fails with a VersionConflict unless the current version equals it (If-Match). */
   ifMatch?: number;
   /**
+   * The id was just made by the server (newResourceId): there is no current version to look up,
+   * and this is version 1. (Were the id taken after all, the store's unique key fails the write.)
+   */
+  fresh?: boolean;
+  /**
    * Search-index rows of `resource`, when the caller already extracted them with this store's
    * indexer (e.g. in a worker thread, outside the write transaction). Otherwise the store does.
    */
@@ -145,7 +161,7 @@ export interface VersionWriteHook {
 }
 
 export interface StoreReader {
-  read(resourceType: string, id: string): Promise<StoredVersion | undefined>;
+  read(resourceType: string, id: string, options?: ReadOptions): Promise<StoredVersion | undefined>;
   vread(resourceType: string, id: string, versionId: number): Promise<StoredVersion | undefined>;
   history(query: HistoryQuery): Promise<HistoryResult>;
   search(query: SearchQuery): Promise<SearchResult>;
@@ -162,8 +178,9 @@ export interface StoreTransaction extends StoreReader {
   /**
    * The next number of a named sequence (1, 2, ...), taken inside this transaction: a rolled-back
    * transaction gives its number back, so committed numbers have no gaps (the audit trail's order).
+   * With `count`, that many numbers are taken at once; the first is returned.
    */
-  nextSequence(name: string): number;
+  nextSequence(name: string, count?: number): number;
 }
 
 /** The store port. Adapters: sqlite (embedded default); postgres later. */

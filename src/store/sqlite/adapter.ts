@@ -11,7 +11,7 @@ import { DataKeyCache, type DataKeyRows } from '../data-keys.js';
 import { createIndexer } from '../indexer.js';
 import { VersionConflictError } from '../errors.js';
 import type {
-  HistoryQuery, HistoryResult, IndexRows, LedgerStore, SearchQuery, SearchResult, Store, StoredVersion,
+  HistoryQuery, HistoryResult, IndexRows, LedgerStore, ReadOptions, SearchQuery, SearchResult, Store, StoredVersion,
   StoreReader, StoreTransaction, VersionWriteHook, WriteInput,
   IndexRowTuple, IntegrityReader, LedgerBatch, LedgerLeaf, ScannedVersion,
 } from '../types.js';
@@ -19,7 +19,8 @@ import { WriteQueue } from '../write-queue.js';
 import { startWorker } from '../../workers.js';
 import { SCHEMA, SCHEMA_VERSION } from './schema.js';
 import { SqliteLedgerStore } from './ledger-store.js';
-import { IndexRowWriter, INDEX_TABLES, primaryDateLo, storedReferenceRows } from './index-rows.js';
+import { IndexRowWriter, primaryDateLo, storedReferenceRows } from './index-rows.js';
+import { INDEX_KINDS, indexTable, type IndexKind } from './index-tables.js';
 import { accessClause, compileSearch, NARROW_SPAN, referenceParamSql } from './search.js';
 
 export interface SqliteStoreOptions {
@@ -65,6 +66,8 @@ function openDb(file: string, readonly: boolean): Database.Database {
 /** Reads shared by the writer (inside a tx, sees its own writes) and the reader connection. */
 class SqliteReader implements StoreReader {
   private readonly stmts = new Map<string, Database.Statement>();
+  /** read-with-patients and patientsOf statements by type and params (their SQL depends on the type's reference storage). */
+  private readonly patientQueries = new Map<string, { stmt: Database.Statement; params: unknown[] }>();
 
   constructor(protected readonly db: Database.Database, protected readonly ctx: StoreContext) {}
 
@@ -106,10 +109,28 @@ class SqliteReader implements StoreReader {
     return v;
   }
 
-  async read(resourceType: string, id: string): Promise<StoredVersion | undefined> {
-    const row = this.stmt(`SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.pk = c.pk AND v.version = c.version WHERE c.type = ? AND c.id = ?`)
-      .get(resourceType, id) as VersionRow | undefined;
-    return row && this.toVersion(row);
+  async read(resourceType: string, id: string, options?: ReadOptions): Promise<StoredVersion | undefined> {
+    const via = options?.patientsVia;
+    if (!via?.length) {
+      const row = this.stmt(`SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.pk = c.pk AND v.version = c.version WHERE c.type = ? AND c.id = ?`)
+        .get(resourceType, id) as VersionRow | undefined;
+      return row && this.toVersion(row);
+    }
+    const key = `read\0${resourceType}\0${via.join(',')}`;
+    let q = this.patientQueries.get(key);
+    if (!q) {
+      const p = referenceParamSql(resourceType, via, 'r.param');
+      // Ids have no spaces: a space-separated list.
+      const stmt = this.db.prepare(`SELECT ${VERSION_COLS}, (SELECT group_concat(r.target_id, ' ') FROM ${indexTable(resourceType, 'reference')} r WHERE r.res = c.pk AND ${p.sql} AND r.target_type = 'Patient') AS patients
+        FROM resource_current c JOIN resource_version v ON v.pk = c.pk AND v.version = c.version WHERE c.type = ? AND c.id = ?`);
+      q = { stmt, params: p.params };
+      this.patientQueries.set(key, q);
+    }
+    const row = q.stmt.get(...q.params, resourceType, id) as (VersionRow & { patients: string | null }) | undefined;
+    if (!row) return undefined;
+    const v = this.toVersion(row);
+    v.patients = row.patients ? [...new Set(row.patients.split(' '))] : [];
+    return v;
   }
 
   async vread(resourceType: string, id: string, versionId: number): Promise<StoredVersion | undefined> {
@@ -165,10 +186,18 @@ class SqliteReader implements StoreReader {
   async patientsOf(resourceType: string, ids: string[], params: string[]): Promise<Map<string, string[]>> {
     const out = new Map<string, string[]>();
     if (ids.length === 0 || params.length === 0) return out;
-    const p = referenceParamSql(resourceType, params, 'r.param');
-    const rows = this.stmt(`SELECT c.id AS id, r.target_id AS patient FROM resource_current c JOIN idx_reference r ON r.res = c.pk
-      WHERE c.type = ? AND c.id IN (SELECT value FROM json_each(?)) AND ${p.sql} AND r.target_type = 'Patient'`)
-      .all(resourceType, JSON.stringify(ids), ...p.params) as Array<{ id: string; patient: string }>;
+    // One id (the AuditEvent of every read asks): an equality on the (type, id) key, not json_each.
+    const one = ids.length === 1;
+    const key = `${resourceType}\0${params.join(',')}\0${one ? 1 : 'n'}`;
+    let q = this.patientQueries.get(key);
+    if (!q) {
+      const p = referenceParamSql(resourceType, params, 'r.param');
+      const stmt = this.db.prepare(`SELECT c.id AS id, r.target_id AS patient FROM resource_current c JOIN ${indexTable(resourceType, 'reference')} r ON r.res = c.pk
+        WHERE c.type = ? AND ${one ? 'c.id = ?' : 'c.id IN (SELECT value FROM json_each(?))'} AND ${p.sql} AND r.target_type = 'Patient'`);
+      q = { stmt, params: p.params };
+      this.patientQueries.set(key, q);
+    }
+    const rows = q.stmt.all(resourceType, one ? ids[0] : JSON.stringify(ids), ...q.params) as Array<{ id: string; patient: string }>;
     for (const r of rows) {
       const list = out.get(r.id) ?? [];
       if (!list.includes(r.patient)) list.push(r.patient);
@@ -185,7 +214,7 @@ class SqliteReader implements StoreReader {
     if (params.length === 0) return [];
     const p = referenceParamSql(resourceType, params, 'r.param');
     const sql = `SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.pk = c.pk AND v.version = c.version
-      WHERE c.type = ? AND c.deleted = 0 AND c.pk IN (SELECT r.res FROM idx_reference r WHERE ${p.sql} AND (r.target_id, r.target_type) IN (VALUES ${pairs.map(() => '(?, ?)').join(', ')}))
+      WHERE c.type = ? AND c.deleted = 0 AND c.pk IN (SELECT r.res FROM ${indexTable(resourceType, 'reference')} r WHERE ${p.sql} AND (r.target_id, r.target_type) IN (VALUES ${pairs.map(() => '(?, ?)').join(', ')}))
       ORDER BY c.pk LIMIT ?`;
     const args: unknown[] = [resourceType, ...p.params, ...pairs.flatMap((p) => [p[1], p[0]]), limit];
     const rows = this.db.prepare(sql).all(...args) as VersionRow[];
@@ -194,22 +223,32 @@ class SqliteReader implements StoreReader {
 
   async referencedBy(sources: string[], param: string, targetType: string | undefined, limit: number): Promise<StoredVersion[]> {
     if (sources.length === 0) return [];
-    const pairs = sources.map((s) => s.split('/'));
-    const conds: string[] = ['r.target_type IS NOT NULL', `(s.type, s.id) IN (VALUES ${pairs.map(() => '(?, ?)').join(', ')})`];
-    const args: unknown[] = pairs.flatMap((p) => [p[0], p[1]]);
-    if (param !== '*') {
-      // The param is one source type's (the _include names it); an alias reads its base's rows.
-      const types = [...new Set(pairs.map((p) => p[0]!))];
-      const byType = types.map((t) => {
-        const p = referenceParamSql(t, [param], '+r.param');
-        return { sql: types.length === 1 ? p.sql : `(s.type = ? AND ${p.sql})`, params: types.length === 1 ? p.params : [t, ...p.params] };
-      });
-      conds.push(`(${byType.map((b) => b.sql).join(' OR ')})`);
-      args.push(...byType.flatMap((b) => b.params));
+    // Sources by the table their index rows are in; one subquery per table.
+    const byTable = new Map<string, string[][]>();
+    for (const pair of sources.map((s) => s.split('/'))) {
+      const table = indexTable(pair[0]!, 'reference');
+      byTable.set(table, [...(byTable.get(table) ?? []), pair]);
     }
-    if (targetType) { conds.push('+r.target_type = ?'); args.push(targetType); }
+    const parts: string[] = [];
+    const args: unknown[] = [];
+    for (const [table, pairs] of byTable) {
+      const conds: string[] = ['r.target_type IS NOT NULL', `(s.type, s.id) IN (VALUES ${pairs.map(() => '(?, ?)').join(', ')})`];
+      args.push(...pairs.flatMap((p) => [p[0], p[1]]));
+      if (param !== '*') {
+        // The param is one source type's (the _include names it); an alias reads its base's rows.
+        const types = [...new Set(pairs.map((p) => p[0]!))];
+        const byType = types.map((t) => {
+          const p = referenceParamSql(t, [param], '+r.param');
+          return { sql: types.length === 1 ? p.sql : `(s.type = ? AND ${p.sql})`, params: types.length === 1 ? p.params : [t, ...p.params] };
+        });
+        conds.push(`(${byType.map((b) => b.sql).join(' OR ')})`);
+        args.push(...byType.flatMap((b) => b.params));
+      }
+      if (targetType) { conds.push('+r.target_type = ?'); args.push(targetType); }
+      parts.push(`SELECT r.target_type, r.target_id FROM ${table} r JOIN resource_current s ON s.pk = r.res WHERE ${conds.join(' AND ')}`);
+    }
     const sql = `SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.pk = c.pk AND v.version = c.version
-      WHERE c.deleted = 0 AND (c.type, c.id) IN (SELECT DISTINCT r.target_type, r.target_id FROM idx_reference r JOIN resource_current s ON s.pk = r.res WHERE ${conds.join(' AND ')})
+      WHERE c.deleted = 0 AND (c.type, c.id) IN (${parts.join(' UNION ')})
       ORDER BY c.pk LIMIT ?`;
     const rows = this.db.prepare(sql).all(...args, limit) as VersionRow[];
     return rows.map((r) => this.toVersion(r));
@@ -226,13 +265,15 @@ interface StoreContext {
 class SqliteWriter extends SqliteReader implements StoreTransaction {
   private readonly indexRows = new IndexRowWriter(this.db);
 
-  nextSequence(name: string): number {
-    return this.stmt('INSERT INTO sequence (name, n) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET n = n + 1 RETURNING n').pluck().get(name) as number;
+  nextSequence(name: string, count = 1): number {
+    if (!Number.isInteger(count) || count < 1) throw new Error(`a sequence advances by a positive whole number, not ${count}`);
+    const last = this.stmt('INSERT INTO sequence (name, n) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET n = n + excluded.n RETURNING n').pluck().get(name, count) as number;
+    return last - count + 1;
   }
 
   async write(input: WriteInput): Promise<StoredVersion> {
     const { resourceType, id } = input;
-    const cur = this.stmt('SELECT pk, version, last_updated FROM resource_current WHERE type = ? AND id = ?')
+    const cur = input.fresh ? undefined : this.stmt('SELECT pk, version, last_updated FROM resource_current WHERE type = ? AND id = ?')
       .get(resourceType, id) as { pk: number; version: number; last_updated: number } | undefined;
     if (input.ifMatch !== undefined && cur?.version !== input.ifMatch) {
       throw new VersionConflictError(resourceType, id, input.ifMatch, cur?.version);
@@ -264,7 +305,7 @@ class SqliteWriter extends SqliteReader implements StoreTransaction {
     if (cur) {
       pk = cur.pk;
       this.stmt('UPDATE resource_current SET version = ?, last_updated = ?, deleted = ? WHERE pk = ?').run(version, now, deleted ? 1 : 0, pk);
-      this.indexRows.remove(pk);
+      this.indexRows.remove(pk, resourceType);
     } else {
       pk = Number(this.stmt('INSERT INTO resource_current (type, id, version, last_updated, deleted) VALUES (?, ?, ?, ?, ?)')
         .run(resourceType, id, version, now, deleted ? 1 : 0).lastInsertRowid);
@@ -305,7 +346,7 @@ function checkSchemaVersion(db: Database.Database, file: string): void {
 }
 
 /** Columns of each index table after (res, n), in table order, as the integrity scan compares them. */
-const INDEX_COLUMNS: Record<(typeof INDEX_TABLES)[number], string> = {
+const INDEX_COLUMNS: Record<IndexKind, string> = {
   token: 'param, system, code, dlo',
   string: 'param, value, exact',
   date: 'param, lo, hi, wide',
@@ -353,7 +394,7 @@ class SqliteIntegrityReader extends SqliteReader implements IntegrityReader {
         const read = this.decrypt(r);
         if (typeof read === 'string') out.error = read;
         else out.version = { resourceType: r.type, id: r.id, versionId: r.version, lastUpdated: out.lastUpdated, deleted: out.deleted, contentHash: r.content_hash, ...(read ? { resource: read } : {}) };
-        if (out.current) out.indexRows = this.storedIndexRows(r.pk);
+        if (out.current) out.indexRows = this.storedIndexRows(r.pk, r.type);
         return out;
       });
     });
@@ -390,10 +431,10 @@ class SqliteIntegrityReader extends SqliteReader implements IntegrityReader {
     return 'the decrypted body is not a JSON object';
   }
 
-  private storedIndexRows(pk: number): IndexRowTuple[] {
+  private storedIndexRows(pk: number, resourceType: string): IndexRowTuple[] {
     const out: IndexRowTuple[] = [];
-    for (const table of INDEX_TABLES) {
-      const rows = this.stmt(`SELECT ${INDEX_COLUMNS[table]} FROM idx_${table} WHERE res = ?`).raw().all(pk) as IndexValue[][];
+    for (const table of INDEX_KINDS) {
+      const rows = this.stmt(`SELECT ${INDEX_COLUMNS[table]} FROM ${indexTable(resourceType, table)} WHERE res = ?`).raw().all(pk) as IndexValue[][];
       for (const [param, ...values] of rows) out.push({ table, param: String(param), values });
     }
     return out;

@@ -1,16 +1,15 @@
 import type Database from 'better-sqlite3';
 import { ALIAS_ROW, ANY_ROW, OWN_ROW, referenceAliases } from '../reference-aliases.js';
 import type { IndexRows, ReferenceRow } from '../types.js';
+import { INDEX_KINDS, indexTable, type IndexKind } from './index-tables.js';
 import { NARROW_SPAN, PRIMARY_DATE_PARAM } from './search.js';
-
-export const INDEX_TABLES = ['token', 'string', 'date', 'number', 'quantity', 'reference', 'uri'] as const;
 
 /**
  * Writes and removes the search-index rows of one resource (resource_current.pk). Each table is
  * clustered on (res, n), n numbering the resource's rows in that table.
  */
 /** Columns of each index table after (res, n), in insert order. */
-const COLUMNS: { [K in (typeof INDEX_TABLES)[number]]: readonly string[] } = {
+const COLUMNS: { [K in IndexKind]: readonly string[] } = {
   token: ['param', 'system', 'code', 'dlo'],
   string: ['param', 'value', 'exact'],
   date: ['param', 'lo', 'hi', 'wide'],
@@ -26,43 +25,47 @@ const MAX_ROWS_PER_INSERT = 32;
 export class IndexRowWriter {
   /** INSERT statements by table and row count: one statement per table per resource, not one per row. */
   private readonly inserts = new Map<string, Database.Statement>();
-  private readonly deleteRows: Database.Statement[];
+  private readonly deletes = new Map<string, Database.Statement[]>();
 
-  constructor(private readonly db: Database.Database) {
-    this.deleteRows = INDEX_TABLES.map((t) => db.prepare(`DELETE FROM idx_${t} WHERE res = ?`));
-  }
+  constructor(private readonly db: Database.Database) {}
 
   insert(pk: number, resourceType: string, idx: IndexRows): void {
     const dlo = primaryDateLo(idx);
-    this.rows('token', pk, idx.token.map((r) => [r.param, r.system, r.code, dlo]));
-    this.rows('string', pk, idx.string.map((r) => [r.param, r.value, r.exact]));
-    this.rows('date', pk, idx.date.map((r) => [r.param, r.lo, r.hi, r.hi - r.lo > NARROW_SPAN ? 1 : 0]));
-    this.rows('number', pk, idx.number.map((r) => [r.param, r.value, r.lo, r.hi]));
-    this.rows('quantity', pk, idx.quantity.map((r) => [r.param, r.system, r.code, r.unit, r.value, r.lo, r.hi]));
-    this.rows('reference', pk, storedReferenceRows(resourceType, idx.reference).map((r) => [r.param, r.targetType, r.targetId, r.url, dlo, r.flags]));
-    this.rows('uri', pk, idx.uri.map((r) => [r.param, r.value]));
+    const t = resourceType;
+    this.rows(t, 'token', pk, idx.token.map((r) => [r.param, r.system, r.code, dlo]));
+    this.rows(t, 'string', pk, idx.string.map((r) => [r.param, r.value, r.exact]));
+    this.rows(t, 'date', pk, idx.date.map((r) => [r.param, r.lo, r.hi, r.hi - r.lo > NARROW_SPAN ? 1 : 0]));
+    this.rows(t, 'number', pk, idx.number.map((r) => [r.param, r.value, r.lo, r.hi]));
+    this.rows(t, 'quantity', pk, idx.quantity.map((r) => [r.param, r.system, r.code, r.unit, r.value, r.lo, r.hi]));
+    this.rows(t, 'reference', pk, storedReferenceRows(resourceType, idx.reference).map((r) => [r.param, r.targetType, r.targetId, r.url, dlo, r.flags]));
+    this.rows(t, 'uri', pk, idx.uri.map((r) => [r.param, r.value]));
   }
 
-  remove(pk: number): void {
-    for (const s of this.deleteRows) s.run(pk);
+  remove(pk: number, resourceType: string): void {
+    let list = this.deletes.get(resourceType);
+    if (!list) {
+      list = INDEX_KINDS.map((k) => this.db.prepare(`DELETE FROM ${indexTable(resourceType, k)} WHERE res = ?`));
+      this.deletes.set(resourceType, list);
+    }
+    for (const s of list) s.run(pk);
   }
 
-  private rows(table: (typeof INDEX_TABLES)[number], pk: number, rows: unknown[][]): void {
+  private rows(resourceType: string, kind: IndexKind, pk: number, rows: unknown[][]): void {
     for (let first = 0; first < rows.length; first += MAX_ROWS_PER_INSERT) {
       const chunk = rows.slice(first, first + MAX_ROWS_PER_INSERT);
       const params: unknown[] = [];
       chunk.forEach((r, i) => params.push(pk, first + i, ...r));
-      this.statement(table, chunk.length).run(params);
+      this.statement(indexTable(resourceType, kind), kind, chunk.length).run(params);
     }
   }
 
-  private statement(table: (typeof INDEX_TABLES)[number], count: number): Database.Statement {
+  private statement(table: string, kind: IndexKind, count: number): Database.Statement {
     const key = `${table}/${count}`;
     let s = this.inserts.get(key);
     if (!s) {
-      const cols = COLUMNS[table];
+      const cols = COLUMNS[kind];
       const tuple = `(${Array(cols.length + 2).fill('?').join(', ')})`;
-      s = this.db.prepare(`INSERT INTO idx_${table} (res, n, ${cols.join(', ')}) VALUES ${Array(count).fill(tuple).join(', ')}`);
+      s = this.db.prepare(`INSERT INTO ${table} (res, n, ${cols.join(', ')}) VALUES ${Array(count).fill(tuple).join(', ')}`);
       this.inserts.set(key, s);
     }
     return s;

@@ -6,6 +6,7 @@ import { storedParams } from '../param-aliases.js';
 import { ANY_ROW, referenceStorage } from '../reference-aliases.js';
 import { MAX_TIME, MIN_TIME, numberRange, parseDateRange, parseReference } from '../indexer.js';
 import type { AccessCondition, Prefix, SearchFilter, SearchParamType, SearchQuery } from '../types.js';
+import { indexTable, kindOf, type IndexKind } from './index-tables.js';
 
 /** Upper bound for "starts with" ranges: sorts after every valid UTF-8 string that has the prefix. */
 const MAX_CHAR = '\u{10FFFF}';
@@ -103,7 +104,7 @@ export function compileSearch(query: SearchQuery, blinder: Blinder, estimate?: E
 }
 
 /** Equality lookups (tokens, references, uris, strings) narrow better than ranges (dates, numbers). */
-const EQUALITY_TABLES = new Set(['idx_token', 'idx_reference', 'idx_uri', 'idx_string']);
+const EQUALITY_KINDS = new Set<IndexKind>(['token', 'reference', 'uri', 'string']);
 
 const isPositive = (f: Compiled): f is IndexFilter | LeadOnly => f.kind === 'lead' || (f.kind === 'index' && !f.negate && f.cond.sql !== '1');
 
@@ -120,9 +121,9 @@ function pickLead(filters: Compiled[], estimate: Estimator | undefined): number 
   if (leads.length === 1) return leads[0]![1];
   if (leads.length > 1) return estimate ? fewestRows(leads, estimate) : leads[0]![1];
   if (estimate && candidates.length > 1) return fewestRows(candidates, estimate);
-  const ref = candidates.find(([f]) => isJoinDriver(f) && (f as IndexFilter).table === 'idx_reference');
+  const ref = candidates.find(([f]) => isJoinDriver(f) && kindOf((f as IndexFilter).table) === 'reference');
   const exact = candidates.find(([f]) => isJoinDriver(f));
-  const eq = candidates.find(([f]) => f.kind === 'index' && EQUALITY_TABLES.has(f.table));
+  const eq = candidates.find(([f]) => f.kind === 'index' && EQUALITY_KINDS.has(kindOf(f.table)));
   return (ref ?? exact ?? eq ?? candidates[0]!)[1];
 }
 
@@ -134,13 +135,13 @@ export const PRIMARY_DATE_PARAM = 'date';
  * rows whose resource has no single narrow date (dlo NULL). The date filter itself still applies.
  */
 function codeDateLeads(filters: Compiled[]): LeadOnly[] {
-  const date = filters.find((f): f is IndexFilter => f.kind === 'index' && f.table === 'idx_date' && !f.negate
+  const date = filters.find((f): f is IndexFilter => f.kind === 'index' && kindOf(f.table) === 'date' && !f.negate
     && f.params.length === 1 && f.params[0] === PRIMARY_DATE_PARAM && f.loBounds !== undefined);
   if (!date) return [];
   const [min, max] = date.loBounds!;
   if (min <= MIN_TIME && max >= MAX_TIME) return [];
   return filters
-    .filter((f): f is IndexFilter => f.kind === 'index' && (f.table === 'idx_token' || f.table === 'idx_reference') && isJoinDriver(f))
+    .filter((f): f is IndexFilter => f.kind === 'index' && (kindOf(f.table) === 'token' || kindOf(f.table) === 'reference') && isJoinDriver(f))
     .map((t) => {
       const c = paramCond(t, 'param');
       return {
@@ -177,7 +178,7 @@ function mergeDateFilters(filters: Compiled[]): Compiled[] {
   const out: Compiled[] = [];
   const byParam = new Map<string, IndexFilter>();
   for (const f of filters) {
-    if (f.kind !== 'index' || f.table !== 'idx_date' || f.negate || !f.loBounds || f.params.length !== 1) {
+    if (f.kind !== 'index' || kindOf(f.table) !== 'date' || f.negate || !f.loBounds || f.params.length !== 1) {
       out.push(f);
       continue;
     }
@@ -239,7 +240,7 @@ function referenceParams(resourceType: string, params: string[]): { params: stri
 
 /** The params (and masks) of a filter on `table` for the searched type's params. */
 function tableParams(table: string, resourceType: string, params: string[]): { params: string[]; masks?: number[] } {
-  return table === 'idx_reference' ? referenceParams(resourceType, params) : { params };
+  return kindOf(table) === 'reference' ? referenceParams(resourceType, params) : { params };
 }
 
 function inClause(f: IndexFilter, alias: string): Sql {
@@ -273,7 +274,7 @@ function existsClause(f: IndexFilter, alias: string): Sql {
 function compartmentFilter(c: NonNullable<SearchQuery['compartment']>, resourceType: string): IndexFilter {
   return {
     kind: 'index',
-    table: 'idx_reference',
+    table: indexTable(resourceType, 'reference'),
     ...referenceParams(resourceType, c.params),
     cond: { sql: 'target_id = ? AND target_type = ?', params: [c.id, c.resourceType], exactKey: true },
     negate: false,
@@ -290,12 +291,12 @@ function compileFilter(f: SearchFilter, ctx: Ctx): IndexFilter | SqlFilter {
   if (f.param === '_id') return { kind: 'sql', sql: idClause(f, ctx.alias) };
   if (f.param === '_lastUpdated') return { kind: 'sql', sql: orValues(f, (v) => dateCondition(`${ctx.alias}.last_updated`, `${ctx.alias}.last_updated`, v.prefix, v.value)) };
   if (f.modifier === 'missing') {
-    const { table, param } = indexOf(f);
+    const { table, param } = indexOf(f, ctx.resourceType);
     return { kind: 'index', table, ...tableParams(table, ctx.resourceType, storedParams(ctx.resourceType, param)), cond: { sql: '1', params: [] }, negate: f.values[0]?.value === 'true' };
   }
   const { table, param, condition } = valueMatcher(f, ctx);
   const filter: IndexFilter = { kind: 'index', table, ...tableParams(table, ctx.resourceType, storedParams(ctx.resourceType, param)), cond: orValues(f, condition), negate: f.modifier === 'not' };
-  if (table === 'idx_date' && !f.blinded && !f.modifier) {
+  if (kindOf(table) === 'date' && !f.blinded && !f.modifier) {
     const bounds = f.values.map((v) => narrowLoBounds(v.prefix, v.value));
     filter.loBounds = [Math.min(...bounds.map((b) => b[0])), Math.max(...bounds.map((b) => b[1]))];
   }
@@ -314,17 +315,18 @@ function idClause(f: SearchFilter, alias: string): Sql {
 }
 
 /** Index table and row param that hold a filter's values (modifiers redirect :text and :identifier). */
-function indexOf(f: SearchFilter): { table: string; param: string } {
-  if (f.modifier === 'text') return { table: 'idx_string', param: `${f.param}:text` };
-  if (f.modifier === 'identifier') return { table: 'idx_token', param: `${f.param}:identifier` };
-  if (f.type === 'date' && f.blinded) return { table: 'idx_string', param: f.param };
-  return { table: `idx_${f.type}`, param: f.param };
+function indexOf(f: SearchFilter, resourceType: string): { table: string; param: string } {
+  const table = (kind: IndexKind) => indexTable(resourceType, kind);
+  if (f.modifier === 'text') return { table: table('string'), param: `${f.param}:text` };
+  if (f.modifier === 'identifier') return { table: table('token'), param: `${f.param}:identifier` };
+  if (f.type === 'date' && f.blinded) return { table: table('string'), param: f.param };
+  return { table: table(f.type as IndexKind), param: f.param };
 }
 
 type Condition = (v: SearchFilter['values'][number]) => Sql;
 
 function valueMatcher(f: SearchFilter, ctx: Ctx): { table: string; param: string; condition: Condition } {
-  const { table, param } = indexOf(f);
+  const { table, param } = indexOf(f, ctx.resourceType);
   const b = ctx.blinder;
   if (f.modifier === 'text') return { table, param, condition: (v) => stringCondition(param, v.value, undefined, f.blinded, b) };
   if (f.modifier === 'identifier') return { table, param, condition: (v) => tokenCondition(param, v.value, true, b) };
@@ -516,12 +518,16 @@ function uriCondition(value: string, modifier: string | undefined): Sql {
 function chainClause(f: SearchFilter, ctx: Ctx): Sql {
   const chain = f.chain!;
   const t = ctx.alias === 't' ? 't2' : 't';
-  const groups = new Map<boolean, string[]>();
+  // Targets grouped by what their filter compiles to: the blinding and the index tables of their type.
+  const groups = new Map<string, { blinded: boolean; types: string[] }>();
   for (const type of chain.targetTypes) {
     const blinded = chain.filter.param.startsWith('_') ? false : isChainBlinded(type, chain.filter);
-    groups.set(blinded, [...(groups.get(blinded) ?? []), type]);
+    const key = `${blinded}/${indexTable(type, 'token')}`;
+    const g = groups.get(key) ?? { blinded, types: [] };
+    g.types.push(type);
+    groups.set(key, g);
   }
-  const branches: Sql[] = [...groups].map(([blinded, types]) => {
+  const branches: Sql[] = [...groups.values()].map(({ blinded, types }) => {
     const compiled = compileFilter({ ...chain.filter, blinded }, { ...ctx, alias: t, resourceType: types[0]! });
     const inner = compiled.kind === 'sql' ? compiled.sql : inClause(compiled, t);
     const typeList = inList(`${t}.type`, types);
@@ -539,7 +545,7 @@ function chainClause(f: SearchFilter, ctx: Ctx): Sql {
   // Targets first (few, found through their own index), then the references to them.
   const ref = referenceParams(ctx.resourceType, [f.param]);
   const param = paramSql(ref.params, ref.masks, 'r.param');
-  const sql = `${ctx.alias}.pk IN (SELECT r.res FROM idx_reference r WHERE ${param.sql} AND (r.target_id, r.target_type) IN `
+  const sql = `${ctx.alias}.pk IN (SELECT r.res FROM ${indexTable(ctx.resourceType, 'reference')} r WHERE ${param.sql} AND (r.target_id, r.target_type) IN `
     + `(SELECT ${t}.id, ${t}.type FROM resource_current ${t} WHERE ${t}.deleted = 0 AND (${branches.map((b) => b.sql).join(' OR ')})))`;
   return { sql, params: [...param.params, ...branches.flatMap((b) => b.params)] };
 }
@@ -565,7 +571,7 @@ export function accessClause(a: AccessCondition, ctx: Ctx): Sql {
     const p = referenceParamSql(ctx.resourceType, params, '+x.param');
     const targets = valueList('x.target_id', patients);
     return {
-      sql: `EXISTS (SELECT 1 FROM idx_reference x WHERE x.res = ${ctx.alias}.pk AND ${p.sql} AND x.target_type = 'Patient' AND ${targets.sql})`,
+      sql: `EXISTS (SELECT 1 FROM ${indexTable(ctx.resourceType, 'reference')} x WHERE x.res = ${ctx.alias}.pk AND ${p.sql} AND x.target_type = 'Patient' AND ${targets.sql})`,
       params: [...p.params, ...targets.params],
     };
   }
@@ -586,14 +592,14 @@ function isChainBlinded(type: string, filter: SearchFilter): boolean {
 
 // ---- sort ----
 
-const SORT_COLUMNS: Partial<Record<SearchParamType, { table: string; asc: string; desc: string }>> = {
-  token: { table: 'idx_token', asc: 'MIN(code)', desc: 'MAX(code)' },
-  string: { table: 'idx_string', asc: 'MIN(value)', desc: 'MAX(value)' },
-  date: { table: 'idx_date', asc: 'MIN(lo)', desc: 'MAX(hi)' },
-  number: { table: 'idx_number', asc: 'MIN(value)', desc: 'MAX(value)' },
-  quantity: { table: 'idx_quantity', asc: 'MIN(value)', desc: 'MAX(value)' },
-  reference: { table: 'idx_reference', asc: "MIN(COALESCE(target_type || '/' || target_id, url))", desc: "MAX(COALESCE(target_type || '/' || target_id, url))" },
-  uri: { table: 'idx_uri', asc: 'MIN(value)', desc: 'MAX(value)' },
+const SORT_COLUMNS: Partial<Record<SearchParamType, { kind: IndexKind; asc: string; desc: string }>> = {
+  token: { kind: 'token', asc: 'MIN(code)', desc: 'MAX(code)' },
+  string: { kind: 'string', asc: 'MIN(value)', desc: 'MAX(value)' },
+  date: { kind: 'date', asc: 'MIN(lo)', desc: 'MAX(hi)' },
+  number: { kind: 'number', asc: 'MIN(value)', desc: 'MAX(value)' },
+  quantity: { kind: 'quantity', asc: 'MIN(value)', desc: 'MAX(value)' },
+  reference: { kind: 'reference', asc: "MIN(COALESCE(target_type || '/' || target_id, url))", desc: "MAX(COALESCE(target_type || '/' || target_id, url))" },
+  uri: { kind: 'uri', asc: 'MIN(value)', desc: 'MAX(value)' },
 };
 
 /** ORDER BY for the query's _sort rules; resources without a value sort last; always ends with pk. */
@@ -619,8 +625,9 @@ function sortExpression(resourceType: string, code: string, descending: boolean,
   const col = sp ? SORT_COLUMNS[sp.type as SearchParamType] : undefined;
   if (!col) throw badRequest(`Cannot sort by '${code}' on ${resourceType}`);
   if (isParamBlinded(resourceType, code)) throw notSupported(`Cannot sort by '${code}': it is blinded (stored as keyed hashes)`);
-  const stored = tableParams(col.table, resourceType, storedParams(resourceType, code));
+  const table = indexTable(resourceType, col.kind);
+  const stored = tableParams(table, resourceType, storedParams(resourceType, code));
   // `+param`: seek on the (res, n) key, as in existsClause.
   const param = paramSql(stored.params, stored.masks, '+param');
-  return { sql: `(SELECT ${descending ? col.desc : col.asc} FROM ${col.table} WHERE res = ${alias}.pk AND ${param.sql})`, params: param.params };
+  return { sql: `(SELECT ${descending ? col.desc : col.asc} FROM ${table} WHERE res = ${alias}.pk AND ${param.sql})`, params: param.params };
 }
