@@ -21,7 +21,7 @@ describe('canonical JSON (RFC 8785), the input of every content hash', () => {
     const values: unknown[] = [
       { b: [1, undefined, null, true, 'x'], a: { z: 1e21, y: -0, x: 0.1 + 0.2, w: 5e-7, v: 123456789012345680000 } },
       { '\u00e9': 1, e: 2, E: 3, '\u{1F600}': 4, '\uFB33': 5, 'a\u0000': 6, '': 7, skip: undefined },
-      ['\u2028\u2029', '"\\\n\t\u001f', '\u{1F600}', 'é'],
+      ['\u2028\u2029', 'del \u007f', '"\\\n\t\u001f', '\u{1F600}', 'é'],
       { d: new Date(0), nested: [[[]], {}] },
       'plain', 0, -1.5, false, null,
     ];

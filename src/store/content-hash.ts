@@ -1,8 +1,12 @@
 import { createHash } from 'node:crypto';
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+/** Characters JSON escapes, and surrogates (which need the lone-surrogate check). */
+const NOT_PLAIN = /["\\\u0000-\u001f\uD800-\uDFFF]/;
 
 function quote(s: string): string {
+  // Most strings (codes, ids, references, dates) need neither escaping nor the surrogate check.
+  if (!NOT_PLAIN.test(s)) return `"${s}"`;
   if (LONE_SURROGATE.test(s)) throw new Error('Lone surrogate is not allowed');
   return JSON.stringify(s);
 }
@@ -40,7 +44,9 @@ function serialize(value: unknown, ancestors: object[]): string {
     out = '{';
     let first = true;
     // Default sort compares UTF-16 code units, as RFC 8785 requires.
-    for (const key of Object.keys(obj).sort()) {
+    const keys = Object.keys(obj);
+    if (keys.length > 1) keys.sort();
+    for (const key of keys) {
       const v = obj[key];
       if (v === undefined || typeof v === 'symbol') continue;
       if (!first) out += ',';
