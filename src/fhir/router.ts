@@ -669,21 +669,30 @@ function factsOf(req: FhirRequest, note: AuditNote, status: number): AuditFacts 
   // BALP query events name the query and the patients whose data it returned, not each resource
   // of the page (which would make a search's AuditEvent many times the size and index rows of a read's).
   const isSearch = note.interaction === 'search-type' || note.interaction === 'search-system';
-  const resources = isSearch ? [] : [...new Set(note.resources)];
+  const resources = isSearch ? [] : unique(note.resources);
   // A principal confined to one patient saw only that patient's part of what it read (also of
   // AuditEvents that concern others too), so its interactions concern that patient alone.
   const self = note.confinedTo !== undefined ? `Patient/${note.confinedTo}` : undefined;
   const mine = (list: string[]) => (self === undefined ? list : list.filter((p) => p === self));
-  const owners = Object.fromEntries(resources.flatMap((r) => (note.owners[r] && mine(note.owners[r]!).length ? [[r, mine(note.owners[r]!)]] : [])));
-  return {
-    interaction: note.interaction, status, principal: req.principal, recorded: new Date(),
-    resources, patients: mine([...new Set(note.patients)]), ...(Object.keys(owners).length ? { owners } : {}),
-    ...(note.operation ? { operation: note.operation } : {}),
-    ...(req.address ? { address: req.address } : {}),
-    ...(note.resourceType ? { resourceType: note.resourceType } : {}),
-    ...(note.interaction.startsWith('search') ? { query: auditQuery(req) } : {}),
-    ...(note.breakGlass ? { breakGlass: true } : {}),
-  };
+  // Built by assignment: this runs on the event loop for every request.
+  const facts: AuditFacts = { interaction: note.interaction, status, principal: req.principal, recorded: new Date(), resources, patients: mine(unique(note.patients)) };
+  let owners: Record<string, string[]> | undefined;
+  for (const r of resources) {
+    const list = note.owners[r] ? mine(note.owners[r]!) : [];
+    if (list.length) (owners ??= {})[r] = list;
+  }
+  if (owners) facts.owners = owners;
+  if (note.operation) facts.operation = note.operation;
+  if (req.address) facts.address = req.address;
+  if (note.resourceType) facts.resourceType = note.resourceType;
+  if (isSearch) facts.query = auditQuery(req);
+  if (note.breakGlass) facts.breakGlass = true;
+  return facts;
+}
+
+/** The distinct values, in first-seen order (a copy). */
+function unique(list: string[]): string[] {
+  return list.length < 2 ? [...list] : [...new Set(list)];
 }
 
 /** ".../fhir/Observation/1/_history/2" -> "Observation/1/_history/2". */

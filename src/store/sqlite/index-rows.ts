@@ -76,7 +76,7 @@ export class IndexRowWriter {
 export function storedReferenceRows(resourceType: string, rows: ReferenceRow[]): Array<ReferenceRow & { flags: number }> {
   const aliases = referenceAliases(resourceType);
   if (aliases.size === 0) return rows.map((r) => ({ ...r, flags: ANY_ROW }));
-  const bases = new Set([...aliases.values()].flat());
+  const bases = aliasBases(resourceType, aliases);
   const out: Array<ReferenceRow & { flags: number }> = [];
   const byKey = new Map<string, ReferenceRow & { flags: number }>();
   const key = (param: string, r: ReferenceRow) => `${param}\0${r.targetType}\0${r.targetId}\0${r.url}`;
@@ -94,6 +94,18 @@ export function storedReferenceRows(resourceType: string, rows: ReferenceRow[]):
     else out.push({ ...r, param: own[0]!, flags: ALIAS_ROW });
   }
   return out;
+}
+
+const basesByType = new Map<string, Set<string>>();
+
+/** The parameters a type's aliases are stored under. */
+function aliasBases(resourceType: string, aliases: Map<string, string[]>): Set<string> {
+  let bases = basesByType.get(resourceType);
+  if (!bases) {
+    bases = new Set([...aliases.values()].flat());
+    basesByType.set(resourceType, bases);
+  }
+  return bases;
 }
 
 /** The lo of the resource's 'date' when it has exactly one narrow one (see idx_token.dlo). */
