@@ -1,5 +1,5 @@
 import type { Bundle } from '@medplum/fhirtypes';
-import type { StoreReader } from '../store/index.js';
+import type { IndexRows, StoreReader } from '../store/index.js';
 import { getPatientCompartmentParams, isResourceType } from './definitions.js';
 import type { AuditInteraction } from './audit-port.js';
 import type { FhirRequest } from './request.js';
@@ -13,6 +13,8 @@ export interface AuditNote {
   patients: string[];
   /** The patients each of `resources` belongs to (for its entity in the AuditEvent). */
   owners: Record<string, string[]>;
+  /** Resources whose owners are known already (from the index rows just written), none or some. */
+  ownersKnown?: Set<string>;
   /** resources and owners are known already (a search worker named them). */
   resolved?: boolean;
   /** The principal sees one patient's data only (AccessDecision.patient). */
@@ -71,6 +73,19 @@ export function auditQuery(req: FhirRequest): string {
 /** "Type/id" of each resource in a Bundle's entries, once. */
 export function entryRefs(b: Bundle): string[] {
   return [...new Set((b.entry ?? []).flatMap((e) => (e.resource?.id ? [`${e.resource.resourceType}/${e.resource.id}`] : [])))];
+}
+
+/** The patients whose compartment a resource is in, from its index rows (as ownersOfRefs reads them from the store). */
+export function ownersFromIndex(resourceType: string, id: string, index: IndexRows): string[] {
+  if (resourceType === 'Patient') return [`Patient/${id}`];
+  const params = getPatientCompartmentParams(resourceType);
+  const out: string[] = [];
+  for (const r of index.reference) {
+    if (r.targetType !== 'Patient' || !r.targetId || !params.includes(r.param)) continue;
+    const p = `Patient/${r.targetId}`;
+    if (!out.includes(p)) out.push(p);
+  }
+  return out;
 }
 
 /** The patients whose compartment each referenced resource ("Type/id[/_history/n]") is in, as "Patient/<id>". */

@@ -11,7 +11,7 @@ import { applyAccess, confineQuery, constrainQuery, contentInCompartment, isMemb
 import { accessConditionFor } from './access-expr.js';
 import type { AccessDecision, AccessPolicy, AccessRequest } from './principal.js';
 import type { AuditFacts, AuditInteraction, AuditSink } from './audit-port.js';
-import { auditQuery, classify, entryRefs, ownersOfRefs, READ_SHAPED, type AuditNote } from './audit-note.js';
+import { auditQuery, classify, entryRefs, ownersFromIndex, ownersOfRefs, READ_SHAPED, type AuditNote } from './audit-note.js';
 import { bundleViewForPatient, viewForPatient } from './audit-view.js';
 import type { ReadRule } from './access-constraints.js';
 import type { FhirRequest, FhirResponse } from './request.js';
@@ -273,7 +273,8 @@ export class FhirRouter {
       const note = req.audit;
       if (this.opts.audit && note && !note.recorded) {
         if (out.location) note.resources.push(refOf(out.location, this.opts.baseUrl));
-        noteOwners(note, await ownersOfRefs(t, note.resources));
+        const unknown = note.resources.filter((r) => !note.ownersKnown?.has(r));
+        if (unknown.length) noteOwners(note, await ownersOfRefs(t, unknown));
         await this.opts.audit.inTransaction(t, factsOf(req, note, out.status));
         note.recorded = true;
       }
@@ -335,6 +336,7 @@ export class FhirRouter {
       }
       const id = req.assignedId ?? newResourceId();
       const v = await t.write({ resourceType: type, id, resource: { ...resource, id }, index, fresh: req.assignedId === undefined });
+      noteWritten(req, v, index);
       await this.assertStillInScope(d, t, type, id);
       return this.written(v, 201);
     });
@@ -393,7 +395,7 @@ export class FhirRouter {
     this.assertWritable(d, type, id, index);
     return this.inTx(req, tx, async (t) => {
       if (isConstrained(d) && (await t.read(type, id))) await this.assertVisible(d, t, type, id);
-      const out = await this.writeUpdate(t, type, id, resource, ifMatch, index);
+      const out = await this.writeUpdate(t, type, id, resource, ifMatch, index, req);
       await this.assertStillInScope(d, t, type, id);
       return out;
     });
@@ -408,10 +410,11 @@ export class FhirRouter {
     return p.index!;
   }
 
-  private async writeUpdate(t: StoreTransaction, type: string, id: string, resource: Resource, ifMatch: number | undefined, index?: IndexRows): Promise<FhirResponse> {
+  private async writeUpdate(t: StoreTransaction, type: string, id: string, resource: Resource, ifMatch: number | undefined, index?: IndexRows, req?: FhirRequest): Promise<FhirResponse> {
     const cur = await t.read(type, id);
     try {
       const v = await t.write({ resourceType: type, id, resource, ifMatch, index });
+      if (index && req) noteWritten(req, v, index);
       return this.written(v, !cur || cur.deleted ? 201 : 200);
     } catch (err) {
       if (err instanceof VersionConflictError) {
@@ -434,7 +437,7 @@ export class FhirRouter {
         const id = found[0]!.id;
         if (resource.id !== undefined && resource.id !== id) throw badRequest(`Resource id "${resource.id}" does not match the ${type}/${id} the criteria matched`, [`${type}.id`]);
         this.assertWritable(d, type, id, index);
-        const out = await this.writeUpdate(t, type, id, { ...resource, id }, ifMatch, index);
+        const out = await this.writeUpdate(t, type, id, { ...resource, id }, ifMatch, index, req);
         await this.assertStillInScope(d, t, type, id);
         return out;
       }
@@ -443,7 +446,7 @@ export class FhirRouter {
       this.assertWritable(d, type, id, index);
       // An id the criteria did not match may still be another patient's resource.
       if (isConstrained(d) && (await t.read(type, id))) await this.assertVisible(d, t, type, id);
-      const out = await this.writeUpdate(t, type, id, { ...resource, id }, ifMatch, index);
+      const out = await this.writeUpdate(t, type, id, { ...resource, id }, ifMatch, index, req);
       await this.assertStillInScope(d, t, type, id);
       return out;
     });
@@ -658,6 +661,15 @@ export class FhirRouter {
     });
     return { status: 200, body };
   }
+}
+
+/** The owners of a version just written, from its index rows: no query for its AuditEvent. */
+function noteWritten(req: FhirRequest, v: StoredVersion, index: IndexRows): void {
+  if (!req.audit) return;
+  const ref = `${v.resourceType}/${v.id}/_history/${v.versionId}`;
+  const owners = ownersFromIndex(v.resourceType, v.id, index);
+  noteOwners(req.audit, owners.length ? { [ref]: owners } : {});
+  (req.audit.ownersKnown ??= new Set()).add(ref);
 }
 
 function noteOwners(note: AuditNote, owners: Record<string, string[]>): void {
