@@ -132,6 +132,9 @@ describe('reference aliases (patient stored with subject)', () => {
     assert.deepEqual(await events('patient.name=aliasone'), ['ae1']);
     const rev = await store.referencing('AuditEvent', 'patient', ['Patient/p1'], 10);
     assert.deepEqual(rev.map((v) => v.id), ['ae1']);
+    // _include from sources in both table families at once (AuditEvent rows, Observation rows).
+    const included = await store.referencedBy(['AuditEvent/ae2', 'Observation/o-rel'], '*', 'Patient', 10);
+    assert.deepEqual(included.map((v) => v.id).sort(), ['p1', 'p2']);
   });
 
   it('sorts by the alias', async () => {
