@@ -8,7 +8,7 @@ import { buildAuditEvent, type AuditFacts } from '../src/audit/index.js';
 import { loadDefinitions } from '../src/fhir/definitions.js';
 import { parseSearch } from '../src/fhir/search/parse.js';
 import { Blinder, SqliteStore } from '../src/store/index.js';
-import { AUDIT_JOURNAL_SCHEMA, AuditJournal, journalEntry } from '../src/store/sqlite/audit-journal.js';
+import { AUDIT_JOURNAL_SCHEMA, AuditJournal, compileJournalWhere, journalEntry } from '../src/store/sqlite/audit-journal.js';
 import { tempDir } from './helpers.js';
 
 /**
@@ -94,6 +94,18 @@ describe('audit journal (work in progress: not wired into the server yet)', () =
       if (r.generic.length > 0 && r.generic.length < events.length) nonEmpty++;
     }
     assert.ok(nonEmpty >= 30, `only ${nonEmpty} queries select a proper, non-empty subset`);
+  });
+
+  it('finds a patient\'s and a user\'s events through the partial indexes, and a date range through recorded', () => {
+    const plan = (qs: string) => {
+      const parsed = parseSearch('AuditEvent', [...new URLSearchParams(qs)], { strict: true, defaultCount: 10, maxCount: 10 });
+      const w = compileJournalWhere(parsed.query, blinder);
+      return (db.prepare(`EXPLAIN QUERY PLAN SELECT e.seq FROM audit_event e WHERE ${w.sql} ORDER BY e.seq`).all(...w.params) as Array<{ detail: string }>).map((r) => r.detail).join('; ');
+    };
+    assert.match(plan('patient=p1'), /audit_key_patient/);
+    assert.match(plan('entity=Patient/p1'), /audit_key_patient/);
+    assert.match(plan('agent=Practitioner/doc1'), /audit_key_agent/);
+    assert.match(plan('date=ge2026-11-22&date=lt2026-11-23'), /audit_event_recorded/);
   });
 
   it('gives back each AuditEvent as written, decrypting its batch', () => {

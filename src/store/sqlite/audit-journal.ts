@@ -7,8 +7,8 @@
  * - audit_event: one row per AuditEvent, keyed by its gapless audit sequence number, with its
  *   single-valued search keys as columns (recorded, action, outcome, type, client) and its content
  *   hash; indexed only on `recorded`;
- * - audit_key: its multi-valued keys (agent, entity and patient references, subtype codes), one
- *   row each: the only inserts at scattered places;
+ * - audit_key: the resources it names, one row per resource with flags for how (agent, entity,
+ *   patient): the only inserts at scattered places;
  * - audit_batch: the canonical JSON of the AuditEvents of one write transaction, NDJSON, sealed
  *   once with AES-256-GCM.
  * Measured in-process (bench/tmp/journal.mts): 51–68 µs of CPU per AuditEvent of a read, against
@@ -40,17 +40,25 @@ CREATE TABLE IF NOT EXISTS audit_event (
   outcome TEXT,
   type_system TEXT,
   type_code TEXT,
+  sub1_system TEXT,                -- subtype: the interaction (or security event) ...
+  sub1_code TEXT,
+  sub2_system TEXT,                -- ... and the operation, if any
+  sub2_code TEXT,
   client TEXT,                     -- blinded client id (agent:identifier)
   content_hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_event_recorded ON audit_event (recorded);
 CREATE TABLE IF NOT EXISTS audit_key (
-  param TEXT NOT NULL,             -- agent, entity, patient, subtype
-  value TEXT NOT NULL,             -- Type/id for references, code for subtype
-  system TEXT NOT NULL DEFAULT '', -- subtype's system
   seq INTEGER NOT NULL,
-  PRIMARY KEY (param, value, system, seq)
+  value TEXT NOT NULL,             -- Type/id of a resource the AuditEvent names
+  flags INTEGER NOT NULL,          -- 1 agent, 2 entity, 4 patient
+  PRIMARY KEY (seq, value)         -- appended: clustered by event
 ) WITHOUT ROWID;
+-- Looked up by patient (a patient's trail) and by agent (a user's accesses; few distinct values):
+-- partial indexes, so the entity references of reads (one random resource each) are not indexed.
+-- Queries repeat these WHERE terms literally, which is what lets SQLite use them.
+CREATE INDEX IF NOT EXISTS audit_key_patient ON audit_key (value, seq) WHERE (flags & 4) != 0;
+CREATE INDEX IF NOT EXISTS audit_key_agent ON audit_key (value, seq) WHERE (flags & 1) != 0;
 `;
 
 const AUDIT_SEQUENCE_URL = 'urn:custos:audit-sequence';
@@ -66,12 +74,18 @@ export interface JournalEntry {
   outcome: string | null;
   typeSystem: string | null;
   typeCode: string | null;
+  subtypes: Array<{ system: string | null; code: string }>;
   client: string | null;
-  keys: Array<{ param: 'agent' | 'entity' | 'patient' | 'subtype'; value: string; system: string }>;
+  /** Each resource it names, with how (KEY_FLAGS). */
+  keys: Map<string, number>;
   /** RFC 8785 canonical JSON of the AuditEvent (its NDJSON line) and its SHA-256. */
   json: string;
   contentHash: string;
 }
+
+/** How an AuditEvent names a resource (audit_key.flags). */
+export const KEY_FLAGS = { agent: 1, entity: 2, patient: 4 } as const;
+type KeyParam = keyof typeof KEY_FLAGS;
 
 const LOCAL_REF = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/;
 
@@ -85,9 +99,9 @@ function localRef(reference: string | undefined): string | undefined {
 export function journalEntry(event: AuditEvent, blinder: Blinder): JournalEntry {
   const seq = event.extension?.find((e) => e.url === AUDIT_SEQUENCE_URL)?.valueInteger;
   if (!Number.isInteger(seq) || String(seq) !== event.id) throw new Error('a journal AuditEvent has its audit sequence number as id and extension');
-  const keys: JournalEntry['keys'] = [];
-  const add = (param: JournalEntry['keys'][number]['param'], value: string | undefined, system = '') => {
-    if (value !== undefined && !keys.some((k) => k.param === param && k.value === value && k.system === system)) keys.push({ param, value, system });
+  const keys = new Map<string, number>();
+  const add = (param: KeyParam, value: string | undefined) => {
+    if (value !== undefined) keys.set(value, (keys.get(value) ?? 0) | KEY_FLAGS[param]);
   };
   let client: string | null = null;
   for (const a of event.agent ?? []) {
@@ -102,12 +116,13 @@ export function journalEntry(event: AuditEvent, blinder: Blinder): JournalEntry 
     if (ref?.startsWith('Patient/')) add('patient', ref);
     for (const x of e.extension ?? []) if (x.url === ENTITY_PATIENT_URL) add('patient', localRef(x.valueReference?.reference));
   }
-  for (const c of event.subtype ?? []) if (c.code) add('subtype', c.code, c.system ?? '');
+  const subtypes = (event.subtype ?? []).filter((c) => c.code).map((c) => ({ system: c.system ?? null, code: c.code! }));
+  if (subtypes.length > 2) throw new Error('a journal AuditEvent has at most two subtypes (the interaction and the operation)');
   const json = canonicalJson(event);
   return {
     seq: seq!, recorded: Date.parse(event.recorded!), lastUpdated: Date.parse(event.meta?.lastUpdated ?? event.recorded!),
     action: event.action ?? null, outcome: event.outcome ?? null, typeSystem: event.type?.system ?? null, typeCode: event.type?.code ?? null,
-    client, keys, json, contentHash: createHash('sha256').update(json, 'utf8').digest('hex'),
+    subtypes, client, keys, json, contentHash: createHash('sha256').update(json, 'utf8').digest('hex'),
   };
 }
 
@@ -137,9 +152,10 @@ export class AuditJournal {
     entries.forEach((e, i) => { if (e.seq !== first + i) throw new Error('journal entries of a batch have consecutive sequence numbers'); });
     const body = seal(key.key, Buffer.from(entries.map((e) => e.json).join('\n'), 'utf8'), batchAad(first));
     const batch = Number(this.stmt('INSERT INTO audit_batch (first_seq, key_id, body) VALUES (?, ?, ?)').run(first, key.keyId, body).lastInsertRowid);
-    this.insertRows('audit_event', ['seq', 'batch', 'recorded', 'last_updated', 'action', 'outcome', 'type_system', 'type_code', 'client', 'content_hash'],
-      entries.map((e) => [e.seq, batch, e.recorded, e.lastUpdated, e.action, e.outcome, e.typeSystem, e.typeCode, e.client, e.contentHash]));
-    this.insertRows('audit_key', ['param', 'value', 'system', 'seq'], entries.flatMap((e) => e.keys.map((k) => [k.param, k.value, k.system, e.seq])));
+    this.insertRows('audit_event', ['seq', 'batch', 'recorded', 'last_updated', 'action', 'outcome', 'type_system', 'type_code', 'sub1_system', 'sub1_code', 'sub2_system', 'sub2_code', 'client', 'content_hash'],
+      entries.map((e) => [e.seq, batch, e.recorded, e.lastUpdated, e.action, e.outcome, e.typeSystem, e.typeCode,
+        e.subtypes[0]?.system ?? null, e.subtypes[0]?.code ?? null, e.subtypes[1]?.system ?? null, e.subtypes[1]?.code ?? null, e.client, e.contentHash]));
+    this.insertRows('audit_key', ['seq', 'value', 'flags'], entries.flatMap((e) => [...e.keys].map(([value, flags]) => [e.seq, value, flags])));
   }
 
   private insertRows(table: string, cols: string[], rows: unknown[][]): void {
@@ -224,12 +240,34 @@ function seqIn(ids: readonly string[]): Sql {
   return seqs.length ? { sql: `e.seq IN (${seqs.map(() => '?').join(', ')})`, params: seqs } : { sql: '0', params: [] };
 }
 
-function keyIn(param: string, values: string[], system?: string): Sql {
-  const sys = system === undefined ? '' : ' AND k.system = ?';
-  return {
-    sql: `EXISTS (SELECT 1 FROM audit_key k WHERE k.param = ? AND k.value IN (${values.map(() => '?').join(', ')})${sys} AND k.seq = e.seq)`,
-    params: [param, ...values, ...(system === undefined ? [] : [system])],
+/**
+ * The events naming one of `values` as `param`. Patients and agents: an IN list SQLite starts the
+ * query from (the partial index); an entity that is a Patient also goes through the patient index
+ * (a Patient entity is always one of the event's patients); other entities are checked per event.
+ */
+function keyIn(param: KeyParam, values: string[]): Sql {
+  const list = values.map(() => '?').join(', ');
+  if (param === 'entity' && values.every((v) => v.startsWith('Patient/'))) {
+    return { sql: `e.seq IN (SELECT k.seq FROM audit_key k WHERE k.value IN (${list}) AND (k.flags & 4) != 0 AND (k.flags & 2) != 0)`, params: values };
+  }
+  if (param === 'entity') return { sql: `EXISTS (SELECT 1 FROM audit_key k WHERE k.seq = e.seq AND k.value IN (${list}) AND (k.flags & 2) != 0)`, params: values };
+  return { sql: `e.seq IN (SELECT k.seq FROM audit_key k WHERE k.value IN (${list}) AND (k.flags & ${KEY_FLAGS[param]}) != 0)`, params: values };
+}
+
+/** A subtype token against the two subtype columns (generic semantics: system|code, code, |code, system|). */
+function subtypeToken(value: string): Sql {
+  const t = splitToken(value);
+  const one = (n: 1 | 2): Sql => {
+    const sys = `e.sub${n}_system`;
+    const code = `e.sub${n}_code`;
+    if (t.system === undefined) return { sql: `${code} = ?`, params: [t.code] };
+    if (t.system === '') return { sql: `${code} = ? AND ${sys} IS NULL`, params: [t.code] };
+    if (t.code === '') return { sql: `${sys} = ?`, params: [t.system] };
+    return { sql: `${code} = ? AND ${sys} = ?`, params: [t.code, t.system] };
   };
+  const a = one(1);
+  const b = one(2);
+  return { sql: `(${a.sql}) OR (${b.sql})`, params: [...a.params, ...b.params] };
 }
 
 function filterSql(f: SearchFilter, blinder: Blinder): Sql {
@@ -257,10 +295,7 @@ function filterSql(f: SearchFilter, blinder: Blinder): Sql {
       sql = or(f.values.map((v) => typeToken(v.value)));
       break;
     case 'subtype':
-      sql = or(f.values.map((v) => {
-        const t = splitToken(v.value);
-        return keyIn('subtype', [t.code], t.system);
-      }));
+      sql = or(f.values.map((v) => subtypeToken(v.value)));
       break;
     case 'agent':
       if (f.modifier === 'identifier') {
@@ -275,7 +310,7 @@ function filterSql(f: SearchFilter, blinder: Blinder): Sql {
       break;
     case 'entity':
     case 'patient':
-      sql = referenceSql(f.param, f);
+      sql = referenceSql(f.param as KeyParam, f);
       break;
     default:
       throw notSupported(`Search parameter '${f.param}' is not supported on AuditEvent; supported: ${JOURNAL_PARAMS.join(', ')}`);
@@ -285,11 +320,13 @@ function filterSql(f: SearchFilter, blinder: Blinder): Sql {
 
 function missingSql(f: SearchFilter): Sql {
   const missing = f.values[0]?.value === 'true';
-  const column: Record<string, string> = { date: 'e.recorded', action: 'e.action', outcome: 'e.outcome', type: 'e.type_code' };
+  const column: Record<string, string> = { date: 'e.recorded', action: 'e.action', outcome: 'e.outcome', type: 'e.type_code', subtype: 'e.sub1_code' };
   let present: Sql;
   if (column[f.param]) present = { sql: `${column[f.param]} IS NOT NULL`, params: [] };
-  else if (['agent', 'entity', 'patient', 'subtype'].includes(f.param)) present = { sql: 'EXISTS (SELECT 1 FROM audit_key k WHERE k.param = ? AND k.seq = e.seq)', params: [f.param] };
-  else throw notSupported(`':missing' is not supported for '${f.param}' on AuditEvent`);
+  else if (f.param in KEY_FLAGS) {
+    // audit_key is keyed by value: this reads every key of the event (a few).
+    present = { sql: `EXISTS (SELECT 1 FROM audit_key k WHERE k.seq = e.seq AND (k.flags & ${KEY_FLAGS[f.param as KeyParam]}) != 0)`, params: [] };
+  } else throw notSupported(`':missing' is not supported for '${f.param}' on AuditEvent`);
   return missing ? { sql: `NOT (${present.sql})`, params: present.params } : present;
 }
 
@@ -318,7 +355,7 @@ function typeToken(value: string): Sql {
   return { sql: 'e.type_code = ? AND e.type_system = ?', params: [t.code, t.system] };
 }
 
-function referenceSql(param: string, f: SearchFilter): Sql {
+function referenceSql(param: KeyParam, f: SearchFilter): Sql {
   const typeModifier = f.modifier && /^[A-Z]/.test(f.modifier) ? f.modifier : undefined;
   const values: string[] = [];
   const idOnly: string[] = [];
@@ -335,7 +372,9 @@ function referenceSql(param: string, f: SearchFilter): Sql {
   const parts: Sql[] = [];
   if (values.length) parts.push(keyIn(param, values));
   // A bare id on a parameter with several target types: any type.
-  for (const id of idOnly) parts.push({ sql: "EXISTS (SELECT 1 FROM audit_key k WHERE k.param = ? AND k.value LIKE ? ESCAPE '\\' AND k.seq = e.seq)", params: [param, `%/${id.replace(/[\\%_]/g, (c) => `\\${c}`)}`] });
+  for (const id of idOnly) {
+    parts.push({ sql: `EXISTS (SELECT 1 FROM audit_key k WHERE k.value LIKE ? ESCAPE '\\' AND k.seq = e.seq AND (k.flags & ${KEY_FLAGS[param]}) != 0)`, params: [`%/${id.replace(/[\\%_]/g, (c) => `\\${c}`)}`] });
+  }
   if (parts.length === 0) return { sql: '0', params: [] };
   return { sql: parts.map((p) => `(${p.sql})`).join(' OR '), params: parts.flatMap((p) => p.params) };
 }
