@@ -60,13 +60,12 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
     authDb: auth.db, users: auth.registry, logger,
   });
   const blinder = new Blinder(keys.indexKey);
-  const indexer = createIndexer(blinder);
   const auditThread = config.audit.enabled
     ? await AuditWriterThread.start({ file, kek: keys.kek, indexKey: keys.indexKey, observer: config.baseUrl, flushMs: config.audit.flushMs }, logger)
     : undefined;
   if (config.audit.enabled && !auditThread) logger.warn('audit writer thread did not start: AuditEvents of reads are written on the main thread');
   const audit = config.audit.enabled
-    ? new AuditRecorder({ store, blinder, index: (r) => indexer.extract(r), flushMs: config.audit.flushMs, observer: config.baseUrl, logger, thread: auditThread })
+    ? new AuditRecorder({ store, blinder, flushMs: config.audit.flushMs, observer: config.baseUrl, logger, thread: auditThread })
     : undefined;
   if (audit) auth.onSecurityEvent = (e) => audit.later(securityFacts(e));
   const router = new FhirRouter({

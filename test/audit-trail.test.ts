@@ -351,10 +351,10 @@ describe('audit backpressure', () => {
   it('a request waiting for a writer thread that cannot catch up is refused with 503 after the deadline, not left hanging', async () => {
     const behind = { running: true, admit: () => new Promise<void>(() => undefined) } as unknown as AuditWriterThread;
     const recorder = new AuditRecorder({
-      store: {} as Store, blinder: {} as Blinder, index: () => { throw new Error('not used'); }, flushMs: 500, observer: 'x', thread: behind, admitTimeoutMs: 30,
+      store: {} as Store, blinder: {} as Blinder, flushMs: 500, observer: 'x', thread: behind, admitTimeoutMs: 30,
     });
     await assert.rejects(recorder.admit()!, (e: unknown) => e instanceof FhirError && e.status === 503);
     const keepingUp = { running: true, admit: () => undefined } as unknown as AuditWriterThread;
-    assert.equal(new AuditRecorder({ store: {} as Store, blinder: {} as Blinder, index: () => { throw new Error('not used'); }, flushMs: 500, observer: 'x', thread: keepingUp }).admit(), undefined);
+    assert.equal(new AuditRecorder({ store: {} as Store, blinder: {} as Blinder, flushMs: 500, observer: 'x', thread: keepingUp }).admit(), undefined);
   });
 });

@@ -1,8 +1,7 @@
-import type { AuditEvent, Resource } from '@medplum/fhirtypes';
+import type { AuditEvent } from '@medplum/fhirtypes';
 import { FhirError } from '../fhir/outcome.js';
-import { newResourceId } from '../fhir/resource-id.js';
 import type { Logger } from '../logger.js';
-import type { Blinder, IndexRows, Store, StoreTransaction } from '../store/index.js';
+import type { Blinder, Store, StoreTransaction } from '../store/index.js';
 import { blindQuery } from './blind-query.js';
 import { AUDIT_SEQUENCE, buildAuditEvent, type AuditFacts } from './audit-event.js';
 import type { AuditWriterThread } from './writer-thread.js';
@@ -18,8 +17,6 @@ export interface AuditRecorderOptions {
   store: Store;
   /** Keyed hash for identifying query values (the store's blinder). */
   blinder: Blinder;
-  /** Search-index extraction for the AuditEvents (the store's indexer). */
-  index: (resource: Resource) => IndexRows;
   /** Reads and searches are written in batches, durable within this many ms (AUDIT_FLUSH_MS). */
   flushMs: number;
   observer: string;
@@ -51,7 +48,7 @@ export class AuditRecorder {
 
   /** Records the AuditEvent of a change inside the change's own transaction. */
   async inTransaction(t: StoreTransaction, facts: AuditFacts): Promise<void> {
-    await this.write(t, facts, t.nextSequence(AUDIT_SEQUENCE));
+    t.appendAuditEvents([this.event(facts, t.nextSequence(AUDIT_SEQUENCE))]);
   }
 
   /** Batched facts waiting here to be written. */
@@ -107,9 +104,9 @@ export class AuditRecorder {
       const chunk = batch.slice(i, i + EVENTS_PER_TRANSACTION);
       try {
         await this.o.store.transaction(async (t) => {
-          // The chunk's sequence numbers in one step.
+          // The chunk's sequence numbers in one step, its AuditEvents in one journal batch.
           const first = t.nextSequence(AUDIT_SEQUENCE, chunk.length);
-          for (let j = 0; j < chunk.length; j++) await this.write(t, chunk[j]!, first + j);
+          t.appendAuditEvents(chunk.map((f, j) => this.event(f, first + j)));
         });
         this.o.onWritten?.(chunk.length);
       } catch (err) {
@@ -140,15 +137,12 @@ export class AuditRecorder {
     this.closed = true;
   }
 
-  /** Stores the AuditEvent with its number `seq` of the audit sequence, taken in `t`. */
-  private async write(t: StoreTransaction, facts: AuditFacts, seq: number): Promise<void> {
+  /** The AuditEvent with number `seq` of the audit sequence (also its id). */
+  private event(facts: AuditFacts, seq: number): AuditEvent {
     const resolved: AuditFacts = {
       ...facts,
       ...(facts.query !== undefined ? { query: blindQuery(this.o.blinder, facts.resourceType, facts.query) } : {}),
     };
-    const event: AuditEvent = buildAuditEvent(resolved, { observer: this.o.observer, seq });
-    const id = newResourceId();
-    const resource = { ...event, id };
-    await t.write({ resourceType: 'AuditEvent', id, resource, index: this.o.index(resource), fresh: true });
+    return { ...buildAuditEvent(resolved, { observer: this.o.observer, seq }), id: String(seq), meta: { versionId: '1', lastUpdated: new Date().toISOString() } };
   }
 }

@@ -4,7 +4,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadDefinitions } from '../fhir/definitions.js';
-import { Blinder, createIndexer, SqliteStore } from '../store/index.js';
+import { Blinder, SqliteStore } from '../store/index.js';
 import { AuditRecorder, EVENTS_PER_TRANSACTION } from './recorder.js';
 import type { AuditWriterData, FromAuditWriter, ToAuditWriter } from './writer-thread.js';
 
@@ -14,10 +14,9 @@ const keys = { kek: Buffer.from(data.kek), indexKey: Buffer.from(data.indexKey) 
 // The server's store checkpoints the WAL; this connection only writes.
 const store = SqliteStore.open({ file: data.file, keys, noCheckpoints: true });
 const blinder = new Blinder(keys.indexKey);
-const indexer = createIndexer(blinder);
 const port = parentPort!;
 const recorder = new AuditRecorder({
-  store, blinder, index: (r) => indexer.extract(r), flushMs: data.flushMs, observer: data.observer,
+  store, blinder, flushMs: data.flushMs, observer: data.observer,
   onWritten: (n) => port.postMessage({ t: 'written', n } satisfies FromAuditWriter),
 });
 

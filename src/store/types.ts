@@ -1,4 +1,4 @@
-import type { Resource } from '@medplum/fhirtypes';
+import type { AuditEvent, Resource } from '@medplum/fhirtypes';
 
 /** One immutable version of a resource, as the store hands it back (decrypted). */
 export interface StoredVersion {
@@ -181,6 +181,11 @@ export interface StoreTransaction extends StoreReader {
    * With `count`, that many numbers are taken at once; the first is returned.
    */
   nextSequence(name: string, count?: number): number;
+  /**
+   * Appends AuditEvents to the audit journal (their ids are their audit sequence numbers, taken
+   * with nextSequence in this transaction; meta.lastUpdated set): one sealed batch.
+   */
+  appendAuditEvents(events: AuditEvent[]): StoredVersion[];
 }
 
 /** The store port. Adapters: sqlite (embedded default); postgres later. */

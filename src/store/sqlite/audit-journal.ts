@@ -85,7 +85,7 @@ export interface JournalEntry {
 
 /** How an AuditEvent names a resource (audit_key.flags). */
 export const KEY_FLAGS = { agent: 1, entity: 2, patient: 4 } as const;
-type KeyParam = keyof typeof KEY_FLAGS;
+export type KeyParam = keyof typeof KEY_FLAGS;
 
 const LOCAL_REF = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/;
 
@@ -185,6 +185,25 @@ export class AuditJournal {
       if (json !== undefined) bySeq.set(r.seq, { seq: r.seq, json, contentHash: r.content_hash, lastUpdated: r.last_updated });
     }
     return seqs.flatMap((s) => (bySeq.has(s) ? [bySeq.get(s)!] : []));
+  }
+
+  /** The resources the events name, with how (KEY_FLAGS). */
+  keysOf(seqs: number[]): Array<{ seq: number; value: string; flags: number }> {
+    if (seqs.length === 0) return [];
+    return this.stmt('SELECT seq, value, flags FROM audit_key WHERE seq IN (SELECT value FROM json_each(?)) ORDER BY seq, value')
+      .all(JSON.stringify(seqs)) as Array<{ seq: number; value: string; flags: number }>;
+  }
+
+  /** Type history: newest first, within [since, before] on last_updated. */
+  history(q: { since?: number; before?: number; count: number; offset: number }): { seqs: number[]; total: number } {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (q.since !== undefined) { where.push('last_updated >= ?'); params.push(q.since); }
+    if (q.before !== undefined) { where.push('last_updated <= ?'); params.push(q.before); }
+    const w = where.length ? `WHERE ${where.join(' AND ')}` : '';
+    const total = this.db.prepare(`SELECT count(*) FROM audit_event ${w}`).pluck().get(...params) as number;
+    const seqs = this.db.prepare(`SELECT seq FROM audit_event ${w} ORDER BY seq DESC LIMIT ? OFFSET ?`).pluck().all(...params, q.count, q.offset) as number[];
+    return { seqs, total };
   }
 
   /** One page of the sequence numbers that match, in order, and the total when asked. */

@@ -1,10 +1,12 @@
+import { AUDIT_JOURNAL_SCHEMA } from './audit-journal.js';
+
 /**
- * SQLite schema. Versions are immutable rows; resource_current points at the latest one and
+ * SQLite schema (the audit trail's journal: audit-journal.ts). Versions are immutable rows; resource_current points at the latest one and
  * owns the search-index rows (index rows always describe the current, non-deleted version).
  */
-export const SCHEMA_VERSION = 5;
+export const SCHEMA_VERSION = 6;
 
-export const SCHEMA = `
+export const SCHEMA = AUDIT_JOURNAL_SCHEMA + `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 CREATE TABLE IF NOT EXISTS data_key (
