@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { LedgerBatch as Batch, LedgerStore } from '../store/index.js';
+import type { LedgerBatch as Batch, LedgerLeaf, LedgerStore } from '../store/index.js';
 import { MerkleTree } from './merkle.js';
 
 export interface AnchorReceipt { txHash: string; blockNumber: number; blockTime: number }
@@ -87,7 +87,7 @@ export class AnchorWorker {
       if (leaves.length === 0) return;
       const tree = new MerkleTree(leaves.map((l) => l.hash));
       const batch = this.o.store.createBatch({
-        firstSeq: leaves[0]!.seq, lastSeq: leaves[leaves.length - 1]!.seq, size: leaves.length, root: tree.root,
+        ...leafRanges(leaves), size: leaves.length, root: tree.root,
         chainId: this.o.chain.chainId, contract: this.o.chain.address,
       });
       this.waitingSince = leaves.length < backlog ? Date.now() : undefined;
@@ -165,4 +165,14 @@ export class AnchorWorker {
     }, ms);
     this.timer.unref?.();
   }
+}
+
+/** The version range (empty: first > last) and the audit journal range of a batch's leaves. */
+function leafRanges(leaves: LedgerLeaf[]): { firstSeq: number; lastSeq: number; auditFirst?: number; auditLast?: number } {
+  const versions = leaves.filter((l) => !l.audit);
+  const audit = leaves.filter((l) => l.audit);
+  return {
+    firstSeq: versions[0]?.seq ?? 1, lastSeq: versions[versions.length - 1]?.seq ?? 0,
+    ...(audit.length ? { auditFirst: audit[0]!.seq, auditLast: audit[audit.length - 1]!.seq } : {}),
+  };
 }

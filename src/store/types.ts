@@ -240,6 +240,8 @@ export interface IntegrityReader {
   sequenceValue(name: string): number;
   /** Up to `limit` versions with afterSeq < seq <= untilSeq, in seq order, read in one snapshot. */
   scanVersions(afterSeq: number, untilSeq: number, limit: number): ScannedVersion[];
+  /** Up to `limit` audit journal entries with seq > afterSeq, in order, as current versions (indexRows: their stored journal rows). */
+  scanAuditJournal(afterSeq: number, limit: number): ScannedVersion[];
   /** Current-version pointers (resource_current) with pk > afterPk, by pk, and whether the version they name is stored. */
   currentPointers(afterPk: number, limit: number): Array<{ pk: number; resourceType: string; id: string; versionId: number; stored: boolean }>;
   /** The index rows this store writes for `resource` (same indexer and index key), in the stored form. */
@@ -250,19 +252,26 @@ export interface IntegrityReader {
   leaves(batch: LedgerBatch): LedgerLeaf[];
 }
 
-/** One stored version as the ledger sees it: its write order and content hash (32 bytes). */
-export interface LedgerLeaf { seq: number; hash: Buffer }
+/**
+ * One leaf as the ledger sees it: a stored version (its write order) or, with `audit`, an entry
+ * of the audit journal (its audit sequence number); and its content hash (32 bytes).
+ */
+export interface LedgerLeaf { seq: number; hash: Buffer; audit?: true }
 
 export type LedgerBatchStatus = 'pending' | 'submitted' | 'confirmed';
 
 /**
- * A batch covers the versions with seq in [firstSeq, lastSeq], in seq order (leaf index = rank
- * in that range). pending (recorded, tx not known to be sent) -> submitted (tx sent) -> confirmed.
+ * A batch covers the versions with seq in [firstSeq, lastSeq] (none when firstSeq > lastSeq), in
+ * seq order (leaf index = rank in that range), then the audit journal's entries with audit
+ * sequence numbers in [auditFirst, auditLast], if any. pending (recorded, tx not known to be
+ * sent) -> submitted (tx sent) -> confirmed.
  */
 export interface LedgerBatch {
   id: number;
   firstSeq: number;
   lastSeq: number;
+  auditFirst?: number;
+  auditLast?: number;
   size: number;
   root: Buffer;
   status: LedgerBatchStatus;
@@ -290,7 +299,7 @@ export interface LedgerStore {
   /** A batch's leaves, in order. */
   leaves(batch: LedgerBatch): LedgerLeaf[];
   /** Records a new pending batch; its range must start after the last batch's. */
-  createBatch(b: { firstSeq: number; lastSeq: number; size: number; root: Buffer; chainId: number; contract: string }): LedgerBatch;
+  createBatch(b: { firstSeq: number; lastSeq: number; auditFirst?: number; auditLast?: number; size: number; root: Buffer; chainId: number; contract: string }): LedgerBatch;
   markSubmitted(id: number, txHash: string): void;
   /** Confirmed on this chain/contract (a re-anchored batch may move to a redeployed contract). */
   markConfirmed(id: number, r: { txHash: string; blockNumber: number; blockTime: number; chainId: number; contract: string }): void;

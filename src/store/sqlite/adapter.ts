@@ -21,7 +21,7 @@ import { SCHEMA, SCHEMA_VERSION } from './schema.js';
 import { SqliteLedgerStore } from './ledger-store.js';
 import { IndexRowWriter, primaryDateLo, storedReferenceRows } from './index-rows.js';
 import { INDEX_KINDS, indexTable, type IndexKind } from './index-tables.js';
-import { AuditJournal, journalEntry, KEY_FLAGS, type KeyParam } from './audit-journal.js';
+import { AuditJournal, batchAad, journalEntry, journalRowTuples, KEY_FLAGS, type KeyParam } from './audit-journal.js';
 import { accessClause, compileSearch, NARROW_SPAN, referenceParamSql } from './search.js';
 
 export interface SqliteStoreOptions {
@@ -492,6 +492,57 @@ class SqliteIntegrityReader extends SqliteReader implements IntegrityReader {
     return page();
   }
 
+  scanAuditJournal(afterSeq: number, limit: number): ScannedVersion[] {
+    const read = this.db.transaction(() => {
+      const rows = this.stmt(`SELECT e.seq, e.recorded, e.last_updated, e.action, e.outcome, e.type_system, e.type_code, e.sub1_system, e.sub1_code, e.sub2_system, e.sub2_code,
+        e.client, e.content_hash, b.id AS batch, b.first_seq, b.key_id, b.body FROM audit_event e LEFT JOIN audit_batch b ON b.id = e.batch WHERE e.seq > ? ORDER BY e.seq LIMIT ?`)
+        .all(afterSeq, limit) as Array<{ seq: number; recorded: number; last_updated: number; action: string | null; outcome: string | null; type_system: string | null; type_code: string | null;
+          sub1_system: string | null; sub1_code: string | null; sub2_system: string | null; sub2_code: string | null; client: string | null; content_hash: string;
+          batch: number | null; first_seq: number | null; key_id: number | null; body: Buffer | null }>;
+      const keys = new Map<number, Map<string, number>>();
+      for (const k of this.journal.keysOf(rows.map((r) => r.seq))) {
+        const m = keys.get(k.seq) ?? new Map<string, number>();
+        m.set(k.value, k.flags);
+        keys.set(k.seq, m);
+      }
+      const batches = new Map<number, string[] | string>();
+      return rows.map((r): ScannedVersion => {
+        const id = String(r.seq);
+        const lastUpdated = new Date(r.last_updated).toISOString();
+        const out: ScannedVersion = {
+          seq: r.seq, resourceType: 'AuditEvent', id, versionId: 1, lastUpdated, deleted: false, contentHash: r.content_hash, current: true,
+          indexRows: journalRowTuples({
+            recorded: r.recorded, lastUpdated: r.last_updated, action: r.action, outcome: r.outcome, typeSystem: r.type_system, typeCode: r.type_code,
+            subtypes: [...(r.sub1_code !== null ? [{ system: r.sub1_system, code: r.sub1_code }] : []), ...(r.sub2_code !== null ? [{ system: r.sub2_system, code: r.sub2_code }] : [])],
+            client: r.client, keys: keys.get(r.seq) ?? new Map(),
+          }),
+        };
+        let lines = r.batch === null ? 'its batch is missing' : batches.get(r.batch);
+        if (lines === undefined) {
+          try {
+            const key = this.ctx.keys.forRead(r.key_id!, this.keyRows());
+            lines = key ? open(key, r.body!, batchAad(r.first_seq!)).toString('utf8').split('\n') : `data key ${r.key_id} is missing`;
+          } catch {
+            lines = 'its batch fails AES-GCM authentication (ciphertext, nonce, tag or data key changed)';
+          }
+          batches.set(r.batch!, lines);
+        }
+        const json = typeof lines === 'string' ? undefined : lines[r.seq - r.first_seq!];
+        if (typeof lines === 'string') out.error = lines;
+        else if (json === undefined) out.error = 'its batch holds no line for it';
+        else {
+          try {
+            out.version = { resourceType: 'AuditEvent', id, versionId: 1, lastUpdated, deleted: false, contentHash: r.content_hash, resource: JSON.parse(json) as Resource };
+          } catch {
+            out.error = 'its line in the batch is not JSON';
+          }
+        }
+        return out;
+      });
+    });
+    return read();
+  }
+
   currentPointers(afterPk: number, limit: number): Array<{ pk: number; resourceType: string; id: string; versionId: number; stored: boolean }> {
     const rows = this.stmt(`SELECT c.pk, c.type, c.id, c.version, EXISTS (SELECT 1 FROM resource_version v WHERE v.pk = c.pk AND v.version = c.version) AS stored
       FROM resource_current c WHERE c.pk > ? ORDER BY c.pk LIMIT ?`).all(afterPk, limit) as Array<{ pk: number; type: string; id: string; version: number; stored: number }>;
@@ -532,6 +583,7 @@ class SqliteIntegrityReader extends SqliteReader implements IntegrityReader {
   }
 
   derivedIndexRows(resource: Resource): IndexRowTuple[] {
+    if (resource.resourceType === 'AuditEvent') return journalRowTuples(journalEntry(resource as AuditEvent, this.ctx.blinder));
     const idx = this.ctx.indexer.extract(resource);
     // As IndexRowWriter.insert stores them.
     const dlo = primaryDateLo(idx);

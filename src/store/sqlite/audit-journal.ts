@@ -126,7 +126,16 @@ export function journalEntry(event: AuditEvent, blinder: Blinder): JournalEntry 
   };
 }
 
-const batchAad = (firstSeq: number) => `audit-batch/${firstSeq}`;
+/** An entry's stored rows as the integrity check compares them (its columns, then each named resource). */
+export function journalRowTuples(e: Pick<JournalEntry, 'recorded' | 'lastUpdated' | 'action' | 'outcome' | 'typeSystem' | 'typeCode' | 'subtypes' | 'client' | 'keys'>): Array<{ table: string; param: string; values: Array<string | number | null> }> {
+  return [
+    { table: 'audit_event', param: 'columns', values: [e.recorded, e.lastUpdated, e.action, e.outcome, e.typeSystem, e.typeCode,
+      e.subtypes[0]?.system ?? null, e.subtypes[0]?.code ?? null, e.subtypes[1]?.system ?? null, e.subtypes[1]?.code ?? null, e.client] },
+    ...[...e.keys].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([value, flags]) => ({ table: 'audit_key', param: 'names', values: [value, flags] })),
+  ];
+}
+
+export const batchAad = (firstSeq: number) => `audit-batch/${firstSeq}`;
 /** Rows per multi-row INSERT (SQLite allows 32,766 parameters per statement). */
 const ROWS_PER_INSERT = 200;
 

@@ -91,11 +91,13 @@ CREATE INDEX IF NOT EXISTS aidx_reference_q ON aidx_reference (param, target_id,
 CREATE TABLE IF NOT EXISTS aidx_uri (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
 
 -- Ledger batches: each covers the versions with seq in [first_seq, last_seq] (the version table is
--- the outbox); root = RFC 9162 Merkle tree hash of their content hashes, anchored on chain.
+-- the outbox), then the audit journal's entries in [audit_first, audit_last]; root = RFC 9162 Merkle tree hash of their content hashes, anchored on chain.
 CREATE TABLE IF NOT EXISTS ledger_batch (
   id INTEGER PRIMARY KEY,
-  first_seq INTEGER NOT NULL,
-  last_seq INTEGER NOT NULL UNIQUE,
+  first_seq INTEGER NOT NULL,       -- versions: [first_seq, last_seq], none when first_seq > last_seq
+  last_seq INTEGER NOT NULL,
+  audit_first INTEGER,               -- audit journal entries: [audit_first, audit_last], or NULL
+  audit_last INTEGER,
   size INTEGER NOT NULL,
   root BLOB NOT NULL,
   status TEXT NOT NULL CHECK (status IN ('pending', 'submitted', 'confirmed')),
@@ -107,6 +109,8 @@ CREATE TABLE IF NOT EXISTS ledger_batch (
   created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ledger_batch_status ON ledger_batch (status, id);
+CREATE INDEX IF NOT EXISTS ledger_batch_last_seq ON ledger_batch (last_seq);
+CREATE INDEX IF NOT EXISTS ledger_batch_audit_last ON ledger_batch (audit_last) WHERE audit_last IS NOT NULL;
 
 -- Named gapless counters, taken inside write transactions (e.g. the audit trail's sequence).
 CREATE TABLE IF NOT EXISTS sequence (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
