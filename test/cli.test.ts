@@ -129,7 +129,7 @@ describe('custos CLI', () => {
       const db = new Database(path.join(dir, 'custos.db'), { readonly: true });
       try {
         return {
-          events: db.prepare("SELECT count(*) FROM resource_current WHERE type = 'AuditEvent'").pluck().get() as number,
+          events: db.prepare("SELECT count(*) FROM audit_event").pluck().get() as number,
           sequence: (db.prepare("SELECT n FROM sequence WHERE name = 'audit-event'").pluck().get() as number | undefined) ?? 0,
         };
       } finally {

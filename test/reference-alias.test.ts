@@ -6,7 +6,8 @@ import Database from 'better-sqlite3';
 import type { Resource } from '@medplum/fhirtypes';
 import { loadDefinitions } from '../src/fhir/definitions.js';
 import { parseSearch } from '../src/fhir/search/parse.js';
-import { SqliteStore } from '../src/store/index.js';
+import { Blinder, SqliteStore } from '../src/store/index.js';
+import { compileSearch } from '../src/store/sqlite/search.js';
 import { referenceAliases } from '../src/store/reference-aliases.js';
 import { tempDir } from './helpers.js';
 
@@ -17,6 +18,7 @@ import { tempDir } from './helpers.js';
 describe('reference aliases (patient stored with subject)', () => {
   let store: SqliteStore;
   let file: string;
+  const keys = { kek: randomBytes(32), indexKey: randomBytes(32) };
   const obs = (id: string, subject: Record<string, unknown> | undefined, performer?: string): Resource => ({
     resourceType: 'Observation', id, status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
     ...(subject ? { subject } : {}), ...(performer ? { performer: [{ reference: performer }] } : {}),
@@ -26,7 +28,7 @@ describe('reference aliases (patient stored with subject)', () => {
   before(async () => {
     loadDefinitions();
     file = path.join(tempDir(), 'custos.db');
-    store = SqliteStore.open({ file, keys: { kek: randomBytes(32), indexKey: randomBytes(32) } });
+    store = SqliteStore.open({ file, keys });
     await store.transaction(async (tx) => {
       for (const id of ['p1', 'p2']) await tx.write({ resourceType: 'Patient', id, resource: { resourceType: 'Patient', id, name: [{ family: id === 'p1' ? 'Aliasone' : 'Aliastwo' }] } as Resource });
       await tx.write({ resourceType: 'Group', id: 'g1', resource: { resourceType: 'Group', id: 'g1', type: 'person', actual: true } as Resource });
@@ -119,9 +121,17 @@ describe('reference aliases (patient stored with subject)', () => {
     db.close();
     assert.deepEqual(shared, [0, 0, 0], 'no AuditEvent rows in the shared index tables');
     assert.deepEqual(rows, [{ param: 'agent', id: 'p2', flags: 3 }, { param: 'entity', id: 'o-rel', flags: 1 }, { param: 'entity', id: 'p1', flags: 3 }]);
+    // The server keeps AuditEvents in the audit journal; written as ordinary resources (as here),
+    // their union alias is searched by the generic compiler.
     const events = async (qs: string) => {
       const parsed = parseSearch('AuditEvent', [...new URLSearchParams(qs)], { strict: true, defaultCount: 100, maxCount: 100 });
-      return (await store.search(parsed.query)).matches.map((m) => m.id).sort();
+      const c = compileSearch(parsed.query, new Blinder(keys.indexKey));
+      const reader = new Database(file, { readonly: true });
+      try {
+        return (reader.prepare(`SELECT c.id FROM ${c.from} WHERE ${c.where} ORDER BY ${c.orderBy}`).pluck().all(...c.params) as string[]).sort();
+      } finally {
+        reader.close();
+      }
     };
     assert.deepEqual(await events('patient=p1'), ['ae1']);
     assert.deepEqual(await events('patient=Patient/p2'), ['ae1', 'ae2']);
@@ -130,11 +140,7 @@ describe('reference aliases (patient stored with subject)', () => {
     assert.deepEqual(await events('agent=Patient/p1'), []);
     assert.deepEqual(await events('patient=Practitioner/x'), []);
     assert.deepEqual(await events('patient.name=aliasone'), ['ae1']);
-    const rev = await store.referencing('AuditEvent', 'patient', ['Patient/p1'], 10);
-    assert.deepEqual(rev.map((v) => v.id), ['ae1']);
-    // _include from sources in both table families at once (AuditEvent rows, Observation rows).
-    const included = await store.referencedBy(['AuditEvent/ae2', 'Observation/o-rel'], '*', 'Patient', 10);
-    assert.deepEqual(included.map((v) => v.id).sort(), ['p1', 'p2']);
+    assert.deepEqual(await events('patient=p1&entity:missing=false'), ['ae1']);
   });
 
   it('sorts by the alias', async () => {

@@ -60,25 +60,24 @@ export function getPatientCompartmentParams(resourceType: string): string[] {
 }
 
 /**
- * R4 parameters this server does not index for a type (so it does not support them: they are
- * unknown parameters to search, absent from the CapabilityStatement). The audit trail writes an
- * AuditEvent per request; these would add seven index rows to each (a third of its write cost)
- * for searches nobody needs: the network address and the entity type and role codes.
+ * The search parameters of AuditEvent: the audit journal (store/sqlite/audit-journal.ts) keeps
+ * what an audit trail is searched by, and nothing else, so that writing one AuditEvent per
+ * request stays cheap. The other R4 AuditEvent parameters are unknown parameters to search and
+ * absent from the CapabilityStatement.
  */
-const NOT_SUPPORTED: Record<string, readonly string[]> = {
-  AuditEvent: ['address', 'entity-type', 'entity-role'],
-};
+export const AUDIT_EVENT_SEARCH_PARAMS: readonly string[] = ['_id', '_lastUpdated', 'date', 'action', 'outcome', 'type', 'subtype', 'agent', 'entity', 'patient'];
+const ONLY_SUPPORTED: Record<string, readonly string[]> = { AuditEvent: AUDIT_EVENT_SEARCH_PARAMS };
 const supported = new Map<string, Record<string, SearchParameter>>();
 
 /** The R4 SearchParameters of a type this server supports, keyed by code (includes the Resource-level _id, _lastUpdated, ...). */
 export function getTypeSearchParameters(resourceType: string): Record<string, SearchParameter> {
   loadDefinitions();
   const all = getSearchParameters(resourceType) ?? {};
-  const skip = NOT_SUPPORTED[resourceType];
-  if (!skip) return all;
+  const only = ONLY_SUPPORTED[resourceType];
+  if (!only) return all;
   let hit = supported.get(resourceType);
   if (!hit) {
-    hit = Object.fromEntries(Object.entries(all).filter(([code]) => !skip.includes(code)));
+    hit = Object.fromEntries(Object.entries(all).filter(([code]) => only.includes(code)));
     supported.set(resourceType, hit);
   }
   return hit;

@@ -17,6 +17,7 @@
 import type { AuditEvent } from '@medplum/fhirtypes';
 import type Database from 'better-sqlite3';
 import { createHash } from 'node:crypto';
+import { AUDIT_EVENT_SEARCH_PARAMS } from '../../fhir/definitions.js';
 import { badRequest, notSupported } from '../../fhir/outcome.js';
 import type { Blinder } from '../blind.js';
 import { canonicalJson } from '../content-hash.js';
@@ -232,8 +233,6 @@ export class AuditJournal {
 
 interface Sql { sql: string; params: unknown[] }
 
-/** The journal's search parameters: what an audit trail is searched by. Others are not supported for AuditEvent. */
-export const JOURNAL_PARAMS = ['_id', '_lastUpdated', 'date', 'action', 'outcome', 'type', 'subtype', 'agent', 'entity', 'patient'] as const;
 
 export function compileJournalWhere(q: SearchQuery, blinder: Blinder): Sql {
   const parts: Sql[] = q.filters.map((f) => filterSql(f, blinder));
@@ -341,7 +340,7 @@ function filterSql(f: SearchFilter, blinder: Blinder): Sql {
       sql = referenceSql(f.param as KeyParam, f);
       break;
     default:
-      throw notSupported(`Search parameter '${f.param}' is not supported on AuditEvent; supported: ${JOURNAL_PARAMS.join(', ')}`);
+      throw notSupported(`Search parameter '${f.param}' is not supported on AuditEvent; supported: ${AUDIT_EVENT_SEARCH_PARAMS.join(', ')}`);
   }
   return f.modifier === 'not' ? { sql: `NOT (${sql.sql})`, params: sql.params } : sql;
 }
