@@ -106,7 +106,7 @@ describe('reference aliases (patient stored with subject)', () => {
     assert.deepEqual(any.map((v) => v.id).sort(), ['o-abs', 'o-perf']);
   });
 
-  it('stores a union alias (AuditEvent.patient: agents and entities that are Patients) on its bases, one row per reference (in the AuditEvent index tables)', async () => {
+  it('stores a union alias (AuditEvent.patient: agents and entities that are Patients) on its bases, one row per reference', async () => {
     const event = (id: string, agent: string, entities: string[]): Resource => ({
       resourceType: 'AuditEvent', id, type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest' }, recorded: '2026-11-28T10:00:00Z',
       agent: [{ who: { reference: agent }, requestor: true }], source: { observer: { display: 'x' } }, entity: entities.map((e) => ({ what: { reference: e } })),
@@ -116,10 +116,8 @@ describe('reference aliases (patient stored with subject)', () => {
       await tx.write({ resourceType: 'AuditEvent', id: 'ae2', resource: event('ae2', 'Practitioner/x', ['Patient/p2']) });
     });
     const db = new Database(file, { readonly: true });
-    const rows = db.prepare("SELECT r.param, r.target_id AS id, r.flags FROM aidx_reference r JOIN resource_current c ON c.pk = r.res WHERE c.id = 'ae1' ORDER BY r.n").all();
-    const shared = ['token', 'date', 'reference'].map((k) => db.prepare(`SELECT count(*) FROM idx_${k} x JOIN resource_current c ON c.pk = x.res WHERE c.type = 'AuditEvent'`).pluck().get());
+    const rows = db.prepare("SELECT r.param, r.target_id AS id, r.flags FROM idx_reference r JOIN resource_current c ON c.pk = r.res WHERE c.id = 'ae1' ORDER BY r.n").all();
     db.close();
-    assert.deepEqual(shared, [0, 0, 0], 'no AuditEvent rows in the shared index tables');
     assert.deepEqual(rows, [{ param: 'agent', id: 'p2', flags: 3 }, { param: 'entity', id: 'o-rel', flags: 1 }, { param: 'entity', id: 'p1', flags: 3 }]);
     // The server keeps AuditEvents in the audit journal; written as ordinary resources (as here),
     // their union alias is searched by the generic compiler.

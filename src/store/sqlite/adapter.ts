@@ -140,7 +140,7 @@ class SqliteReader implements StoreReader {
     if (!q) {
       const p = referenceParamSql(resourceType, via, 'r.param');
       // Ids have no spaces: a space-separated list.
-      const stmt = this.db.prepare(`SELECT ${VERSION_COLS}, (SELECT group_concat(r.target_id, ' ') FROM ${indexTable(resourceType, 'reference')} r WHERE r.res = c.pk AND ${p.sql} AND r.target_type = 'Patient') AS patients
+      const stmt = this.db.prepare(`SELECT ${VERSION_COLS}, (SELECT group_concat(r.target_id, ' ') FROM ${indexTable('reference')} r WHERE r.res = c.pk AND ${p.sql} AND r.target_type = 'Patient') AS patients
         FROM resource_current c JOIN resource_version v ON v.pk = c.pk AND v.version = c.version WHERE c.type = ? AND c.id = ?`);
       q = { stmt, params: p.params };
       this.patientQueries.set(key, q);
@@ -246,7 +246,7 @@ class SqliteReader implements StoreReader {
     let q = this.patientQueries.get(key);
     if (!q) {
       const p = referenceParamSql(resourceType, params, 'r.param');
-      const stmt = this.db.prepare(`SELECT c.id AS id, r.target_id AS patient FROM resource_current c JOIN ${indexTable(resourceType, 'reference')} r ON r.res = c.pk
+      const stmt = this.db.prepare(`SELECT c.id AS id, r.target_id AS patient FROM resource_current c JOIN ${indexTable('reference')} r ON r.res = c.pk
         WHERE c.type = ? AND ${one ? 'c.id = ?' : 'c.id IN (SELECT value FROM json_each(?))'} AND ${p.sql} AND r.target_type = 'Patient'`);
       q = { stmt, params: p.params };
       this.patientQueries.set(key, q);
@@ -279,7 +279,7 @@ class SqliteReader implements StoreReader {
     if (params.length === 0) return [];
     const p = referenceParamSql(resourceType, params, 'r.param');
     const sql = `SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.pk = c.pk AND v.version = c.version
-      WHERE c.type = ? AND c.deleted = 0 AND c.pk IN (SELECT r.res FROM ${indexTable(resourceType, 'reference')} r WHERE ${p.sql} AND (r.target_id, r.target_type) IN (VALUES ${pairs.map(() => '(?, ?)').join(', ')}))
+      WHERE c.type = ? AND c.deleted = 0 AND c.pk IN (SELECT r.res FROM ${indexTable('reference')} r WHERE ${p.sql} AND (r.target_id, r.target_type) IN (VALUES ${pairs.map(() => '(?, ?)').join(', ')}))
       ORDER BY c.pk LIMIT ?`;
     const args: unknown[] = [resourceType, ...p.params, ...pairs.flatMap((p) => [p[1], p[0]]), limit];
     const rows = this.db.prepare(sql).all(...args) as VersionRow[];
@@ -296,14 +296,10 @@ class SqliteReader implements StoreReader {
       for (const k of this.journal.keysOf(auditSeqs)) if ((k.flags & mask) !== 0 && (!targetType || k.value.startsWith(`${targetType}/`))) auditTargets.push(k.value);
     }
     const others = sources.filter((s) => !s.startsWith('AuditEvent/'));
-    const byTable = new Map<string, string[][]>();
-    for (const pair of others.map((s) => s.split('/'))) {
-      const table = indexTable(pair[0]!, 'reference');
-      byTable.set(table, [...(byTable.get(table) ?? []), pair]);
-    }
     const parts: string[] = [];
     const args: unknown[] = [];
-    for (const [table, pairs] of byTable) {
+    if (others.length) {
+      const pairs = others.map((s) => s.split('/'));
       const conds: string[] = ['r.target_type IS NOT NULL', `(s.type, s.id) IN (VALUES ${pairs.map(() => '(?, ?)').join(', ')})`];
       args.push(...pairs.flatMap((p) => [p[0], p[1]]));
       if (param !== '*') {
@@ -317,7 +313,7 @@ class SqliteReader implements StoreReader {
         args.push(...byType.flatMap((b) => b.params));
       }
       if (targetType) { conds.push('+r.target_type = ?'); args.push(targetType); }
-      parts.push(`SELECT r.target_type, r.target_id FROM ${table} r JOIN resource_current s ON s.pk = r.res WHERE ${conds.join(' AND ')}`);
+      parts.push(`SELECT r.target_type, r.target_id FROM idx_reference r JOIN resource_current s ON s.pk = r.res WHERE ${conds.join(' AND ')}`);
     }
     if (auditTargets.length) {
       const pairs = [...new Set(auditTargets)].map((t) => t.split('/'));
@@ -391,7 +387,7 @@ class SqliteWriter extends SqliteReader implements StoreTransaction {
     if (cur) {
       pk = cur.pk;
       this.stmt('UPDATE resource_current SET version = ?, last_updated = ?, deleted = ? WHERE pk = ?').run(version, now, deleted ? 1 : 0, pk);
-      this.indexRows.remove(pk, resourceType);
+      this.indexRows.remove(pk);
     } else {
       pk = Number(this.stmt('INSERT INTO resource_current (type, id, version, last_updated, deleted) VALUES (?, ?, ?, ?, ?)')
         .run(resourceType, id, version, now, deleted ? 1 : 0).lastInsertRowid);
@@ -576,7 +572,7 @@ class SqliteIntegrityReader extends SqliteReader implements IntegrityReader {
   private storedIndexRows(pk: number, resourceType: string): IndexRowTuple[] {
     const out: IndexRowTuple[] = [];
     for (const table of INDEX_KINDS) {
-      const rows = this.stmt(`SELECT ${INDEX_COLUMNS[table]} FROM ${indexTable(resourceType, table)} WHERE res = ?`).raw().all(pk) as IndexValue[][];
+      const rows = this.stmt(`SELECT ${INDEX_COLUMNS[table]} FROM ${indexTable(table)} WHERE res = ?`).raw().all(pk) as IndexValue[][];
       for (const [param, ...values] of rows) out.push({ table, param: String(param), values });
     }
     return out;

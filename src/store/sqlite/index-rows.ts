@@ -25,37 +25,33 @@ const MAX_ROWS_PER_INSERT = 32;
 export class IndexRowWriter {
   /** INSERT statements by table and row count: one statement per table per resource, not one per row. */
   private readonly inserts = new Map<string, Database.Statement>();
-  private readonly deletes = new Map<string, Database.Statement[]>();
+  private readonly deleteRows: Database.Statement[];
 
-  constructor(private readonly db: Database.Database) {}
+  constructor(private readonly db: Database.Database) {
+    this.deleteRows = INDEX_KINDS.map((k) => db.prepare(`DELETE FROM ${indexTable(k)} WHERE res = ?`));
+  }
 
   insert(pk: number, resourceType: string, idx: IndexRows): void {
     const dlo = primaryDateLo(idx);
-    const t = resourceType;
-    this.rows(t, 'token', pk, idx.token.map((r) => [r.param, r.system, r.code, dlo]));
-    this.rows(t, 'string', pk, idx.string.map((r) => [r.param, r.value, r.exact]));
-    this.rows(t, 'date', pk, idx.date.map((r) => [r.param, r.lo, r.hi, r.hi - r.lo > NARROW_SPAN ? 1 : 0]));
-    this.rows(t, 'number', pk, idx.number.map((r) => [r.param, r.value, r.lo, r.hi]));
-    this.rows(t, 'quantity', pk, idx.quantity.map((r) => [r.param, r.system, r.code, r.unit, r.value, r.lo, r.hi]));
-    this.rows(t, 'reference', pk, storedReferenceRows(resourceType, idx.reference).map((r) => [r.param, r.targetType, r.targetId, r.url, dlo, r.flags]));
-    this.rows(t, 'uri', pk, idx.uri.map((r) => [r.param, r.value]));
+    this.rows('token', pk, idx.token.map((r) => [r.param, r.system, r.code, dlo]));
+    this.rows('string', pk, idx.string.map((r) => [r.param, r.value, r.exact]));
+    this.rows('date', pk, idx.date.map((r) => [r.param, r.lo, r.hi, r.hi - r.lo > NARROW_SPAN ? 1 : 0]));
+    this.rows('number', pk, idx.number.map((r) => [r.param, r.value, r.lo, r.hi]));
+    this.rows('quantity', pk, idx.quantity.map((r) => [r.param, r.system, r.code, r.unit, r.value, r.lo, r.hi]));
+    this.rows('reference', pk, storedReferenceRows(resourceType, idx.reference).map((r) => [r.param, r.targetType, r.targetId, r.url, dlo, r.flags]));
+    this.rows('uri', pk, idx.uri.map((r) => [r.param, r.value]));
   }
 
-  remove(pk: number, resourceType: string): void {
-    let list = this.deletes.get(resourceType);
-    if (!list) {
-      list = INDEX_KINDS.map((k) => this.db.prepare(`DELETE FROM ${indexTable(resourceType, k)} WHERE res = ?`));
-      this.deletes.set(resourceType, list);
-    }
-    for (const s of list) s.run(pk);
+  remove(pk: number): void {
+    for (const s of this.deleteRows) s.run(pk);
   }
 
-  private rows(resourceType: string, kind: IndexKind, pk: number, rows: unknown[][]): void {
+  private rows(kind: IndexKind, pk: number, rows: unknown[][]): void {
     for (let first = 0; first < rows.length; first += MAX_ROWS_PER_INSERT) {
       const chunk = rows.slice(first, first + MAX_ROWS_PER_INSERT);
       const params: unknown[] = [];
       chunk.forEach((r, i) => params.push(pk, first + i, ...r));
-      this.statement(indexTable(resourceType, kind), kind, chunk.length).run(params);
+      this.statement(indexTable(kind), kind, chunk.length).run(params);
     }
   }
 

@@ -4,7 +4,7 @@ import { AUDIT_JOURNAL_SCHEMA } from './audit-journal.js';
  * SQLite schema (the audit trail's journal: audit-journal.ts). Versions are immutable rows; resource_current points at the latest one and
  * owns the search-index rows (index rows always describe the current, non-deleted version).
  */
-export const SCHEMA_VERSION = 6;
+export const SCHEMA_VERSION = 7;
 
 export const SCHEMA = AUDIT_JOURNAL_SCHEMA + `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -77,18 +77,6 @@ CREATE INDEX IF NOT EXISTS idx_reference_q ON idx_reference (param, target_id, t
 CREATE TABLE IF NOT EXISTS idx_uri (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_uri_q ON idx_uri (param, value, res);
 
--- AuditEvents' index rows (store/sqlite/index-tables.ts): the same columns, but secondary indexes
--- only for what an audit trail is searched by, who (agent, entity, patient) and when (date). The
--- other parameters are matched on the (res, n) key of the events a who or when search found.
-CREATE TABLE IF NOT EXISTS aidx_token (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT, dlo INTEGER, PRIMARY KEY (res, n)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS aidx_string (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, exact TEXT, PRIMARY KEY (res, n)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS aidx_date (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, wide INTEGER NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS aidx_date_q ON aidx_date (param, wide, lo, hi, res);
-CREATE TABLE IF NOT EXISTS aidx_number (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, value REAL NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS aidx_quantity (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT, unit TEXT, value REAL NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS aidx_reference (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, target_type TEXT, target_id TEXT, url TEXT, dlo INTEGER, flags INTEGER NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS aidx_reference_q ON aidx_reference (param, target_id, target_type, res, flags);
-CREATE TABLE IF NOT EXISTS aidx_uri (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
 
 -- Ledger batches: each covers the versions with seq in [first_seq, last_seq] (the version table is
 -- the outbox), then the audit journal's entries in [audit_first, audit_last]; root = RFC 9162 Merkle tree hash of their content hashes, anchored on chain.

@@ -274,7 +274,7 @@ function existsClause(f: IndexFilter, alias: string): Sql {
 function compartmentFilter(c: NonNullable<SearchQuery['compartment']>, resourceType: string): IndexFilter {
   return {
     kind: 'index',
-    table: indexTable(resourceType, 'reference'),
+    table: indexTable('reference'),
     ...referenceParams(resourceType, c.params),
     cond: { sql: 'target_id = ? AND target_type = ?', params: [c.id, c.resourceType], exactKey: true },
     negate: false,
@@ -291,7 +291,7 @@ function compileFilter(f: SearchFilter, ctx: Ctx): IndexFilter | SqlFilter {
   if (f.param === '_id') return { kind: 'sql', sql: idClause(f, ctx.alias) };
   if (f.param === '_lastUpdated') return { kind: 'sql', sql: orValues(f, (v) => dateCondition(`${ctx.alias}.last_updated`, `${ctx.alias}.last_updated`, v.prefix, v.value)) };
   if (f.modifier === 'missing') {
-    const { table, param } = indexOf(f, ctx.resourceType);
+    const { table, param } = indexOf(f);
     return { kind: 'index', table, ...tableParams(table, ctx.resourceType, storedParams(ctx.resourceType, param)), cond: { sql: '1', params: [] }, negate: f.values[0]?.value === 'true' };
   }
   const { table, param, condition } = valueMatcher(f, ctx);
@@ -315,18 +315,17 @@ function idClause(f: SearchFilter, alias: string): Sql {
 }
 
 /** Index table and row param that hold a filter's values (modifiers redirect :text and :identifier). */
-function indexOf(f: SearchFilter, resourceType: string): { table: string; param: string } {
-  const table = (kind: IndexKind) => indexTable(resourceType, kind);
-  if (f.modifier === 'text') return { table: table('string'), param: `${f.param}:text` };
-  if (f.modifier === 'identifier') return { table: table('token'), param: `${f.param}:identifier` };
-  if (f.type === 'date' && f.blinded) return { table: table('string'), param: f.param };
-  return { table: table(f.type as IndexKind), param: f.param };
+function indexOf(f: SearchFilter): { table: string; param: string } {
+  if (f.modifier === 'text') return { table: indexTable('string'), param: `${f.param}:text` };
+  if (f.modifier === 'identifier') return { table: indexTable('token'), param: `${f.param}:identifier` };
+  if (f.type === 'date' && f.blinded) return { table: indexTable('string'), param: f.param };
+  return { table: indexTable(f.type as IndexKind), param: f.param };
 }
 
 type Condition = (v: SearchFilter['values'][number]) => Sql;
 
 function valueMatcher(f: SearchFilter, ctx: Ctx): { table: string; param: string; condition: Condition } {
-  const { table, param } = indexOf(f, ctx.resourceType);
+  const { table, param } = indexOf(f);
   const b = ctx.blinder;
   if (f.modifier === 'text') return { table, param, condition: (v) => stringCondition(param, v.value, undefined, f.blinded, b) };
   if (f.modifier === 'identifier') return { table, param, condition: (v) => tokenCondition(param, v.value, true, b) };
@@ -518,16 +517,12 @@ function uriCondition(value: string, modifier: string | undefined): Sql {
 function chainClause(f: SearchFilter, ctx: Ctx): Sql {
   const chain = f.chain!;
   const t = ctx.alias === 't' ? 't2' : 't';
-  // Targets grouped by what their filter compiles to: the blinding and the index tables of their type.
-  const groups = new Map<string, { blinded: boolean; types: string[] }>();
+  const groups = new Map<boolean, string[]>();
   for (const type of chain.targetTypes) {
     const blinded = chain.filter.param.startsWith('_') ? false : isChainBlinded(type, chain.filter);
-    const key = `${blinded}/${indexTable(type, 'token')}`;
-    const g = groups.get(key) ?? { blinded, types: [] };
-    g.types.push(type);
-    groups.set(key, g);
+    groups.set(blinded, [...(groups.get(blinded) ?? []), type]);
   }
-  const branches: Sql[] = [...groups.values()].map(({ blinded, types }) => {
+  const branches: Sql[] = [...groups].map(([blinded, types]) => {
     const compiled = compileFilter({ ...chain.filter, blinded }, { ...ctx, alias: t, resourceType: types[0]! });
     const inner = compiled.kind === 'sql' ? compiled.sql : inClause(compiled, t);
     const typeList = inList(`${t}.type`, types);
@@ -545,7 +540,7 @@ function chainClause(f: SearchFilter, ctx: Ctx): Sql {
   // Targets first (few, found through their own index), then the references to them.
   const ref = referenceParams(ctx.resourceType, [f.param]);
   const param = paramSql(ref.params, ref.masks, 'r.param');
-  const sql = `${ctx.alias}.pk IN (SELECT r.res FROM ${indexTable(ctx.resourceType, 'reference')} r WHERE ${param.sql} AND (r.target_id, r.target_type) IN `
+  const sql = `${ctx.alias}.pk IN (SELECT r.res FROM ${indexTable('reference')} r WHERE ${param.sql} AND (r.target_id, r.target_type) IN `
     + `(SELECT ${t}.id, ${t}.type FROM resource_current ${t} WHERE ${t}.deleted = 0 AND (${branches.map((b) => b.sql).join(' OR ')})))`;
   return { sql, params: [...param.params, ...branches.flatMap((b) => b.params)] };
 }
@@ -571,7 +566,7 @@ export function accessClause(a: AccessCondition, ctx: Ctx): Sql {
     const p = referenceParamSql(ctx.resourceType, params, '+x.param');
     const targets = valueList('x.target_id', patients);
     return {
-      sql: `EXISTS (SELECT 1 FROM ${indexTable(ctx.resourceType, 'reference')} x WHERE x.res = ${ctx.alias}.pk AND ${p.sql} AND x.target_type = 'Patient' AND ${targets.sql})`,
+      sql: `EXISTS (SELECT 1 FROM ${indexTable('reference')} x WHERE x.res = ${ctx.alias}.pk AND ${p.sql} AND x.target_type = 'Patient' AND ${targets.sql})`,
       params: [...p.params, ...targets.params],
     };
   }
@@ -625,7 +620,7 @@ function sortExpression(resourceType: string, code: string, descending: boolean,
   const col = sp ? SORT_COLUMNS[sp.type as SearchParamType] : undefined;
   if (!col) throw badRequest(`Cannot sort by '${code}' on ${resourceType}`);
   if (isParamBlinded(resourceType, code)) throw notSupported(`Cannot sort by '${code}': it is blinded (stored as keyed hashes)`);
-  const table = indexTable(resourceType, col.kind);
+  const table = indexTable(col.kind);
   const stored = tableParams(table, resourceType, storedParams(resourceType, code));
   // `+param`: seek on the (res, n) key, as in existsClause.
   const param = paramSql(stored.params, stored.masks, '+param');
