@@ -134,5 +134,10 @@ describe('audit journal', () => {
   it('refuses what it does not index, with a clear message', () => {
     const parsed = parseSearch('AuditEvent', [['site', 'x']], { strict: false, defaultCount: 10, maxCount: 10 });
     assert.throws(() => journal.search({ ...parsed.query, filters: [{ param: 'site', type: 'token', values: [{ prefix: 'eq', value: 'x' }], blinded: false }] }, blinder), /not supported on AuditEvent/);
+    // A modifier it does not implement is refused, not ignored (which would match as if it were absent).
+    for (const [param, modifier] of [['action', 'text'], ['subtype', 'text'], ['entity', 'identifier'], ['outcome', 'in']] as const) {
+      const filter = { param, type: param === 'entity' ? 'reference' as const : 'token' as const, modifier, values: [{ prefix: 'eq' as const, value: 'x' }], blinded: false };
+      assert.throws(() => journal.search({ ...parsed.query, filters: [filter] }, blinder), /Modifier ':.+' is not supported/, `${param}:${modifier}`);
+    }
   });
 });

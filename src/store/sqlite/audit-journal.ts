@@ -300,6 +300,10 @@ function subtypeToken(value: string): Sql {
 function filterSql(f: SearchFilter, blinder: Blinder): Sql {
   if (f.chain) throw notSupported(`Chained parameters are not supported on AuditEvent ('${f.param}')`);
   if (f.modifier === 'missing') return missingSql(f);
+  // What the journal does not implement is refused, never matched as if the modifier were absent.
+  const typeModifier = f.modifier !== undefined && /^[A-Z]/.test(f.modifier);
+  const known = f.modifier === undefined || f.modifier === 'not' || (typeModifier && f.param in KEY_FLAGS) || (f.modifier === 'identifier' && f.param === 'agent');
+  if (!known) throw notSupported(`Modifier ':${f.modifier}' is not supported for '${f.param}' on AuditEvent`);
   const or = (conds: Sql[]): Sql => (conds.length === 1 ? conds[0]! : { sql: conds.map((c) => `(${c.sql})`).join(' OR ') || '0', params: conds.flatMap((c) => c.params) });
   let sql: Sql;
   switch (f.param) {
