@@ -56,16 +56,20 @@ describe('search worker threads', () => {
     }
   });
 
-  it('names the resources of the page and their patients when asked (for the AuditEvent)', async () => {
-    const reply = (await pool.run({ ...args('Observation', 'code=8867-4&_include=Observation:subject&_count=5'), auditRefs: true }))!;
+  it('names the patients of the page when asked, and its resources too when asked for them (for the AuditEvent)', async () => {
+    const query = 'code=8867-4&_include=Observation:subject&_count=5';
+    const reply = (await pool.run({ ...args('Observation', query), audit: { refs: true } }))!;
     const bundle = JSON.parse(reply.bodyJson) as Bundle;
     const refs = bundle.entry!.map((e) => `${e.resource!.resourceType}/${e.resource!.id}`);
     assert.deepEqual(reply.audit!.refs, [...new Set(refs)]);
-    for (const e of bundle.entry!) {
+    const expected = new Set(bundle.entry!.map((e) => {
       const r = e.resource as { resourceType: string; id: string; subject?: { reference: string } };
-      const expected = r.resourceType === 'Patient' ? `Patient/${r.id}` : r.subject!.reference;
-      assert.deepEqual(reply.audit!.owners[`${r.resourceType}/${r.id}`], [expected]);
-    }
+      return r.resourceType === 'Patient' ? `Patient/${r.id}` : r.subject!.reference;
+    }));
+    assert.deepEqual(new Set(reply.audit!.patients), expected);
+    assert.equal(reply.audit!.patients.length, expected.size, 'each patient once');
+    const patientsOnly = (await pool.run({ ...args('Observation', query), audit: { refs: false } }))!;
+    assert.deepEqual(patientsOnly.audit, { patients: reply.audit!.patients }, 'resources only when asked for');
     assert.equal((await pool.run(args('Observation', 'code=8867-4&_count=1')))!.audit, undefined, 'not asked: not done');
   });
 

@@ -13,7 +13,8 @@ export interface AuditWriterData {
   flushMs: number;
 }
 
-export type ToAuditWriter = { t: 'facts'; facts: AuditFacts[] } | { t: 'flush'; id: number } | { t: 'close'; id: number };
+/** Facts cross as one JSON string: cloning a string is a copy, cloning many small objects is not. */
+export type ToAuditWriter = { t: 'facts'; json: string } | { t: 'flush'; id: number } | { t: 'close'; id: number };
 export type FromAuditWriter = { t: 'ready' } | { t: 'done'; id: number; error?: string } | { t: 'written'; n: number };
 
 const READY_TIMEOUT_MS = 20_000;
@@ -79,7 +80,7 @@ export class AuditWriterThread {
 
   send(facts: AuditFacts[]): void {
     this.sent += facts.length;
-    this.worker.postMessage({ t: 'facts', facts: facts.map(slim) } satisfies ToAuditWriter);
+    this.worker.postMessage({ t: 'facts', json: JSON.stringify(facts.map(slim)) } satisfies ToAuditWriter);
   }
 
   /** Facts handed over and not yet written. */
@@ -124,6 +125,13 @@ export class AuditWriterThread {
       this.worker.postMessage({ t, id } satisfies ToAuditWriter);
     });
   }
+}
+
+/** The facts sent as JSON, as they were (`recorded` is a Date again). */
+export function factsFromJson(json: string): AuditFacts[] {
+  const facts = JSON.parse(json) as Array<AuditFacts & { recorded: string | Date }>;
+  for (const f of facts) f.recorded = new Date(f.recorded);
+  return facts;
 }
 
 /** Only what the AuditEvent is built from crosses the thread boundary (not the token's scopes). */

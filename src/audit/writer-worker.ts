@@ -6,7 +6,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { loadDefinitions } from '../fhir/definitions.js';
 import { Blinder, SqliteStore } from '../store/index.js';
 import { AuditRecorder, EVENTS_PER_TRANSACTION } from './recorder.js';
-import type { AuditWriterData, FromAuditWriter, ToAuditWriter } from './writer-thread.js';
+import { factsFromJson, type AuditWriterData, type FromAuditWriter, type ToAuditWriter } from './writer-thread.js';
 
 loadDefinitions();
 const data = workerData as AuditWriterData;
@@ -22,7 +22,7 @@ const recorder = new AuditRecorder({
 
 port.on('message', (m: ToAuditWriter) => {
   if (m.t === 'facts') {
-    for (const f of m.facts) recorder.later(f);
+    for (const f of factsFromJson(m.json)) recorder.later(f);
     // Under load, write each full transaction's worth at once rather than on the timer.
     if (recorder.queued >= EVENTS_PER_TRANSACTION) void recorder.flush().catch(() => undefined);
     return;

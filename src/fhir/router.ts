@@ -564,14 +564,13 @@ export class FhirRouter {
     // Inside a transaction the search must see its writes: only the transaction's connection does.
     // The worker also names what the page holds and whose it is, for the AuditEvent: that work
     // (parsing the page, a compartment lookup) is then not on the event loop.
-    if (req.audit) args.auditRefs = true;
+    if (req.audit) args.audit = { refs: d.observe !== undefined };
     const inWorker = tx ? undefined : this.opts.searcher?.(args);
     if (inWorker) {
       try {
         const reply = await inWorker;
         if (reply.audit && req.audit) {
-          req.audit.resources.push(...reply.audit.refs);
-          noteOwners(req.audit, reply.audit.owners);
+          req.audit.patients.push(...reply.audit.patients);
           req.audit.resolved = true;
         }
         if (d.observe) await this.observed(req, d, reply.audit?.refs ?? entryRefs(JSON.parse(reply.bodyJson) as Bundle));

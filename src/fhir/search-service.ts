@@ -27,21 +27,27 @@ export interface SearchArgs {
   defaultCount: number;
   maxCount: number;
   baseUrl: string;
-  /** Also name the resources of the page and their patients (for the AuditEvent). */
-  auditRefs?: boolean;
+  /**
+   * Also name the patients whose data the page holds (for the AuditEvent), and with `refs` the
+   * page's resources (for break-the-glass, which must see what was read).
+   */
+  audit?: { refs: boolean };
 }
 
 /** A search as a worker answers it: the Bundle as JSON (cheap to pass between threads) and, when asked, what it holds. */
 export interface SearchReply {
   bodyJson: string;
-  audit?: { refs: string[]; owners: Record<string, string[]> };
+  audit?: { patients: string[]; refs?: string[] };
 }
 
 export async function searchReply(reader: StoreReader, a: SearchArgs): Promise<SearchReply> {
   const bundle = await searchBundle(reader, a);
-  if (!a.auditRefs) return { bodyJson: JSON.stringify(bundle) };
+  if (!a.audit) return { bodyJson: JSON.stringify(bundle) };
   const refs = entryRefs(bundle);
-  return { bodyJson: JSON.stringify(bundle), audit: { refs, owners: await ownersOfRefs(reader, refs) } };
+  // A search's AuditEvent names its patients, not each resource of the page: only they cross back.
+  const patients = new Set<string>();
+  for (const list of Object.values(await ownersOfRefs(reader, refs))) for (const p of list) patients.add(p);
+  return { bodyJson: JSON.stringify(bundle), audit: { patients: [...patients], ...(a.audit.refs ? { refs } : {}) } };
 }
 
 /** Bounds the SQL one search compiles to (SQLite allows 32,766 parameters per statement). */
