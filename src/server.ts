@@ -6,7 +6,7 @@ import type { Config } from './config.js';
 import { FhirError, FhirRouter, fhirHttpRouter, fromWorkerFailure, InlinePreparer, loadDefinitions, sendOutcome, WorkerPreparer, type SearchArgs, type SearchReply } from './fhir/index.js';
 import { WorkerPool } from './workers.js';
 import { createLogger, type Logger } from './logger.js';
-import { loadMasterKeys, SqliteStore, type Store } from './store/index.js';
+import { loadMasterKeys, SqliteStore, WriterTurns, type Store } from './store/index.js';
 import { SmartAuth } from './smart-auth/index.js';
 import { LedgerService, ledgerOperations } from './ledger/index.js';
 import { consentChainOperations, openConsentChain, type ConsentChainView } from './consent/index.js';
@@ -37,7 +37,9 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const keys = loadMasterKeys(config.dataDir, config.masterKey);
   const file = path.join(config.dataDir, 'custos.db');
-  const store = SqliteStore.open({ file, keys });
+  // The audit writer thread writes on a second connection; turns keep it from stalling the event loop.
+  const turns = config.audit.enabled ? new WriterTurns() : undefined;
+  const store = SqliteStore.open({ file, keys, ...(turns ? { turns: { shared: turns, as: 'server' as const } } : {}) });
 
   const preparer = config.writeWorkers > 0 ? new WorkerPreparer(keys.indexKey, config.writeWorkers, logger) : new InlinePreparer(keys.indexKey);
   const readers = config.readWorkers > 0
@@ -61,7 +63,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   });
   const blinder = new Blinder(keys.indexKey);
   const auditThread = config.audit.enabled
-    ? await AuditWriterThread.start({ file, kek: keys.kek, indexKey: keys.indexKey, observer: config.baseUrl, flushMs: config.audit.flushMs }, logger)
+    ? await AuditWriterThread.start({ file, kek: keys.kek, indexKey: keys.indexKey, observer: config.baseUrl, flushMs: config.audit.flushMs, ...(turns ? { turns: turns.buffer } : {}) }, logger)
     : undefined;
   if (config.audit.enabled && !auditThread) logger.warn('audit writer thread did not start: AuditEvents of reads are written on the main thread');
   const audit = config.audit.enabled

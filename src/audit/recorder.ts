@@ -6,8 +6,17 @@ import { blindQuery } from './blind-query.js';
 import { AUDIT_SEQUENCE, buildAuditEvent, type AuditFacts } from './audit-event.js';
 import type { AuditWriterThread } from './writer-thread.js';
 
-/** AuditEvents per write transaction when a batch is flushed: other writers never wait long for the lock. */
-export const EVENTS_PER_TRANSACTION = 64;
+/** AuditEvents per journal batch (one sealed blob; a reader of one event decrypts its batch). */
+export const EVENTS_PER_STEP = 64;
+/**
+ * AuditEvents per write transaction. Each commit writes its dirty pages to the WAL and empties the
+ * page cache of every other connection, so fewer, larger commits cost far less (see WriterTurns).
+ * With turns the server's writes never wait for more than one step; without them (the trail
+ * written on the main connection) a transaction is a single step, so no write waits long.
+ */
+const EVENTS_PER_TRANSACTION = { withTurns: 512, alone: EVENTS_PER_STEP };
+/** The writer thread writes as soon as this many facts are queued, and otherwise on the timer. */
+export const WRITE_AT = 512;
 /** Facts are handed to the writer thread in small batches, at least this often (ms). */
 const HANDOFF_MS = 10;
 const HANDOFF_BATCH = 64;
@@ -27,6 +36,8 @@ export interface AuditRecorderOptions {
   onWritten?: (n: number) => void;
   /** How long a request waits for room in a writer thread that is behind (default 10 s). */
   admitTimeoutMs?: number;
+  /** With turns at the write lock (WriterTurns): true while the server's writer waits for it, so a transaction ends early. */
+  yieldWhen?: () => boolean;
 }
 
 /**
@@ -80,7 +91,8 @@ export class AuditRecorder {
       return;
     }
     this.queue.push(facts);
-    this.timer ??= setTimeout(() => { this.timer = undefined; void this.flush().catch((err: unknown) => this.o.logger?.error({ err }, 'writing audit events failed; will retry')); }, this.o.flushMs);
+    // Half the bound on the timer, so that writing and its fsync fit in the other half.
+    this.timer ??= setTimeout(() => { this.timer = undefined; void this.flush().catch((err: unknown) => this.o.logger?.error({ err }, 'writing audit events failed; will retry')); }, this.o.flushMs / 2);
   }
 
   /** Writes everything queued now (in transactions of EVENTS_PER_TRANSACTION); resolves once it is durable. */
@@ -98,19 +110,31 @@ export class AuditRecorder {
     await this.flushing;
   }
 
-  /** In transactions of a few events each; what is not written goes back to the front of the queue. */
+  /**
+   * In transactions of up to EVENTS_PER_TRANSACTION events, in steps of EVENTS_PER_STEP (one
+   * journal batch each); a transaction ends early when the server's writer wants the lock. What is
+   * not written goes back to the front of the queue.
+   */
   private async writeBatch(batch: AuditFacts[]): Promise<void> {
-    for (let i = 0; i < batch.length; i += EVENTS_PER_TRANSACTION) {
-      const chunk = batch.slice(i, i + EVENTS_PER_TRANSACTION);
+    const perTransaction = this.o.yieldWhen ? EVENTS_PER_TRANSACTION.withTurns : EVENTS_PER_TRANSACTION.alone;
+    let done = 0;
+    while (done < batch.length) {
       try {
-        await this.o.store.transaction(async (t) => {
-          // The chunk's sequence numbers in one step, its AuditEvents in one journal batch.
-          const first = t.nextSequence(AUDIT_SEQUENCE, chunk.length);
-          t.appendAuditEvents(chunk.map((f, j) => this.event(f, first + j)));
+        const written = await this.o.store.transaction(async (t) => {
+          let n = 0;
+          do {
+            const step = batch.slice(done + n, done + n + EVENTS_PER_STEP);
+            // The step's sequence numbers in one statement, its AuditEvents in one journal batch.
+            const first = t.nextSequence(AUDIT_SEQUENCE, step.length);
+            t.appendAuditEvents(step.map((f, j) => this.event(f, first + j)));
+            n += step.length;
+          } while (done + n < batch.length && n < perTransaction && !this.o.yieldWhen?.());
+          return n;
         });
-        this.o.onWritten?.(chunk.length);
+        done += written;
+        this.o.onWritten?.(written);
       } catch (err) {
-        this.queue = [...batch.slice(i), ...this.queue];
+        this.queue = [...batch.slice(done), ...this.queue];
         throw err;
       }
     }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Worker } from 'node:worker_threads';
-import type { MasterKeys } from '../store/index.js';
+import { WriterTurns, type MasterKeys } from '../store/index.js';
 import { startWorker } from '../workers.js';
 import type { AuditFacts } from './audit-event.js';
 
@@ -11,6 +11,8 @@ export interface AuditWriterData {
   indexKey: Buffer;
   observer: string;
   flushMs: number;
+  /** WriterTurns.buffer shared with the server's store (opened with `turns: { as: 'server' }`). */
+  turns?: SharedArrayBuffer;
 }
 
 /** Facts cross as one JSON string: cloning a string is a copy, cloning many small objects is not. */
@@ -18,8 +20,8 @@ export type ToAuditWriter = { t: 'facts'; json: string } | { t: 'flush'; id: num
 export type FromAuditWriter = { t: 'ready' } | { t: 'done'; id: number; error?: string } | { t: 'written'; n: number };
 
 const READY_TIMEOUT_MS = 20_000;
-/** Facts handed over but not yet written beyond which new requests wait (about a third of a second of writing here). */
-const MAX_BACKLOG = 512;
+/** Facts handed over but not yet written beyond which new requests wait (a few seconds of requests; well above WRITE_AT). */
+const MAX_BACKLOG = 8192;
 
 /**
  * The audit trail's writer thread: it owns a second SQLite connection and turns the facts of
@@ -36,7 +38,7 @@ export class AuditWriterThread {
   private written = 0;
   private room?: { promise: Promise<void>; resolve: () => void };
 
-  private constructor(private readonly worker: Worker, private readonly logger?: Logger) {
+  private constructor(private readonly worker: Worker, private readonly logger?: Logger, turns?: WriterTurns) {
     worker.on('message', (m: FromAuditWriter) => {
       if (m.t === 'written') {
         this.written += m.n;
@@ -53,6 +55,8 @@ export class AuditWriterThread {
     worker.on('exit', (code) => {
       if (!this.closing) this.logger?.error({ code }, 'audit writer thread stopped; AuditEvents it had not yet written are lost, later ones are written on the main thread');
       this.alive = false;
+      // A thread that stopped inside its transaction must not keep the server's writes waiting.
+      turns?.otherRelease();
       this.openRoom();
       for (const w of this.waiting.values()) w.reject(new Error(`audit writer thread exited (${code})`));
       this.waiting.clear();
@@ -71,7 +75,7 @@ export class AuditWriterThread {
       await worker.terminate();
       return undefined;
     }
-    return new AuditWriterThread(worker, logger);
+    return new AuditWriterThread(worker, logger, data.turns ? new WriterTurns(data.turns) : undefined);
   }
 
   get running(): boolean {

@@ -1,6 +1,7 @@
 export type * from './types.js';
 export { VersionConflictError } from './errors.js';
 export { SqliteStore, openSqliteReader, type SqliteStoreOptions } from './sqlite/adapter.js';
+export { WriterTurns } from './sqlite/writer-turns.js';
 export { loadMasterKeys, type MasterKeys } from './crypto.js';
 export { contentHash, canonicalJson } from './content-hash.js';
 export { isParamBlinded } from './blinding-policy.js';

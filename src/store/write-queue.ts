@@ -19,6 +19,10 @@ export interface GroupCommitDriver<Tx> {
   /** Called after a job rolled back or the whole group failed, so caches can forget uncommitted state. */
   onJobAborted(): void;
   onGroupCommitted(): void;
+  /** Before a group's BEGIN: waits for a turn at the write lock (WriterTurns), if there are turns. */
+  beforeBegin?(): Promise<void> | void;
+  /** After the group's COMMIT or ROLLBACK, before its jobs are answered: gives the turn back. */
+  afterEnd?(): void;
   tx: Tx;
 }
 
@@ -51,15 +55,24 @@ export class WriteQueue<Tx> {
       // Let the requests that arrive in the same tick join the first group.
       await new Promise((r) => setImmediate(r));
       while (this.queue.length > 0) {
+        await this.driver.beforeBegin?.();
+        // Jobs that came while waiting for the turn join this group.
         const group = this.queue.splice(0, this.maxGroup);
-        await this.runGroup(group);
+        let answer: (() => void) | undefined;
+        try {
+          answer = await this.runGroup(group);
+        } finally {
+          this.driver.afterEnd?.();
+        }
+        answer();
       }
     } finally {
       this.running = false;
     }
   }
 
-  private async runGroup(group: Job<Tx>[]): Promise<void> {
+  /** Runs the group's transaction; returns what answers its jobs (called once the turn is given back). */
+  private async runGroup(group: Job<Tx>[]): Promise<() => void> {
     const d = this.driver;
     const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
     let open = false;
@@ -104,8 +117,7 @@ export class WriteQueue<Tx> {
       } catch (error) {
         try { d.rollback(); } catch { /* already rolled back */ }
         d.onJobAborted();
-        group.forEach((j) => j.reject(error));
-        return;
+        return () => group.forEach((j) => j.reject(error));
       }
     }
     const answer = () => group.forEach((job, i) => {
@@ -113,7 +125,8 @@ export class WriteQueue<Tx> {
       if (o.ok) job.resolve(o.value);
       else job.reject(o.error);
     });
-    if (!d.flush) return answer();
-    d.flush().then(answer, (error: unknown) => group.forEach((j) => j.reject(error)));
+    if (!d.flush) return answer;
+    const flushed = d.flush();
+    return () => { flushed.then(answer, (error: unknown) => group.forEach((j) => j.reject(error))); };
   }
 }

@@ -23,6 +23,7 @@ import { IndexRowWriter, primaryDateLo, storedReferenceRows } from './index-rows
 import { INDEX_KINDS, indexTable, type IndexKind } from './index-tables.js';
 import { AuditJournal, batchAad, journalEntry, journalRowTuples, KEY_FLAGS, type KeyParam } from './audit-journal.js';
 import { accessClause, compileSearch, NARROW_SPAN, referenceParamSql } from './search.js';
+import type { WriterTurns } from './writer-turns.js';
 
 export interface SqliteStoreOptions {
   /** Database file; ':memory:' is not supported (reader and writer need the same file). */
@@ -37,6 +38,11 @@ export interface SqliteStoreOptions {
    * the WAL from being emptied (measured: 20 ms per commit).
    */
   noCheckpoints?: boolean;
+  /**
+   * Turns at the write lock with a writer connection on another thread (WriterTurns): `server`
+   * waits for its turn without blocking the event loop, `other` lets the server go first.
+   */
+  turns?: { shared: WriterTurns; as: 'server' | 'other' };
 }
 
 interface VersionRow {
@@ -630,7 +636,7 @@ export class SqliteStore extends SqliteReader implements Store {
   private integrityReader?: SqliteIntegrityReader;
   private readonly file: string;
 
-  private constructor(reader: Database.Database, writer: Database.Database, ctx: StoreContext, file: string) {
+  private constructor(reader: Database.Database, writer: Database.Database, ctx: StoreContext, file: string, turns?: SqliteStoreOptions['turns']) {
     super(reader, ctx);
     this.writer = writer;
     this.file = file;
@@ -652,6 +658,8 @@ export class SqliteStore extends SqliteReader implements Store {
       flush: () => new Promise<void>((resolve, reject) => fs.fdatasync(this.walFd, (err) => (err ? reject(err) : resolve()))),
       onJobAborted: () => ctx.keys.aborted(),
       onGroupCommitted: () => ctx.keys.committed(),
+      ...(turns?.as === 'server' ? { beforeBegin: () => turns.shared.mainAcquire(), afterEnd: () => turns.shared.mainRelease() } : {}),
+      ...(turns?.as === 'other' ? { beforeBegin: () => turns.shared.otherAcquire(), afterEnd: () => turns.shared.otherRelease() } : {}),
       tx: this.tx,
     });
   }
@@ -697,7 +705,7 @@ export class SqliteStore extends SqliteReader implements Store {
       indexer: createIndexer(blinder),
       hooks: opts.hooks ?? [],
     };
-    const s = new SqliteStore(reader, writer, ctx, opts.file);
+    const s = new SqliteStore(reader, writer, ctx, opts.file, opts.turns);
     if (opts.noCheckpoints) writer.pragma('wal_autocheckpoint = 0');
     else if (opts.backgroundCheckpoint !== false) s.startCheckpointer(opts.file);
     return s;
