@@ -77,6 +77,25 @@ describe('writer turns (the write lock between the server and the audit writer t
     assert.equal(await ask(other, 'release'), 'released');
   });
 
+  it('counts the server\'s writers (its write queue and the ledger\'s connection): the other writer waits until all are done', async () => {
+    const turns = new WriterTurns();
+    const other = await start(turns);
+    await turns.mainAcquire();
+    let ledgerRan = false;
+    await turns.mainTurn(() => { ledgerRan = true; });
+    assert.equal(ledgerRan, true);
+    assert.equal(turns.mainWaiting, true, 'the write queue still holds its turn after the ledger gave its own back');
+    other.postMessage('acquire');
+    const held = once(other, 'message');
+    let got = false;
+    void held.then(() => { got = true; });
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(got, false);
+    turns.mainRelease();
+    assert.equal((await held)[0], 'held');
+    assert.equal(await ask(other, 'release'), 'released');
+  });
+
   it('a write queue with turns takes its turn before BEGIN and gives it back after COMMIT, also when the group fails', async () => {
     const turns = new WriterTurns();
     const log: string[] = [];

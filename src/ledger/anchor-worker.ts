@@ -27,6 +27,8 @@ export interface AnchorWorkerOptions {
   logger: Logger;
   /** How often confirmed roots are checked against the chain (a node restarted without its state). */
   recheckMs?: number;
+  /** Runs the store's writes in the server's turn at the write lock (Store.writeTurn). */
+  writeTurn?: <T>(fn: () => T) => Promise<T>;
 }
 
 const RETRY_MAX_MS = 30_000;
@@ -86,10 +88,10 @@ export class AnchorWorker {
       const leaves = this.o.store.unbatched(this.o.batchSize);
       if (leaves.length === 0) return;
       const tree = new MerkleTree(leaves.map((l) => l.hash));
-      const batch = this.o.store.createBatch({
+      const batch = await this.write(() => this.o.store.createBatch({
         ...leafRanges(leaves), size: leaves.length, root: tree.root,
         chainId: this.o.chain.chainId, contract: this.o.chain.address,
-      });
+      }));
       this.waitingSince = leaves.length < backlog ? Date.now() : undefined;
       await this.settle(batch);
       if (this.stopped) return;
@@ -102,14 +104,18 @@ export class AnchorWorker {
     if (onChain) {
       if (onChain.leafCount !== b.size) throw new Error(`batch ${b.id}: the chain holds its root with ${onChain.leafCount} leaves, not ${b.size}`);
       const txHash = b.txHash ?? (await this.o.chain.anchorTx(b.root))?.txHash ?? '';
-      this.o.store.markConfirmed(b.id, { txHash, blockNumber: onChain.blockNumber, blockTime: onChain.blockTime, ...this.chainRef() });
+      await this.write(() => this.o.store.markConfirmed(b.id, { txHash, blockNumber: onChain.blockNumber, blockTime: onChain.blockTime, ...this.chainRef() }));
       return;
     }
     // submitted as soon as the transaction is sent: a crash while waiting leaves a batch whose
     // tx hash is known and whose root the next round finds on chain.
     const receipt = await this.o.chain.anchor(b.root, b.size, BigInt(b.id), this.o.confirmations, (txHash) => this.o.store.markSubmitted(b.id, txHash));
-    this.o.store.markConfirmed(b.id, { ...receipt, ...this.chainRef() });
+    await this.write(() => this.o.store.markConfirmed(b.id, { ...receipt, ...this.chainRef() }));
     this.o.logger.info({ batch: b.id, size: b.size, tx: receipt.txHash, block: receipt.blockNumber }, 'ledger batch anchored');
+  }
+
+  private write<T>(fn: () => T): Promise<T> {
+    return this.o.writeTurn ? this.o.writeTurn(fn) : Promise.resolve(fn());
   }
 
   private chainRef(): { chainId: number; contract: string } {
@@ -139,7 +145,7 @@ export class AnchorWorker {
         const sameContract = b.contract === this.o.chain.address && b.chainId === this.o.chain.chainId;
         if (sameContract && (await this.o.chain.anchoredAt(b.root))) break outer;
         if (!sameContract && (await this.o.chain.anchoredAt(b.root))) continue;
-        this.o.store.markPending(b.id);
+        await this.write(() => this.o.store.markPending(b.id));
         missing++;
       }
       before = page[page.length - 1]!.id;

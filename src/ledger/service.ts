@@ -116,6 +116,7 @@ export class LedgerService {
     }
     const worker = new AnchorWorker({
       store: o.store.ledger(), chain, batchSize: config.batchSize, batchMs: config.batchMs, confirmations: config.confirmations, logger,
+      writeTurn: (fn) => o.store.writeTurn(fn),
     });
     // Roots of a chain that lost its state (embedded node restarted without it) are found and anchored again.
     await worker.recheckAll().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'ledger recheck failed; will retry'));

@@ -197,6 +197,12 @@ export interface Store extends StoreReader {
   transaction<T>(fn: (tx: StoreTransaction) => Promise<T>): Promise<T>;
   /** Persistence of ledger anchoring (batches over the versions in write order). */
   ledger(): LedgerStore;
+  /**
+   * Runs a few writes of another of the server's connections (the ledger's) in the server's turn
+   * at the write lock, so they do not wait for a writer on another thread in SQLite's busy
+   * handler, which would stop the event loop. Without such a writer it just runs fn.
+   */
+  writeTurn<T>(fn: () => T): Promise<T>;
   /** Read-only access for integrity scans (on the read connection; never writes). */
   integrity(): IntegrityReader;
   /**

@@ -635,11 +635,13 @@ export class SqliteStore extends SqliteReader implements Store {
   private ledgerStore?: { db: Database.Database; store: SqliteLedgerStore };
   private integrityReader?: SqliteIntegrityReader;
   private readonly file: string;
+  private readonly serverTurns?: WriterTurns;
 
   private constructor(reader: Database.Database, writer: Database.Database, ctx: StoreContext, file: string, turns?: SqliteStoreOptions['turns']) {
     super(reader, ctx);
     this.writer = writer;
     this.file = file;
+    if (turns?.as === 'server') this.serverTurns = turns.shared;
     // The WAL file lives (same inode) as long as the writer connection is open.
     this.walFd = fs.openSync(`${file}-wal`, 'a');
     this.tx = new SqliteWriter(writer, ctx);
@@ -671,6 +673,10 @@ export class SqliteStore extends SqliteReader implements Store {
       this.ledgerStore = { db, store: new SqliteLedgerStore(db) };
     }
     return this.ledgerStore.store;
+  }
+
+  async writeTurn<T>(fn: () => T): Promise<T> {
+    return this.serverTurns ? this.serverTurns.mainTurn(fn) : fn();
   }
 
   integrity(): IntegrityReader {

@@ -35,9 +35,12 @@ export class WriterTurns {
     this.flags = new Int32Array(buffer);
   }
 
-  /** The server's writer, before BEGIN: resolves once the other writer is out of its transaction. */
+  /**
+   * The server's writers, before BEGIN: resolves once the other writer is out of its transaction.
+   * MAIN_WANTS counts them (the write queue's connection, the ledger's).
+   */
   async mainAcquire(): Promise<void> {
-    Atomics.store(this.flags, MAIN_WANTS, 1);
+    Atomics.add(this.flags, MAIN_WANTS, 1);
     const deadline = Date.now() + MAIN_WAIT_LIMIT_MS;
     while (Atomics.load(this.flags, OTHER_HOLDS) === 1) {
       const left = deadline - Date.now();
@@ -49,18 +52,27 @@ export class WriterTurns {
 
   /** The server's writer, after COMMIT or ROLLBACK. */
   mainRelease(): void {
-    Atomics.store(this.flags, MAIN_WANTS, 0);
-    Atomics.notify(this.flags, MAIN_WANTS);
+    if (Atomics.sub(this.flags, MAIN_WANTS, 1) === 1) Atomics.notify(this.flags, MAIN_WANTS);
   }
 
   /** The other writer, before BEGIN (blocks its thread): waits while the server's writer wants the lock. */
   otherAcquire(): void {
     for (;;) {
-      while (Atomics.load(this.flags, MAIN_WANTS) === 1) Atomics.wait(this.flags, MAIN_WANTS, 1, OTHER_WAIT_STEP_MS);
+      for (let n = Atomics.load(this.flags, MAIN_WANTS); n !== 0; n = Atomics.load(this.flags, MAIN_WANTS)) Atomics.wait(this.flags, MAIN_WANTS, n, OTHER_WAIT_STEP_MS);
       Atomics.store(this.flags, OTHER_HOLDS, 1);
       if (Atomics.load(this.flags, MAIN_WANTS) === 0) return;
       // Both asked at once: the server's writer goes first.
       this.otherRelease();
+    }
+  }
+
+  /** A few statements of one of the server's other connections (the ledger's), in a turn. */
+  async mainTurn<T>(fn: () => T): Promise<T> {
+    await this.mainAcquire();
+    try {
+      return fn();
+    } finally {
+      this.mainRelease();
     }
   }
 
@@ -72,6 +84,6 @@ export class WriterTurns {
 
   /** For the other writer inside its transaction: the server's writer is waiting, commit now. */
   get mainWaiting(): boolean {
-    return Atomics.load(this.flags, MAIN_WANTS) === 1;
+    return Atomics.load(this.flags, MAIN_WANTS) !== 0;
   }
 }
