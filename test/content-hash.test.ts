@@ -37,4 +37,18 @@ describe('canonical JSON (RFC 8785), the input of every content hash', () => {
     cyclic.self = cyclic;
     assert.throws(() => canonicalJson(cyclic), /Circular/);
   });
+
+  it('serializes a deeply frozen object once and reuses it, but never an object whose parts can still change', () => {
+    const coding = Object.freeze({ system: 'http://terminology.hl7.org/CodeSystem/object-role', code: '1' });
+    const deep = Object.freeze({ coding: Object.freeze([coding]), text: 'x' });
+    const events = [1, 2, 3].map((i) => ({ what: { reference: `Patient/${i}` }, role: coding, type: deep }));
+    for (const e of events) assert.equal(canonicalJson(e), reference(e));
+    assert.equal(canonicalJson(deep), reference(deep), 'the same text when it comes from the memo');
+
+    const inner = { code: 'a' };
+    const shallow = Object.freeze({ inner });
+    assert.equal(canonicalJson(shallow), '{"inner":{"code":"a"}}');
+    inner.code = 'b';
+    assert.equal(canonicalJson(shallow), '{"inner":{"code":"b"}}', 'a frozen object with a mutable part is serialized again');
+  });
 });

@@ -15,13 +15,35 @@ export type { AuditFacts, AuditInteraction } from '../fhir/audit-port.js';
 export { AUDIT_SEQUENCE, AUDIT_SEQUENCE_URL } from '../fhir/audit-port.js';
 export const CLIENT_ID_SYSTEM = 'urn:custos:client';
 
+/**
+ * The parts every AuditEvent shares are deeply frozen constants: canonical JSON serializes a
+ * frozen object once (store/content-hash.ts), and a search's AuditEvent repeats the patient
+ * entity's type and role for every patient of its page.
+ */
+function constant<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const v of Object.values(value)) constant(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
 const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
-const USER_AUTHENTICATION: Coding = { system: DCM, code: '110114' };
-const REST_TYPE: Coding = { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest' };
+const USER_AUTHENTICATION: Coding = constant({ system: DCM, code: '110114' });
+const REST_TYPE: Coding = constant({ system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest' });
 const INTERACTION_SYSTEM = 'http://hl7.org/fhir/restful-interaction';
 const ENTITY_TYPE = 'http://terminology.hl7.org/CodeSystem/audit-entity-type';
 const OBJECT_ROLE = 'http://terminology.hl7.org/CodeSystem/object-role';
 const PURPOSE = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
+const PERSON_TYPE: Coding = constant({ system: ENTITY_TYPE, code: '1' });
+const PATIENT_ROLE: Coding = constant({ system: OBJECT_ROLE, code: '1' });
+const SYSTEM_OBJECT_TYPE: Coding = constant({ system: ENTITY_TYPE, code: '2' });
+const DOMAIN_RESOURCE_ROLE: Coding = constant({ system: OBJECT_ROLE, code: '4' });
+const QUERY_ROLE: Coding = constant({ system: OBJECT_ROLE, code: '24' });
+const APPLICATION_AGENT = constant({ coding: [{ system: DCM, code: '110150', display: 'Application' }] });
+const RECIPIENT_AGENT = constant({ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP', display: 'information recipient' }] });
+const SERVER_SOURCE_TYPE = constant([{ system: 'http://terminology.hl7.org/CodeSystem/security-source-type', code: '4', display: 'Application Server' }]);
+const EMERGENCY_TREATMENT = constant([{ coding: [{ system: PURPOSE, code: 'ETREAT', display: 'Emergency Treatment' }] }]);
 // Codings of indexed elements (type, subtype, entity type and role) carry no display: each display
 // would add a `:text` index row to every event, and the codes are fixed vocabularies a client maps.
 
@@ -47,8 +69,8 @@ export function buildAuditEvent(f: AuditFacts, source: { observer: string; seq: 
   const network = f.address ? { network: { address: f.address, type: '2' as const } } : {};
   const p = f.principal;
   if (p.kind === 'token') {
-    agent.push({ type: { coding: [{ system: DCM, code: '110150', display: 'Application' }] }, who: { identifier: { system: CLIENT_ID_SYSTEM, value: p.clientId } }, requestor: p.fhirUser === undefined, ...network });
-    if (p.fhirUser) agent.push({ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP', display: 'information recipient' }] }, who: { reference: relative(p.fhirUser) }, requestor: true, ...network });
+    agent.push({ type: APPLICATION_AGENT, who: { identifier: { system: CLIENT_ID_SYSTEM, value: p.clientId } }, requestor: p.fhirUser === undefined, ...network });
+    if (p.fhirUser) agent.push({ type: RECIPIENT_AGENT, who: { reference: relative(p.fhirUser) }, requestor: true, ...network });
   } else {
     agent.push({ who: { display: p.kind === 'system' ? 'custos (the server itself)' : 'anonymous' }, requestor: true, ...network });
   }
@@ -56,14 +78,14 @@ export function buildAuditEvent(f: AuditFacts, source: { observer: string; seq: 
     const owners = f.owners?.[r] ?? [];
     return {
       ...(owners.length ? { extension: owners.map((p) => ({ url: AUDIT_ENTITY_PATIENT_URL, valueReference: { reference: p } })) } : {}),
-      what: { reference: r }, type: { system: ENTITY_TYPE, code: '2' }, role: { system: OBJECT_ROLE, code: '4' },
+      what: { reference: r }, type: SYSTEM_OBJECT_TYPE, role: DOMAIN_RESOURCE_ROLE,
     };
   });
   for (const patient of f.patients) {
-    if (!f.resources.includes(patient)) entity.push({ what: { reference: patient }, type: { system: ENTITY_TYPE, code: '1' }, role: { system: OBJECT_ROLE, code: '1' } });
+    if (!f.resources.includes(patient)) entity.push({ what: { reference: patient }, type: PERSON_TYPE, role: PATIENT_ROLE });
   }
   if (f.query !== undefined) {
-    entity.push({ type: { system: ENTITY_TYPE, code: '2' }, role: { system: OBJECT_ROLE, code: '24' }, query: Buffer.from(f.query, 'utf8').toString('base64'), ...(f.resourceType ? { description: f.resourceType } : {}) });
+    entity.push({ type: SYSTEM_OBJECT_TYPE, role: QUERY_ROLE, query: Buffer.from(f.query, 'utf8').toString('base64'), ...(f.resourceType ? { description: f.resourceType } : {}) });
   }
   const security = f.interaction === 'login' || f.interaction === 'token-grant';
   const subtype: Coding[] = f.interaction === 'login'
@@ -82,9 +104,9 @@ export function buildAuditEvent(f: AuditFacts, source: { observer: string; seq: 
     outcome: outcomeOf(f.status),
     // The status only: error messages may quote request values (search terms) in the clear.
     ...(f.status >= 400 ? { outcomeDesc: `HTTP ${f.status}` } : {}),
-    ...(f.breakGlass ? { purposeOfEvent: [{ coding: [{ system: PURPOSE, code: 'ETREAT', display: 'Emergency Treatment' }] }] } : {}),
+    ...(f.breakGlass ? { purposeOfEvent: EMERGENCY_TREATMENT } : {}),
     agent,
-    source: { observer: { display: source.observer }, type: [{ system: 'http://terminology.hl7.org/CodeSystem/security-source-type', code: '4', display: 'Application Server' }] },
+    source: { observer: { display: source.observer }, type: SERVER_SOURCE_TYPE },
     ...(entity.length ? { entity } : {}),
   };
 }

@@ -12,6 +12,18 @@ function quote(s: string): string {
 }
 
 /**
+ * Serializations of deeply frozen objects: the constant codings the server puts in every
+ * AuditEvent (entity types and roles, agent types, the source) are serialized once.
+ */
+const frozenJson = new WeakMap<object, string>();
+
+/** Every property value is a primitive or a deeply frozen object serialized before. */
+function deeplyFrozen(obj: object): boolean {
+  for (const v of Object.values(obj)) if (typeof v === 'object' && v !== null && !frozenJson.has(v)) return false;
+  return true;
+}
+
+/**
  * RFC 8785 serialization, with the output and errors of the `canonicalize` package (which the
  * tests hold it to) at about half its cost: no per-value Set bookkeeping, one string built up.
  */
@@ -26,6 +38,11 @@ function serialize(value: unknown, ancestors: object[]): string {
     default: return JSON.stringify(value);
   }
   if (value === null) return 'null';
+  const frozen = Object.isFrozen(value);
+  if (frozen) {
+    const known = frozenJson.get(value);
+    if (known !== undefined) return known;
+  }
   if (ancestors.includes(value)) throw new Error('Circular reference detected');
   ancestors.push(value);
   let out: string;
@@ -56,6 +73,7 @@ function serialize(value: unknown, ancestors: object[]): string {
     out += '}';
   }
   ancestors.pop();
+  if (frozen && typeof (value as { toJSON?: unknown }).toJSON !== 'function' && deeplyFrozen(value)) frozenJson.set(value, out);
   return out;
 }
 
