@@ -57,7 +57,8 @@ const PROBE_CAP = 1000;
 /** A lead with at most this many rows is taken without probing the other filters. */
 const GOOD_ENOUGH = 100;
 /** Only a way to start the query (its conditions are also filters of their own); never rendered otherwise. */
-interface LeadOnly { kind: 'lead'; rows: Sql }
+/** A lead that only selects candidates; `implies` is a filter every one of its rows satisfies. */
+interface LeadOnly { kind: 'lead'; rows: Sql; implies?: IndexFilter }
 type SqlFilter = { kind: 'sql'; sql: Sql };
 type Compiled = IndexFilter | LeadOnly | SqlFilter;
 
@@ -83,7 +84,10 @@ export function compileSearch(query: SearchQuery, blinder: Blinder, estimate?: E
   const inAt = driverAt >= 0 ? -1 : lead;
   let from = 'resource_current c';
   const where: Sql[] = [];
+  // A code (or subject) + date lead yields only rows of that code: its own check would repeat it.
+  const implied = inAt >= 0 && filters[inAt]!.kind === 'lead' ? (filters[inAt] as LeadOnly).implies : undefined;
   filters.forEach((f, i) => {
+    if (f === implied) return;
     if (f.kind === 'sql') where.push(f.sql);
     else if (f.kind === 'lead') {
       if (i === inAt) where.push({ sql: `c.pk IN (${f.rows.sql})`, params: f.rows.params });
@@ -146,6 +150,7 @@ function codeDateLeads(filters: Compiled[]): LeadOnly[] {
       const c = paramCond(t, 'param');
       return {
         kind: 'lead',
+        implies: t,
         rows: {
           sql: `SELECT res FROM ${t.table} WHERE ${c.sql} AND dlo >= ? AND dlo <= ? UNION ALL SELECT res FROM ${t.table} WHERE ${c.sql} AND dlo IS NULL`,
           params: [...c.params, min, max, ...c.params],
