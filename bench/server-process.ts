@@ -180,16 +180,20 @@ async function backendToken(proc: ServerProcess, dist: string): Promise<string |
 }
 
 /** VmRSS / VmHWM of a process, in MiB (Linux /proc). */
-export function processMemory(pid: number): { rss_mb: number | null; hwm_mb: number | null } {
+/**
+ * Resident memory of the server: rss (all), of it rss_file (pages of the memory-mapped database
+ * file, which the kernel can drop and re-read at any time) and rss_anon (the process's own).
+ */
+export function processMemory(pid: number): { rss_mb: number | null; rss_anon_mb: number | null; rss_file_mb: number | null; hwm_mb: number | null } {
   try {
     const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
     const kb = (key: string) => {
       const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status);
       return m ? Math.round((Number(m[1]) / 1024) * 10) / 10 : null;
     };
-    return { rss_mb: kb('VmRSS'), hwm_mb: kb('VmHWM') };
+    return { rss_mb: kb('VmRSS'), rss_anon_mb: kb('RssAnon'), rss_file_mb: kb('RssFile'), hwm_mb: kb('VmHWM') };
   } catch {
-    return { rss_mb: null, hwm_mb: null };
+    return { rss_mb: null, rss_anon_mb: null, rss_file_mb: null, hwm_mb: null };
   }
 }
 
