@@ -16,7 +16,7 @@ export const EVENTS_PER_STEP = 64;
  */
 const EVENTS_PER_TRANSACTION = { withTurns: 512, alone: EVENTS_PER_STEP };
 /** The writer thread writes as soon as this many facts are queued, and otherwise on the timer. */
-export const WRITE_AT = 512;
+export const WRITE_AT = 256;
 /** Facts are handed to the writer thread in small batches, at least this often (ms). */
 const HANDOFF_MS = 10;
 const HANDOFF_BATCH = 64;

@@ -20,8 +20,8 @@ export type ToAuditWriter = { t: 'facts'; json: string } | { t: 'flush'; id: num
 export type FromAuditWriter = { t: 'ready' } | { t: 'done'; id: number; error?: string } | { t: 'written'; n: number };
 
 const READY_TIMEOUT_MS = 20_000;
-/** Facts handed over but not yet written beyond which new requests wait (a few seconds of requests; well above WRITE_AT). */
-const MAX_BACKLOG = 8192;
+/** Facts handed over but not yet written beyond which new requests wait (well above WRITE_AT, and written in a fraction of AUDIT_FLUSH_MS). */
+const MAX_BACKLOG = 2048;
 
 /**
  * The audit trail's writer thread: it owns a second SQLite connection and turns the facts of
