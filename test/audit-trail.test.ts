@@ -285,6 +285,14 @@ describe('audit trail', () => {
     assert.ok(!clean.text.includes('"finding"'), clean.text);
     const db = new Database(path.join(s.config.dataDir, 'custos.db'));
     try {
+      // Versions and AuditEvents are counted apart (the journal is not resource_version).
+      const count = (name: string) => (clean.body.parameter as Array<{ name: string; valueInteger?: number }>).find((p) => p.name === name)?.valueInteger;
+      assert.equal(count('versionsChecked'), db.prepare('SELECT count(*) FROM resource_version').pluck().get());
+      const journal = db.prepare('SELECT count(*) FROM audit_event').pluck().get() as number;
+      assert.ok(journal >= all.length);
+      // AuditEvents of the last requests (the check's own) may be written after it scanned.
+      const checked = count('auditEventsChecked')!;
+      assert.ok(checked >= all.length && checked <= journal, `${checked} checked, ${all.length} listed before, ${journal} now`);
       // The journal (store/sqlite/audit-journal.ts): one row per AuditEvent, keyed by its number.
       assert.equal(db.prepare('DELETE FROM audit_event WHERE seq = ?').run(seqOf(all[1]!)).changes, 1);
       db.prepare('DELETE FROM audit_key WHERE seq = ?').run(seqOf(all[1]!));

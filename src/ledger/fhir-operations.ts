@@ -43,6 +43,7 @@ export function integrityParameters(r: IntegrityReport): Parameters {
     parameter: [
       { name: 'ok', valueBoolean: r.ok },
       { name: 'versionsChecked', valueInteger: r.versionsChecked },
+      { name: 'auditEventsChecked', valueInteger: r.auditEventsChecked },
       { name: 'batchesChecked', valueInteger: r.batchesChecked },
       { name: 'indexesChecked', valueInteger: r.indexesChecked },
       { name: 'findingCount', valueInteger: r.findings.length + r.findingsOmitted },

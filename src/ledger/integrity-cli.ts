@@ -89,7 +89,9 @@ export async function runIntegrityCommand(argv: string[], env: NodeJS.ProcessEnv
         lastPrint = Date.now();
         io.stderr.write(p.phase === 'versions'
           ? `integrity-check: ${p.versionsChecked} / ${p.versionsTotal} versions checked\n`
-          : `integrity-check: ${p.versionsChecked} versions, ${p.batchesChecked} batches checked\n`);
+          : p.phase === 'audit'
+            ? `integrity-check: ${p.versionsChecked} versions, ${p.auditEventsChecked} / ${p.auditEventsTotal} AuditEvents checked\n`
+            : `integrity-check: ${p.versionsChecked} versions, ${p.auditEventsChecked} AuditEvents, ${p.batchesChecked} batches checked\n`);
       },
     });
     if (values.json) io.stdout.write(`${JSON.stringify({ database: file, ...report })}\n`);
@@ -146,6 +148,7 @@ function summary(file: string, r: IntegrityReport): string {
   const lines = [
     `Integrity check of ${file}`,
     `  versions checked:   ${r.versionsChecked} (index rows of ${r.indexesChecked} current versions compared)`,
+    `  AuditEvents:        ${r.auditEventsChecked} checked (hash, journal rows, sequence)`,
     `  ledger batches:     ${r.batchesChecked} checked`,
     r.chain.checked
       ? `  chain:              ${r.chain.rootsChecked} confirmed roots looked up in ${r.chain.contract} on chain ${r.chain.chainId}`

@@ -28,6 +28,8 @@ export interface IntegrityFinding {
 
 export interface IntegrityReport {
   versionsChecked: number;
+  /** Entries of the audit journal (AuditEvents) read, hashed and compared with their rows. */
+  auditEventsChecked: number;
   batchesChecked: number;
   /** Current versions whose stored index rows were compared with rows re-derived from them. */
   indexesChecked: number;
@@ -41,9 +43,12 @@ export interface IntegrityReport {
 }
 
 export interface IntegrityProgress {
-  phase: 'versions' | 'batches' | 'chain';
+  phase: 'versions' | 'audit' | 'batches' | 'chain';
   versionsChecked: number;
   versionsTotal: number;
+  auditEventsChecked: number;
+  /** AuditEvents numbered when the scan began (the journal should hold each). */
+  auditEventsTotal: number;
   batchesChecked: number;
 }
 
@@ -109,9 +114,10 @@ async function scan(store: IntegrityReader, o: IntegrityScanOptions, started: nu
   const auditSeqs: number[] = [];
   const { count: versionsTotal, maxSeq } = store.versionExtent();
   let versionsChecked = 0;
+  let auditEventsChecked = 0;
   let batchesChecked = 0;
   let indexesChecked = 0;
-  const progress = (phase: IntegrityProgress['phase']) => o.onProgress?.({ phase, versionsChecked, versionsTotal, batchesChecked });
+  const progress = (phase: IntegrityProgress['phase']) => o.onProgress?.({ phase, versionsChecked, versionsTotal, auditEventsChecked, auditEventsTotal: auditCount, batchesChecked });
 
   // Versions, in seq order, up to the last one stored when the scan began.
   for (let after = 0; ;) {
@@ -156,14 +162,19 @@ async function scan(store: IntegrityReader, o: IntegrityScanOptions, started: nu
     o.signal?.throwIfAborted();
     const page = store.scanAuditJournal(after, pageSize);
     if (page.length === 0) break;
+    let slice = Date.now();
     for (const v of page) {
       checkVersion(store, v, report);
-      indexesChecked++;
       const n = (v.version?.resource as { extension?: Array<{ url?: string; valueInteger?: number }> } | undefined)?.extension?.find((x) => x.url === AUDIT_SEQUENCE_URL)?.valueInteger;
       if (n !== undefined) auditSeqs.push(n);
+      if (Date.now() - slice >= SLICE_MS) {
+        await yieldToLoop();
+        slice = Date.now();
+      }
     }
-    versionsChecked += page.length;
+    auditEventsChecked += page.length;
     after = page[page.length - 1]!.seq;
+    progress('audit');
     await yieldToLoop();
   }
 
@@ -224,7 +235,7 @@ async function scan(store: IntegrityReader, o: IntegrityScanOptions, started: nu
   }
 
   return {
-    versionsChecked, batchesChecked, indexesChecked, findings, findingsOmitted: omitted,
+    versionsChecked, auditEventsChecked, batchesChecked, indexesChecked, findings, findingsOmitted: omitted,
     ok: findings.length === 0 && omitted === 0, durationMs: Date.now() - started, chain,
   };
 }
