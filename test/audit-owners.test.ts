@@ -4,7 +4,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
-import { loadDefinitions } from '../src/fhir/definitions.js';
+import { getPatientCompartmentParams, loadDefinitions } from '../src/fhir/definitions.js';
 import { ownersFromIndex, ownersOfRefs } from '../src/fhir/audit-note.js';
 import { Blinder, createIndexer, SqliteStore } from '../src/store/index.js';
 import { FIXTURES, tempDir } from './helpers.js';
@@ -48,5 +48,24 @@ describe('owners of a written resource for its AuditEvent', () => {
       if (owners.length) withOwners++;
     }
     assert.ok(withOwners > written.length / 2, 'most resources of a patient record are in its compartment');
+  });
+
+  it('a search asked for patientsVia gives each match the same patients, read with the match (every type of the record)', async () => {
+    const types = [...new Set(written.map((w) => w.resource.resourceType))].filter((t) => t !== 'Patient' && getPatientCompartmentParams(t).length > 0);
+    assert.ok(types.length > 5, types.join(','));
+    let checked = 0;
+    for (const type of types) {
+      const found = await store.search({ resourceType: type, filters: [], sort: [], count: 1000, offset: 0, total: 'none', patientsVia: getPatientCompartmentParams(type) });
+      assert.ok(found.matches.length > 0, type);
+      for (const v of found.matches) {
+        const ref = `${v.resourceType}/${v.id}`;
+        const expected = (await ownersOfRefs(store, [ref]))[ref] ?? [];
+        assert.deepEqual((v.patients ?? []).map((p) => `Patient/${p}`), expected, ref);
+        checked++;
+      }
+    }
+    assert.equal(checked, written.filter((w) => types.includes(w.resource.resourceType)).length);
+    const plain = await store.search({ resourceType: types[0]!, filters: [], sort: [], count: 1, offset: 0, total: 'none' });
+    assert.equal(plain.matches[0]!.patients, undefined, 'not asked: not read');
   });
 });

@@ -1,12 +1,12 @@
 import type { Bundle } from '@medplum/fhirtypes';
-import type { SearchFilter, StoreReader } from '../store/index.js';
+import type { SearchFilter, StoredVersion, StoreReader } from '../store/index.js';
 import { applyAccess, confineQuery, constrainQuery, type ReadRule, type ScopeQueries } from './access-constraints.js';
 import type { AccessExpr } from './access-expr.js';
 import { entryRefs, ownersOfRefs } from './audit-note.js';
 import { bundleViewForPatient } from './audit-view.js';
 import { getPatientCompartmentParams } from './definitions.js';
 import { FhirError, notSupported } from './outcome.js';
-import { runSearch } from './search/execute.js';
+import { runSearch, type SearchContext } from './search/execute.js';
 import { parseSearch } from './search/parse.js';
 import { assertValidId } from './validate.js';
 
@@ -41,20 +41,27 @@ export interface SearchReply {
 }
 
 export async function searchReply(reader: StoreReader, a: SearchArgs): Promise<SearchReply> {
-  const bundle = await searchBundle(reader, a);
-  if (!a.audit) return { bodyJson: JSON.stringify(bundle) };
-  const refs = entryRefs(bundle);
+  if (!a.audit) return { bodyJson: JSON.stringify(await searchBundle(reader, a)) };
+  let page: StoredVersion[] = [];
+  const bundle = await searchBundle(reader, a, (matches, included) => { page = [...matches, ...included]; });
   // A search's AuditEvent names its patients, not each resource of the page: only they cross back.
+  // The matches come with theirs (SearchQuery.patientsVia); included resources are looked up.
   const patients = new Set<string>();
-  for (const list of Object.values(await ownersOfRefs(reader, refs))) for (const p of list) patients.add(p);
-  return { bodyJson: JSON.stringify(bundle), audit: { patients: [...patients], ...(a.audit.refs ? { refs } : {}) } };
+  const unknown: string[] = [];
+  for (const v of page) {
+    if (v.resourceType === 'Patient') patients.add(`Patient/${v.id}`);
+    else if (v.patients) for (const p of v.patients) patients.add(`Patient/${p}`);
+    else unknown.push(`${v.resourceType}/${v.id}`);
+  }
+  if (unknown.length) for (const list of Object.values(await ownersOfRefs(reader, unknown))) for (const p of list) patients.add(p);
+  return { bodyJson: JSON.stringify(bundle), audit: { patients: [...patients], ...(a.audit.refs ? { refs: entryRefs(bundle) } : {}) } };
 }
 
 /** Bounds the SQL one search compiles to (SQLite allows 32,766 parameters per statement). */
 const MAX_SEARCH_VALUES = 1000;
 
-/** Parses, plans and runs a search, returning the searchset Bundle. */
-export async function searchBundle(reader: StoreReader, a: SearchArgs): Promise<Bundle> {
+/** Parses, plans and runs a search, returning the searchset Bundle (`onPage`: see SearchContext.onPage; the matches then carry their patients). */
+export async function searchBundle(reader: StoreReader, a: SearchArgs, onPage?: SearchContext['onPage']): Promise<Bundle> {
   const parsed = parseSearch(a.resourceType, a.query, {
     strict: a.strict,
     defaultCount: a.defaultCount,
@@ -78,8 +85,12 @@ export async function searchBundle(reader: StoreReader, a: SearchArgs): Promise<
   }
   if (a.scopeQueries) constrainQuery(parsed.query, a.scopeQueries);
   if (a.access !== undefined) applyAccess(parsed.query, a.access);
+  if (onPage && a.resourceType !== 'Patient') {
+    const via = getPatientCompartmentParams(a.resourceType);
+    if (via.length) parsed.query.patientsVia = via;
+  }
   const selfPath = c ? `${c.resourceType}/${c.id}/${a.resourceType}` : a.resourceType;
-  const bundle = await runSearch(reader, parsed, { baseUrl: a.baseUrl, selfPath, query: a.query, confinedTo: a.confinedTo, readRule: a.readRule });
+  const bundle = await runSearch(reader, parsed, { baseUrl: a.baseUrl, selfPath, query: a.query, confinedTo: a.confinedTo, readRule: a.readRule, ...(onPage ? { onPage } : {}) });
   return a.confinedTo !== undefined ? bundleViewForPatient(bundle, a.confinedTo) : bundle;
 }
 

@@ -69,6 +69,11 @@ export interface SearchQuery {
   ids?: string[];
   /** What the principal may see (patient consent), compiled into the same query. */
   access?: AccessCondition;
+  /**
+   * Also give each match the Patients it references through these params (StoredVersion.patients),
+   * read with the match itself: its AuditEvent names them.
+   */
+  patientsVia?: string[];
 }
 
 /**

@@ -17,6 +17,8 @@ export interface SearchContext {
   confinedTo?: string;
   /** What included resources may be (types the token can read, and their scope queries). */
   readRule?: ReadRule;
+  /** Told the page's matches and the included resources it kept (for the AuditEvent). */
+  onPage?: (matches: StoredVersion[], included: StoredVersion[]) => void;
 }
 
 /** Runs a parsed search and assembles the searchset Bundle (matches, includes, paging links, outcome). */
@@ -33,15 +35,18 @@ export async function runSearch(reader: StoreReader, parsed: ParsedSearch, ctx: 
     resource: shape(v.resource!, parsed),
     search: { mode: 'match' },
   }));
+  const kept: StoredVersion[] = [];
   if (!summaryCount && result.matches.length > 0) {
     const seen = new Set(result.matches.map(ref));
     const included = await includes(reader, result.matches, parsed.include, parsed.revinclude, ctx.confinedTo, ctx.readRule);
     for (const v of included) {
       if (seen.has(ref(v))) continue;
       seen.add(ref(v));
+      kept.push(v);
       entry.push({ fullUrl: fullUrl(ctx.baseUrl, v), resource: v.resource, search: { mode: 'include' } });
     }
   }
+  ctx.onPage?.(result.matches, kept);
   if (parsed.unknown.length > 0) {
     entry.push({
       search: { mode: 'outcome' },

@@ -221,8 +221,12 @@ class SqliteReader implements StoreReader {
       const page = this.stmt(`SELECT c.pk, c.version FROM ${c.from} WHERE ${c.where} ORDER BY ${c.orderBy} LIMIT ? OFFSET ?`)
         .all(...c.params, q.count + 1, q.offset) as Array<{ pk: number; version: number }>;
       hasMore = page.length > q.count;
-      const vread = this.stmt(`SELECT ${VERSION_COLS} FROM resource_version v WHERE v.pk = ? AND v.version = ?`);
-      matches = page.slice(0, q.count).map((m) => this.toVersion(vread.get(m.pk, m.version) as VersionRow));
+      const rows = page.slice(0, q.count);
+      if (q.patientsVia?.length) matches = this.versionsWithPatients(q.resourceType, q.patientsVia, rows);
+      else {
+        const vread = this.stmt(`SELECT ${VERSION_COLS} FROM resource_version v WHERE v.pk = ? AND v.version = ?`);
+        matches = rows.map((m) => this.toVersion(vread.get(m.pk, m.version) as VersionRow));
+      }
     }
     let total: number | undefined;
     if (q.total !== 'none' || q.count === 0) {
@@ -231,6 +235,26 @@ class SqliteReader implements StoreReader {
       total = q.offset + matches.length;
     }
     return { matches, total, hasMore };
+  }
+
+  /** Versions by (pk, version), each with the Patients its current index rows reference through `via`. */
+  private versionsWithPatients(resourceType: string, via: string[], rows: Array<{ pk: number; version: number }>): StoredVersion[] {
+    const key = `vread\0${resourceType}\0${via.join(',')}`;
+    let q = this.patientQueries.get(key);
+    if (!q) {
+      const p = referenceParamSql(resourceType, via, 'r.param');
+      const stmt = this.db.prepare(`SELECT ${VERSION_COLS}, (SELECT group_concat(r.target_id, ' ') FROM ${indexTable('reference')} r WHERE r.res = v.pk AND ${p.sql} AND r.target_type = 'Patient') AS patients
+        FROM resource_version v WHERE v.pk = ? AND v.version = ?`);
+      q = { stmt, params: p.params };
+      this.patientQueries.set(key, q);
+    }
+    const { stmt, params } = q;
+    return rows.map((m) => {
+      const row = stmt.get(...params, m.pk, m.version) as VersionRow & { patients: string | null };
+      const v = this.toVersion(row);
+      v.patients = row.patients ? [...new Set(row.patients.split(' '))] : [];
+      return v;
+    });
   }
 
   async patientsOf(resourceType: string, ids: string[], params: string[]): Promise<Map<string, string[]>> {
