@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import { measureAuditCosts } from './audit-costs.js';
 import type { ConsentBenchTools } from './consent.js';
 import { observationBundle, patient, rng, searchPaths, transactionBundle } from './fixtures.js';
-import { fhirRequest, log, processMemory, serverCpuSeconds, startServer, type ServerProcess } from './server-process.js';
+import { fhirRequest, log, processMemory, serverCpuSeconds, serverThreadCpuSeconds, startServer, type ServerProcess } from './server-process.js';
 
 export const AUDIT_TARGETS = { audit_slowdown_pct_max: 10 };
 
@@ -170,6 +170,8 @@ interface RoundFigures {
   wall_s: number;
   /** Server CPU over the phase and the flush wait after it, per request sent. */
   server_cpu_ms_per_request: number | null;
+  /** The same, split into the main thread (event loop) and all the server's other threads. */
+  server_cpu_ms_per_request_by_thread: { main: number; other: number } | null;
   audit_events: number;
   audit_events_per_s: number;
   error_samples?: string[];
@@ -179,6 +181,7 @@ async function phase(side: Side, tools: AuditBenchTools, kind: 'read' | 'search'
   const label = `audit ${kind} ${side.mode} (round ${k})`;
   const before = await auditCount(side);
   const cpu0 = serverCpuSeconds(side.server.pid);
+  const threads0 = serverThreadCpuSeconds(side.server.pid);
   let i = 0;
   const t0 = performance.now();
   const { value: run, server_cpu_pct, loadgen_cpu_pct } = await tools.withCpu(side.server.pid, () => tools.cannon(side.server.origin, {
@@ -201,6 +204,7 @@ async function phase(side: Side, tools: AuditBenchTools, kind: 'read' | 'search'
   }
   await sleep(flushMs + CFG.flushSlackMs);
   const cpu1 = serverCpuSeconds(side.server.pid);
+  const threads1 = serverThreadCpuSeconds(side.server.pid);
   const after = await auditCount(side);
   const events = after - before - side.countOverhead;
   const sent = r.requests.sent + (r.warmup?.requests.sent ?? 0);
@@ -220,6 +224,9 @@ async function phase(side: Side, tools: AuditBenchTools, kind: 'read' | 'search'
     requests_sent: sent,
     wall_s: round(wall, 2),
     server_cpu_ms_per_request: cpu0 !== null && cpu1 !== null && sent > 0 ? round(((cpu1 - cpu0) * 1000) / sent, 3) : null,
+    server_cpu_ms_per_request_by_thread: threads0 && threads1 && sent > 0
+      ? { main: round(((threads1.main - threads0.main) * 1000) / sent, 3), other: round(((threads1.other - threads0.other) * 1000) / sent, 3) }
+      : null,
     audit_events: events,
     audit_events_per_s: round(perS),
     ...(run.errorSamples.length ? { error_samples: run.errorSamples } : {}),
@@ -229,6 +236,7 @@ async function phase(side: Side, tools: AuditBenchTools, kind: 'read' | 'search'
 function summarize(rounds: RoundFigures[]) {
   const cpu = rounds.map((x) => x.server_cpu_pct).filter((x): x is number => x !== null);
   const cpuPerReq = rounds.map((x) => x.server_cpu_ms_per_request).filter((x): x is number => x !== null);
+  const byThread = rounds.map((x) => x.server_cpu_ms_per_request_by_thread).filter((x): x is { main: number; other: number } => x !== null);
   return {
     requests_per_s: round(mean(rounds.map((x) => x.requests_per_s))),
     rounds_requests_per_s: rounds.map((x) => x.requests_per_s),
@@ -238,6 +246,7 @@ function summarize(rounds: RoundFigures[]) {
     errors: rounds.reduce((a, x) => a + x.errors, 0),
     server_cpu_pct: cpu.length ? round(mean(cpu), 0) : null,
     server_cpu_ms_per_request: cpuPerReq.length ? round(mean(cpuPerReq), 3) : null,
+    server_cpu_ms_per_request_by_thread: byThread.length ? { main: round(mean(byThread.map((x) => x.main)), 3), other: round(mean(byThread.map((x) => x.other)), 3) } : null,
     audit_events: rounds.reduce((a, x) => a + x.audit_events, 0),
     rounds,
   };
@@ -345,7 +354,7 @@ export async function measureAudit(o: AuditBenchOptions): Promise<Record<string,
       note: 'requests_per_s and latencies are autocannon\'s (measurement only, warm-up excluded); audit_events_per_s is the AuditEvents '
         + 'the phase caused (count after the phase and a wait of flush_ms + 1 s, less the count before and the count request\'s own '
         + 'AuditEvent) divided by the wall time of the whole autocannon call, warm-up included, as are requests_sent and '
-        + 'audit_events_per_request. server_cpu_ms_per_request includes the flush wait after the phase (the deferred audit writes). '
+        + 'audit_events_per_request. server_cpu_ms_per_request includes the flush wait after the phase (the deferred audit writes); _by_thread splits it into the main thread (event loop) and all other threads. '
         + 'Both servers run at once on this machine; only one is under load at a time.',
       ...(problems.length ? { problems } : {}),
     });
