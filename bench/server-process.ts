@@ -181,8 +181,9 @@ async function backendToken(proc: ServerProcess, dist: string): Promise<string |
 
 /** VmRSS / VmHWM of a process, in MiB (Linux /proc). */
 /**
- * Resident memory of the server: rss (all), of it rss_file (pages of the memory-mapped database
- * file, which the kernel can drop and re-read at any time) and rss_anon (the process's own).
+ * Resident memory of the server: rss (all), of it rss_file (file-backed pages: the binary,
+ * shared libraries, which the kernel can drop and re-read at any time) and rss_anon (heaps,
+ * SQLite page caches: the process's own).
  */
 export function processMemory(pid: number): { rss_mb: number | null; rss_anon_mb: number | null; rss_file_mb: number | null; hwm_mb: number | null } {
   try {
