@@ -1,5 +1,5 @@
 import type { AuditEvent, AuditEventAgent, AuditEventEntity, Coding } from '@medplum/fhirtypes';
-import { AUDIT_SEQUENCE_URL, type AuditFacts, type AuditInteraction } from '../fhir/audit-port.js';
+import { AUDIT_SEQUENCE_URL, CLIENT_ID_SYSTEM, type AuditFacts, type AuditInteraction } from '../fhir/audit-port.js';
 import type { Principal } from '../fhir/index.js';
 import { AUDIT_ENTITY_PATIENT_URL } from '../fhir/audit-view.js';
 import type { SecurityEvent } from '../smart-auth/server.js';
@@ -12,8 +12,7 @@ import type { SecurityEvent } from '../smart-auth/server.js';
 
 export type { AuditFacts, AuditInteraction } from '../fhir/audit-port.js';
 
-export { AUDIT_SEQUENCE, AUDIT_SEQUENCE_URL } from '../fhir/audit-port.js';
-export const CLIENT_ID_SYSTEM = 'urn:custos:client';
+export { AUDIT_SEQUENCE, AUDIT_SEQUENCE_URL, CLIENT_ID_SYSTEM } from '../fhir/audit-port.js';
 
 /**
  * The parts every AuditEvent shares are deeply frozen constants: canonical JSON serializes a

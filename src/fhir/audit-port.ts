@@ -38,6 +38,8 @@ export interface AuditFacts {
 /** The audit trail's gapless sequence (StoreTransaction.nextSequence) and the extension that carries each AuditEvent's number. */
 export const AUDIT_SEQUENCE = 'audit-event';
 export const AUDIT_SEQUENCE_URL = 'urn:custos:audit-sequence';
+/** identifier.system of an AuditEvent agent that is an OAuth client (its client id). */
+export const CLIENT_ID_SYSTEM = 'urn:custos:client';
 
 /** Where the router sends AuditFacts: changes inside their own transaction, the rest batched. */
 export interface AuditSink {

@@ -190,7 +190,7 @@ export interface StoreTransaction extends StoreReader {
    * Appends AuditEvents to the audit journal (their ids are their audit sequence numbers, taken
    * with nextSequence in this transaction; meta.lastUpdated set): one sealed batch.
    */
-  appendAuditEvents(events: AuditEvent[]): StoredVersion[];
+  appendAuditEvents(events: AuditEvent[]): void;
 }
 
 /** The store port. Adapters: sqlite (embedded default); postgres later. */

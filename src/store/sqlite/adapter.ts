@@ -21,7 +21,7 @@ import { SCHEMA, SCHEMA_VERSION } from './schema.js';
 import { SqliteLedgerStore } from './ledger-store.js';
 import { IndexRowWriter, primaryDateLo, storedReferenceRows } from './index-rows.js';
 import { INDEX_KINDS, indexTable, type IndexKind } from './index-tables.js';
-import { AuditJournal, batchAad, journalEntry, journalRowTuples, KEY_FLAGS, type KeyParam } from './audit-journal.js';
+import { AuditJournal, auditSeq, batchAad, journalEntry, journalRowTuples, KEY_FLAGS, type KeyParam } from './audit-journal.js';
 import { accessClause, compileSearch, NARROW_SPAN, referenceParamSql } from './search.js';
 import type { WriterTurns } from './writer-turns.js';
 
@@ -84,10 +84,8 @@ class SqliteReader implements StoreReader {
 
   /** AuditEvents as stored versions (their only version), in the order of `seqs`. */
   protected auditVersions(seqs: number[]): StoredVersion[] {
-    return this.journal.events(seqs, (keyId) => this.ctx.keys.forRead(keyId, this.keyRows())).map((e) => {
-      const resource = JSON.parse(e.json) as Resource;
-      return { resourceType: 'AuditEvent', id: String(e.seq), versionId: 1, lastUpdated: new Date(e.lastUpdated).toISOString(), deleted: false, resource, contentHash: e.contentHash };
-    });
+    return this.journal.events(seqs, (keyId) => this.ctx.keys.forRead(keyId, this.keyRows()))
+      .map((e) => auditVersion(e.seq, e.lastUpdated, e.contentHash, JSON.parse(e.json) as Resource));
   }
 
   protected stmt(sql: string): Database.Statement {
@@ -144,9 +142,8 @@ class SqliteReader implements StoreReader {
     const key = `read\0${resourceType}\0${via.join(',')}`;
     let q = this.patientQueries.get(key);
     if (!q) {
-      const p = referenceParamSql(resourceType, via, 'r.param');
-      // Ids have no spaces: a space-separated list.
-      const stmt = this.db.prepare(`SELECT ${VERSION_COLS}, (SELECT group_concat(r.target_id, ' ') FROM ${indexTable('reference')} r WHERE r.res = c.pk AND ${p.sql} AND r.target_type = 'Patient') AS patients
+      const p = patientsColumn(resourceType, via, 'c.pk');
+      const stmt = this.db.prepare(`SELECT ${VERSION_COLS}, ${p.sql}
         FROM resource_current c JOIN resource_version v ON v.pk = c.pk AND v.version = c.version WHERE c.type = ? AND c.id = ?`);
       q = { stmt, params: p.params };
       this.patientQueries.set(key, q);
@@ -154,7 +151,7 @@ class SqliteReader implements StoreReader {
     const row = q.stmt.get(...q.params, resourceType, id) as (VersionRow & { patients: string | null }) | undefined;
     if (!row) return undefined;
     const v = this.toVersion(row);
-    v.patients = row.patients ? [...new Set(row.patients.split(' '))] : [];
+    v.patients = patientIds(row.patients);
     return v;
   }
 
@@ -242,9 +239,8 @@ class SqliteReader implements StoreReader {
     const key = `vread\0${resourceType}\0${via.join(',')}`;
     let q = this.patientQueries.get(key);
     if (!q) {
-      const p = referenceParamSql(resourceType, via, 'r.param');
-      const stmt = this.db.prepare(`SELECT ${VERSION_COLS}, (SELECT group_concat(r.target_id, ' ') FROM ${indexTable('reference')} r WHERE r.res = v.pk AND ${p.sql} AND r.target_type = 'Patient') AS patients
-        FROM resource_version v WHERE v.pk = ? AND v.version = ?`);
+      const p = patientsColumn(resourceType, via, 'v.pk');
+      const stmt = this.db.prepare(`SELECT ${VERSION_COLS}, ${p.sql} FROM resource_version v WHERE v.pk = ? AND v.version = ?`);
       q = { stmt, params: p.params };
       this.patientQueries.set(key, q);
     }
@@ -252,7 +248,7 @@ class SqliteReader implements StoreReader {
     return rows.map((m) => {
       const row = stmt.get(...params, m.pk, m.version) as VersionRow & { patients: string | null };
       const v = this.toVersion(row);
-      v.patients = row.patients ? [...new Set(row.patients.split(' '))] : [];
+      v.patients = patientIds(row.patients);
       return v;
     });
   }
@@ -369,12 +365,11 @@ interface StoreContext {
 class SqliteWriter extends SqliteReader implements StoreTransaction {
   private readonly indexRows = new IndexRowWriter(this.db);
 
-  appendAuditEvents(events: AuditEvent[]): StoredVersion[] {
-    if (events.length === 0) return [];
+  appendAuditEvents(events: AuditEvent[]): void {
+    if (events.length === 0) return;
     const entries = events.map((e) => journalEntry(e, this.ctx.blinder));
     // One key for the whole trail: AuditEvents name resources but hold no PHI, and they must outlive a patient's crypto-shredding.
     this.journal.append(entries, this.ctx.keys.forWrite('audit', this.keyRows()));
-    return entries.map((e, i) => ({ resourceType: 'AuditEvent', id: String(e.seq), versionId: 1, lastUpdated: new Date(e.lastUpdated).toISOString(), deleted: false, resource: events[i] as Resource, contentHash: e.contentHash }));
   }
 
   nextSequence(name: string, count = 1): number {
@@ -432,9 +427,22 @@ class SqliteWriter extends SqliteReader implements StoreTransaction {
   }
 }
 
-/** An AuditEvent's id is its audit sequence number. */
-function auditSeq(id: string): number | undefined {
-  return /^[1-9]\d{0,15}$/.test(id) ? Number(id) : undefined;
+/** A journal entry as a stored version: an AuditEvent has one version, its id is its sequence number. */
+function auditVersion(seq: number, lastUpdated: number, contentHash: string, resource?: Resource): StoredVersion {
+  return { resourceType: 'AuditEvent', id: String(seq), versionId: 1, lastUpdated: new Date(lastUpdated).toISOString(), deleted: false, contentHash, ...(resource ? { resource } : {}) };
+}
+
+/**
+ * A column with the ids of the Patients the resource `res` references through `via` (its current
+ * index rows), space-separated (ids have no spaces); read by patientIds.
+ */
+function patientsColumn(resourceType: string, via: string[], res: string): { sql: string; params: unknown[] } {
+  const p = referenceParamSql(resourceType, via, 'r.param');
+  return { sql: `(SELECT group_concat(r.target_id, ' ') FROM ${indexTable('reference')} r WHERE r.res = ${res} AND ${p.sql} AND r.target_type = 'Patient') AS patients`, params: p.params };
+}
+
+function patientIds(column: string | null): string[] {
+  return column ? [...new Set(column.split(' '))] : [];
 }
 
 function referenceParams(resourceType: string): string[] {
@@ -533,8 +541,7 @@ class SqliteIntegrityReader extends SqliteReader implements IntegrityReader {
       }
       const batches = new Map<number, string[] | string>();
       return rows.map((r): ScannedVersion => {
-        const id = String(r.seq);
-        const lastUpdated = new Date(r.last_updated).toISOString();
+        const { id, lastUpdated } = auditVersion(r.seq, r.last_updated, r.content_hash);
         const out: ScannedVersion = {
           seq: r.seq, resourceType: 'AuditEvent', id, versionId: 1, lastUpdated, deleted: false, contentHash: r.content_hash, current: true,
           indexRows: journalRowTuples({
@@ -558,7 +565,7 @@ class SqliteIntegrityReader extends SqliteReader implements IntegrityReader {
         else if (json === undefined) out.error = 'its batch holds no line for it';
         else {
           try {
-            out.version = { resourceType: 'AuditEvent', id, versionId: 1, lastUpdated, deleted: false, contentHash: r.content_hash, resource: JSON.parse(json) as Resource };
+            out.version = auditVersion(r.seq, r.last_updated, r.content_hash, JSON.parse(json) as Resource);
           } catch {
             out.error = 'its line in the batch is not JSON';
           }

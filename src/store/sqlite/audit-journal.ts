@@ -1,5 +1,5 @@
 /**
- * The audit trail's own storage (work in progress on branch audit-journal; not wired in yet).
+ * The audit trail's own storage.
  *
  * An AuditEvent is written once and never changed, and the server writes one per request, so
  * the generic version machinery (a current row, a version row, AES-GCM per version, index rows
@@ -17,6 +17,8 @@
 import type { AuditEvent } from '@medplum/fhirtypes';
 import type Database from 'better-sqlite3';
 import { createHash } from 'node:crypto';
+import { AUDIT_SEQUENCE_URL, CLIENT_ID_SYSTEM } from '../../fhir/audit-port.js';
+import { AUDIT_ENTITY_PATIENT_URL } from '../../fhir/audit-view.js';
 import { AUDIT_EVENT_SEARCH_PARAMS } from '../../fhir/definitions.js';
 import { badRequest, notSupported } from '../../fhir/outcome.js';
 import type { Blinder } from '../blind.js';
@@ -24,6 +26,7 @@ import { canonicalJson } from '../content-hash.js';
 import { open, seal } from '../crypto.js';
 import { parseDateRange, parseReference } from '../indexer.js';
 import type { AccessCondition, Prefix, SearchFilter, SearchQuery } from '../types.js';
+import { splitToken } from './search.js';
 
 export const AUDIT_JOURNAL_SCHEMA = `
 CREATE TABLE IF NOT EXISTS audit_batch (
@@ -62,9 +65,10 @@ CREATE INDEX IF NOT EXISTS audit_key_patient ON audit_key (value, seq) WHERE (fl
 CREATE INDEX IF NOT EXISTS audit_key_agent ON audit_key (value, seq) WHERE (flags & 1) != 0;
 `;
 
-const AUDIT_SEQUENCE_URL = 'urn:custos:audit-sequence';
-const CLIENT_ID_SYSTEM = 'urn:custos:client';
-const ENTITY_PATIENT_URL = 'urn:custos:audit-entity-patient';
+/** An AuditEvent's id is its audit sequence number (decimal); undefined for any other id. */
+export function auditSeq(id: string): number | undefined {
+  return /^[1-9]\d{0,15}$/.test(id) ? Number(id) : undefined;
+}
 
 /** One AuditEvent as the journal stores it. */
 export interface JournalEntry {
@@ -115,7 +119,7 @@ export function journalEntry(event: AuditEvent, blinder: Blinder): JournalEntry 
     const ref = localRef(e.what?.reference);
     add('entity', ref);
     if (ref?.startsWith('Patient/')) add('patient', ref);
-    for (const x of e.extension ?? []) if (x.url === ENTITY_PATIENT_URL) add('patient', localRef(x.valueReference?.reference));
+    for (const x of e.extension ?? []) if (x.url === AUDIT_ENTITY_PATIENT_URL) add('patient', localRef(x.valueReference?.reference));
   }
   const subtypes = (event.subtype ?? []).filter((c) => c.code).map((c) => ({ system: c.system ?? null, code: c.code! }));
   if (subtypes.length > 2) throw new Error('a journal AuditEvent has at most two subtypes (the interaction and the operation)');
@@ -211,8 +215,8 @@ export class AuditJournal {
     if (q.since !== undefined) { where.push('last_updated >= ?'); params.push(q.since); }
     if (q.before !== undefined) { where.push('last_updated <= ?'); params.push(q.before); }
     const w = where.length ? `WHERE ${where.join(' AND ')}` : '';
-    const total = this.db.prepare(`SELECT count(*) FROM audit_event ${w}`).pluck().get(...params) as number;
-    const seqs = this.db.prepare(`SELECT seq FROM audit_event ${w} ORDER BY seq DESC LIMIT ? OFFSET ?`).pluck().all(...params, q.count, q.offset) as number[];
+    const total = this.stmt(`SELECT count(*) FROM audit_event ${w}`).pluck().get(...params) as number;
+    const seqs = this.stmt(`SELECT seq FROM audit_event ${w} ORDER BY seq DESC LIMIT ? OFFSET ?`).pluck().all(...params, q.count, q.offset) as number[];
     return { seqs, total };
   }
 
@@ -263,7 +267,7 @@ function accessSql(a: AccessCondition, blinder: Blinder): Sql {
 
 /** Ids are decimal sequence numbers; any other id matches nothing. */
 function seqIn(ids: readonly string[]): Sql {
-  const seqs = ids.filter((id) => /^[1-9]\d{0,15}$/.test(id)).map(Number);
+  const seqs = ids.flatMap((id) => { const n = auditSeq(id); return n === undefined ? [] : [n]; });
   return seqs.length ? { sql: `e.seq IN (${seqs.map(() => '?').join(', ')})`, params: seqs } : { sql: '0', params: [] };
 }
 
@@ -359,13 +363,6 @@ function missingSql(f: SearchFilter): Sql {
     present = { sql: `EXISTS (SELECT 1 FROM audit_key k WHERE k.seq = e.seq AND (k.flags & ${KEY_FLAGS[f.param as KeyParam]}) != 0)`, params: [] };
   } else throw notSupported(`':missing' is not supported for '${f.param}' on AuditEvent`);
   return missing ? { sql: `NOT (${present.sql})`, params: present.params } : present;
-}
-
-/** Splits `system|code` on the first unescaped '|'. */
-function splitToken(value: string): { system: string | undefined; code: string } {
-  const m = /^((?:[^|\\]|\\.)*)\|(.*)$/.exec(value);
-  const unescape = (s: string) => s.replace(/\\([|$,\\])/g, '$1');
-  return m ? { system: unescape(m[1]!), code: unescape(m[2]!) } : { system: undefined, code: unescape(value) };
 }
 
 /**

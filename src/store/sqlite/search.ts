@@ -351,7 +351,7 @@ function valueMatcher(f: SearchFilter, ctx: Ctx): { table: string; param: string
 // ---- token ----
 
 /** Splits `system|code` on the first unescaped '|' and unescapes `\|`, `\$`, `\\`. */
-function splitToken(value: string): { system: string | undefined; code: string } {
+export function splitToken(value: string): { system: string | undefined; code: string } {
   const m = /^((?:[^|\\]|\\.)*)\|(.*)$/.exec(value);
   const unescape = (s: string) => s.replace(/\\([|$,\\])/g, '$1');
   return m ? { system: unescape(m[1]!), code: unescape(m[2]!) } : { system: undefined, code: unescape(value) };
