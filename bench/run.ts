@@ -36,7 +36,7 @@ import { measureLedgerCosts } from './ledger.js';
 import { measureWriteCosts } from './write-costs.js';
 import { summarizeProfile, type ProfileSummary } from './cpu-profile.js';
 import { heartRateObservation, observationBundle, patient, rng, searchPaths, transactionBundle } from './fixtures.js';
-import { dbFileSizes, fhirRequest, log, processMemory, serverCpuSeconds, startServer, type ServerProcess } from './server-process.js';
+import { dbFileSizes, fhirRequest, log, processMemory, serverCpuSeconds, serverThreadCpuSeconds, startServer, type ServerProcess } from './server-process.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
 /** BENCH_SCENARIOS=single_create,bundle_create,search_token_date,ledger,consent,audit,write_costs (default: all); handy with BENCH_CPU_PROF. */
@@ -88,20 +88,35 @@ async function countObservations(origin: string): Promise<number> {
   return json.total as number;
 }
 
-/** Measures server and bench-process CPU over an async section, as % of one core. */
-async function withCpu<T>(pid: number, fn: () => Promise<T>): Promise<{ value: T; server_cpu_pct: number | null; loadgen_cpu_pct: number }> {
+/**
+ * Measures server and bench-process CPU over an async section, as % of one core, and the server's
+ * CPU seconds split into its main thread (the event loop) and all its other threads.
+ */
+async function withCpu<T>(pid: number, fn: () => Promise<T>): Promise<{ value: T; server_cpu_pct: number | null; loadgen_cpu_pct: number; server_thread_cpu_s: { main: number; other: number } | null }> {
   const s0 = serverCpuSeconds(pid);
+  const th0 = serverThreadCpuSeconds(pid);
   const l0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   const value = await fn();
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   const s1 = serverCpuSeconds(pid);
+  const th1 = serverThreadCpuSeconds(pid);
   const l = process.cpuUsage(l0);
   return {
     value,
     server_cpu_pct: s0 !== null && s1 !== null ? round(((s1 - s0) / wall) * 100, 0) : null,
     loadgen_cpu_pct: round(((l.user + l.system) / 1e6 / wall) * 100, 0),
+    server_thread_cpu_s: th0 && th1 ? { main: th1.main - th0.main, other: th1.other - th0.other } : null,
   };
+}
+
+/**
+ * Server CPU per unit of work (ms), main thread and other threads: steadier between runs than
+ * throughput on a shared machine, and it shows whether the event loop is the bound.
+ */
+function cpuMsPer(threads: { main: number; other: number } | null, units: number): { main: number; other: number } | null {
+  if (!threads || units <= 0) return null;
+  return { main: round((threads.main * 1000) / units, 3), other: round((threads.other * 1000) / units, 3) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -181,7 +196,7 @@ async function createPatients(origin: string): Promise<string[]> {
 
 async function singleCreate(server: ServerProcess, patientIds: string[]) {
   const r = rng(1);
-  const { value: run, server_cpu_pct, loadgen_cpu_pct } = await withCpu(server.pid, () => cannon(server.origin, {
+  const { value: run, server_cpu_pct, loadgen_cpu_pct, server_thread_cpu_s } = await withCpu(server.pid, () => cannon(server.origin, {
     label: 'single_create',
     connections: CFG.createConnections,
     duration: CFG.phaseSeconds,
@@ -203,6 +218,7 @@ async function singleCreate(server: ServerProcess, patientIds: string[]) {
     ...statusFigures(res),
     server_cpu_pct,
     loadgen_cpu_pct,
+    server_cpu_ms_per_request_by_thread: cpuMsPer(server_thread_cpu_s, res.requests.total),
     ...(run.errorSamples.length ? { error_samples: run.errorSamples } : {}),
   };
 }
@@ -212,7 +228,7 @@ async function bundleCreate(server: ServerProcess, patientIds: string[]) {
   let best: { connections: number; obsPerS: number } | undefined;
   for (const connections of CFG.bundleConnections) {
     const r = rng(100 + connections);
-    const { value: run, server_cpu_pct, loadgen_cpu_pct } = await withCpu(server.pid, () => cannon(server.origin, {
+    const { value: run, server_cpu_pct, loadgen_cpu_pct, server_thread_cpu_s } = await withCpu(server.pid, () => cannon(server.origin, {
       label: `bundle_create x${connections}`,
       connections,
       duration: CFG.phaseSeconds,
@@ -234,6 +250,7 @@ async function bundleCreate(server: ServerProcess, patientIds: string[]) {
       ...statusFigures(res),
       server_cpu_pct,
       loadgen_cpu_pct,
+      server_cpu_ms_per_observation_by_thread: cpuMsPer(server_thread_cpu_s, res.requests.total * CFG.bundleSize),
       ...(run.errorSamples.length ? { error_samples: run.errorSamples } : {}),
     };
     if (!best || obsPerS > best.obsPerS) best = { connections, obsPerS };
@@ -248,6 +265,7 @@ async function bundleCreate(server: ServerProcess, patientIds: string[]) {
     p99_ms: b.p99_ms,
     non_2xx: b.non_2xx,
     errors: b.errors,
+    server_cpu_ms_per_observation_by_thread: b.server_cpu_ms_per_observation_by_thread,
     by_connections: byConnections,
   };
 }
@@ -320,7 +338,7 @@ async function searchTokenDate(server: ServerProcess, patientIds: string[]) {
   log(`search sample: ${ok}/${sample.length} ok, mean ${round(entries / Math.max(1, ok))} entries per page`);
 
   let i = 0;
-  const { value: run, server_cpu_pct, loadgen_cpu_pct } = await withCpu(server.pid, () => cannon(server.origin, {
+  const { value: run, server_cpu_pct, loadgen_cpu_pct, server_thread_cpu_s } = await withCpu(server.pid, () => cannon(server.origin, {
     label: 'search_token_date',
     connections: CFG.searchConnections,
     duration: CFG.phaseSeconds,
@@ -341,6 +359,7 @@ async function searchTokenDate(server: ServerProcess, patientIds: string[]) {
     ...statusFigures(res),
     server_cpu_pct,
     loadgen_cpu_pct,
+    server_cpu_ms_per_request_by_thread: cpuMsPer(server_thread_cpu_s, res.requests.total),
     sample: {
       size: sample.length,
       non_200: bad,
