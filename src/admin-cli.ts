@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig } from './config.js';
 import { loadMasterKeys } from './store/index.js';
-import { openAuthDb, type AuthDb } from './smart-auth/auth-db.js';
+import { openAuthDb } from './smart-auth/auth-db.js';
 import { LaunchContexts } from './smart-auth/launch-context.js';
 import { Registry, ValidationError, type ClientRecord, type ClientType, type NewClient, type UserRecord } from './smart-auth/registry.js';
 

@@ -12,7 +12,7 @@ import { LedgerService, ledgerOperations } from './ledger/index.js';
 import { consentChainOperations, openConsentChain, type ConsentChainView } from './consent/index.js';
 import { consentAccess, type ConsentAccess } from './consent/consent-access.js';
 import { accessReportOperation, AuditRecorder, AuditWriterThread, securityFacts } from './audit/index.js';
-import { Blinder, createIndexer } from './store/index.js';
+import { Blinder } from './store/index.js';
 
 export interface App {
   app: express.Express;

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import request from 'supertest';
@@ -12,7 +11,6 @@ import type { IntegrityReport } from '../src/ledger/integrity.js';
 
 type TestApp = Awaited<ReturnType<typeof testApp>>;
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FAMILY = 'Zebulonovicz';
 const part = (p: ParametersParameter, name: string) => p.part?.find((x) => x.name === name);
 const param = (p: Parameters, name: string) => p.parameter?.find((x) => x.name === name);

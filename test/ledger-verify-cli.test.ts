@@ -3,7 +3,6 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import request from 'supertest';
 import type { Observation, Parameters, ParametersParameter, Patient, Resource } from '@medplum/fhirtypes';
 import { FHIR_JSON, freePort, runCli, tempDir, testApp } from './helpers.js';
@@ -15,8 +14,6 @@ interface Report { ok: boolean; resource?: string; status?: string; steps: Step[
 interface Run { code: number | null; stdout: string; stderr: string }
 
 /** The CLI runs from source, as a real process: `node --import tsx src/cli.ts verify ...` in the repo root. */
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-
 function cli(args: string[]): Promise<Run> {
   return runCli(['verify', ...args]);
 }

@@ -9,7 +9,7 @@ import { parseSearch } from '../src/fhir/search/parse.js';
 import { Blinder } from '../src/store/blind.js';
 import { createIndexer } from '../src/store/indexer.js';
 import { IndexRowWriter } from '../src/store/sqlite/index-rows.js';
-import { compileSearch, NARROW_SPAN } from '../src/store/sqlite/search.js';
+import { compileSearch } from '../src/store/sqlite/search.js';
 import { SCHEMA } from '../src/store/sqlite/schema.js';
 import type { SearchQuery } from '../src/store/types.js';
 

@@ -1,5 +1,5 @@
 import type { AuditEvent, Parameters, ParametersParameter } from '@medplum/fhirtypes';
-import { FhirError, type FhirRequest, type FhirResponse, type InstanceOperation } from '../fhir/index.js';
+import { FhirError, type FhirRequest, type InstanceOperation } from '../fhir/index.js';
 import { viewForPatient } from '../fhir/audit-view.js';
 import { parseSearch } from '../fhir/search/parse.js';
 import { patientUserOf } from '../smart-auth/scope-policy.js';

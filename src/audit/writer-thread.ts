@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Worker } from 'node:worker_threads';
-import { WriterTurns, type MasterKeys } from '../store/index.js';
+import { WriterTurns } from '../store/index.js';
 import { startWorker } from '../workers.js';
 import type { AuditFacts } from './audit-event.js';
 

@@ -10,7 +10,7 @@ import { allOk, badRequest, FhirError, gone, notFound, notSupported, preconditio
 import { applyAccess, confineQuery, constrainQuery, contentInCompartment, isMember, matchingScopeQueries, satisfying } from './access-constraints.js';
 import { accessConditionFor } from './access-expr.js';
 import type { AccessDecision, AccessPolicy, AccessRequest } from './principal.js';
-import type { AuditFacts, AuditInteraction, AuditSink } from './audit-port.js';
+import type { AuditFacts, AuditSink } from './audit-port.js';
 import { auditQuery, classify, entryRefs, ownersFromIndex, ownersOfRefs, READ_SHAPED, type AuditNote } from './audit-note.js';
 import { bundleViewForPatient, viewForPatient } from './audit-view.js';
 import type { ReadRule } from './access-constraints.js';

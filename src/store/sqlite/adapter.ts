@@ -11,7 +11,7 @@ import { DataKeyCache, type DataKeyRows } from '../data-keys.js';
 import { createIndexer } from '../indexer.js';
 import { VersionConflictError } from '../errors.js';
 import type {
-  HistoryQuery, HistoryResult, IndexRows, LedgerStore, ReadOptions, SearchFilter, SearchQuery, SearchResult, Store, StoredVersion,
+  HistoryQuery, HistoryResult, IndexRows, LedgerStore, ReadOptions, SearchQuery, SearchResult, Store, StoredVersion,
   StoreReader, StoreTransaction, VersionWriteHook, WriteInput,
   IndexRowTuple, IntegrityReader, LedgerBatch, LedgerLeaf, ScannedVersion,
 } from '../types.js';
@@ -21,7 +21,8 @@ import { SCHEMA, SCHEMA_VERSION } from './schema.js';
 import { SqliteLedgerStore } from './ledger-store.js';
 import { IndexRowWriter, primaryDateLo, storedReferenceRows } from './index-rows.js';
 import { INDEX_KINDS, indexTable, type IndexKind } from './index-tables.js';
-import { AuditJournal, auditSeq, batchAad, journalEntry, journalRowTuples, KEY_FLAGS, type KeyParam } from './audit-journal.js';
+import { AuditJournal, batchAad, journalEntry, journalRowTuples } from './audit-journal.js';
+import { auditVersion, JournalReader } from './journal-reader.js';
 import { accessClause, compileSearch, NARROW_SPAN, referenceParamSql } from './search.js';
 import type { WriterTurns } from './writer-turns.js';
 
@@ -77,15 +78,12 @@ class SqliteReader implements StoreReader {
   private readonly patientQueries = new Map<string, { stmt: Database.Statement; params: unknown[] }>();
 
   protected readonly journal: AuditJournal;
+  /** AuditEvents live in the audit journal, not in the version and index tables: every read of them goes here. */
+  protected readonly trail: JournalReader;
 
   constructor(protected readonly db: Database.Database, protected readonly ctx: StoreContext) {
     this.journal = new AuditJournal(db);
-  }
-
-  /** AuditEvents as stored versions (their only version), in the order of `seqs`. */
-  protected auditVersions(seqs: number[]): StoredVersion[] {
-    return this.journal.events(seqs, (keyId) => this.ctx.keys.forRead(keyId, this.keyRows()))
-      .map((e) => auditVersion(e.seq, e.lastUpdated, e.contentHash, JSON.parse(e.json) as Resource));
+    this.trail = new JournalReader(this.journal, ctx.blinder, (keyId) => ctx.keys.forRead(keyId, this.keyRows()));
   }
 
   protected stmt(sql: string): Database.Statement {
@@ -127,12 +125,7 @@ class SqliteReader implements StoreReader {
   }
 
   async read(resourceType: string, id: string, options?: ReadOptions): Promise<StoredVersion | undefined> {
-    if (resourceType === 'AuditEvent') {
-      const seq = auditSeq(id);
-      const v = seq === undefined ? undefined : this.auditVersions([seq])[0];
-      if (v && options?.patientsVia?.length) v.patients = this.journal.keysOf([seq!]).filter((k) => (k.flags & KEY_FLAGS.patient) !== 0).map((k) => k.value.slice('Patient/'.length));
-      return v;
-    }
+    if (resourceType === 'AuditEvent') return this.trail.read(id, options);
     const via = options?.patientsVia;
     if (!via?.length) {
       const row = this.stmt(`SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.pk = c.pk AND v.version = c.version WHERE c.type = ? AND c.id = ?`)
@@ -156,14 +149,14 @@ class SqliteReader implements StoreReader {
   }
 
   async vread(resourceType: string, id: string, versionId: number): Promise<StoredVersion | undefined> {
-    if (resourceType === 'AuditEvent') return versionId === 1 ? this.read(resourceType, id) : undefined;
+    if (resourceType === 'AuditEvent') return this.trail.vread(id, versionId);
     const row = this.stmt(`SELECT ${VERSION_COLS} FROM resource_current c JOIN resource_version v ON v.pk = c.pk WHERE c.type = ? AND c.id = ? AND v.version = ?`)
       .get(resourceType, id, versionId) as VersionRow | undefined;
     return row && this.toVersion(row);
   }
 
   async history(q: HistoryQuery): Promise<HistoryResult> {
-    if (q.resourceType === 'AuditEvent') return this.auditHistory(q);
+    if (q.resourceType === 'AuditEvent') return this.trail.history(q);
     const where: string[] = [];
     const params: unknown[] = [];
     if (q.resourceType) { where.push('v.type = ?'); params.push(q.resourceType); }
@@ -187,30 +180,8 @@ class SqliteReader implements StoreReader {
     return { total, versions: rows.map((r) => this.toVersion(r)) };
   }
 
-  /** AuditEvent history: one version each; with an access condition, only those it lets through. */
-  private auditHistory(q: HistoryQuery): HistoryResult {
-    if (q.id !== undefined) {
-      const seq = auditSeq(q.id);
-      const versions = seq === undefined ? [] : this.auditVersions([seq]).filter((v) => (!q.since || v.lastUpdated >= q.since) && (!q.before || v.lastUpdated <= q.before));
-      return { total: versions.length, versions: versions.slice(q.offset, q.offset + q.count) };
-    }
-    if (q.access !== undefined && q.access !== true) {
-      // As a search ordered newest first (type history of a confined principal).
-      const filters: SearchFilter[] = [];
-      if (q.since) filters.push({ param: '_lastUpdated', type: 'date', values: [{ prefix: 'ge', value: q.since }], blinded: false });
-      if (q.before) filters.push({ param: '_lastUpdated', type: 'date', values: [{ prefix: 'le', value: q.before }], blinded: false });
-      const found = this.journal.search({ resourceType: 'AuditEvent', filters, sort: [{ code: '_id', descending: true }], count: q.count, offset: q.offset, total: 'accurate', access: q.access }, this.ctx.blinder);
-      return { total: found.total ?? 0, versions: this.auditVersions(found.seqs) };
-    }
-    const page = this.journal.history({ ...(q.since ? { since: Date.parse(q.since) } : {}), ...(q.before ? { before: Date.parse(q.before) } : {}), count: q.count, offset: q.offset });
-    return { total: page.total, versions: this.auditVersions(page.seqs) };
-  }
-
   async search(q: SearchQuery): Promise<SearchResult> {
-    if (q.resourceType === 'AuditEvent') {
-      const found = this.journal.search(q, this.ctx.blinder);
-      return { matches: q.count > 0 ? this.auditVersions(found.seqs) : [], total: found.total, hasMore: found.hasMore };
-    }
+    if (q.resourceType === 'AuditEvent') return this.trail.search(q);
     const c = compileSearch(q, this.ctx.blinder, (sql, params) => (this.stmt(sql).pluck().get(...params) as number));
     let matches: StoredVersion[] = [];
     let hasMore = false;
@@ -256,16 +227,7 @@ class SqliteReader implements StoreReader {
   async patientsOf(resourceType: string, ids: string[], params: string[]): Promise<Map<string, string[]>> {
     const out = new Map<string, string[]>();
     if (ids.length === 0 || params.length === 0) return out;
-    if (resourceType === 'AuditEvent') {
-      const seqs = ids.flatMap((id) => { const s = auditSeq(id); return s === undefined ? [] : [s]; });
-      for (const k of this.journal.keysOf(seqs)) {
-        if ((k.flags & KEY_FLAGS.patient) === 0) continue;
-        const list = out.get(String(k.seq)) ?? [];
-        list.push(k.value.slice('Patient/'.length));
-        out.set(String(k.seq), list);
-      }
-      return out;
-    }
+    if (resourceType === 'AuditEvent') return this.trail.patientsOf(ids);
     // One id (the AuditEvent of every read asks): an equality on the (type, id) key, not json_each.
     const one = ids.length === 1;
     const key = `${resourceType}\0${params.join(',')}\0${one ? 1 : 'n'}`;
@@ -288,17 +250,7 @@ class SqliteReader implements StoreReader {
 
   async referencing(resourceType: string, param: string, targets: string[], limit: number): Promise<StoredVersion[]> {
     if (targets.length === 0) return [];
-    if (resourceType === 'AuditEvent') {
-      const params = param === '*' ? (Object.keys(KEY_FLAGS) as KeyParam[]) : [param];
-      const filters = params.map((p) => ({ param: p, type: 'reference' as const, values: targets.map((value) => ({ prefix: 'eq' as const, value })), blinded: false }));
-      // Any of the params: one search per param, merged in sequence order.
-      const seqs = new Set<number>();
-      for (const f of filters) {
-        if (!(f.param in KEY_FLAGS)) continue;
-        for (const s of this.journal.search({ resourceType, filters: [f], sort: [], count: limit, offset: 0, total: 'none' }, this.ctx.blinder).seqs) seqs.add(s);
-      }
-      return this.auditVersions([...seqs].sort((a, b) => a - b).slice(0, limit));
-    }
+    if (resourceType === 'AuditEvent') return this.trail.referencing(param, targets, limit);
     const pairs = targets.map((t) => t.split('/'));
     // '*': every reference parameter of the type, so that the (param, target) index still applies.
     const params = param === '*' ? referenceParams(resourceType) : [param];
@@ -315,12 +267,8 @@ class SqliteReader implements StoreReader {
   async referencedBy(sources: string[], param: string, targetType: string | undefined, limit: number): Promise<StoredVersion[]> {
     if (sources.length === 0) return [];
     // AuditEvent sources name their targets in the journal; the targets themselves are resources.
-    const auditTargets: string[] = [];
-    const auditSeqs = sources.filter((s) => s.startsWith('AuditEvent/')).flatMap((s) => { const n = auditSeq(s.slice('AuditEvent/'.length)); return n === undefined ? [] : [n]; });
-    if (auditSeqs.length) {
-      const mask = param === '*' ? KEY_FLAGS.agent | KEY_FLAGS.entity | KEY_FLAGS.patient : (KEY_FLAGS as Record<string, number>)[param] ?? 0;
-      for (const k of this.journal.keysOf(auditSeqs)) if ((k.flags & mask) !== 0 && (!targetType || k.value.startsWith(`${targetType}/`))) auditTargets.push(k.value);
-    }
+    const auditIds = sources.filter((s) => s.startsWith('AuditEvent/')).map((s) => s.slice('AuditEvent/'.length));
+    const auditTargets = auditIds.length ? this.trail.targets(auditIds, param, targetType) : [];
     const others = sources.filter((s) => !s.startsWith('AuditEvent/'));
     const parts: string[] = [];
     const args: unknown[] = [];
@@ -425,11 +373,6 @@ class SqliteWriter extends SqliteReader implements StoreTransaction {
     for (const hook of this.ctx.hooks) await hook(this, stored);
     return stored;
   }
-}
-
-/** A journal entry as a stored version: an AuditEvent has one version, its id is its sequence number. */
-function auditVersion(seq: number, lastUpdated: number, contentHash: string, resource?: Resource): StoredVersion {
-  return { resourceType: 'AuditEvent', id: String(seq), versionId: 1, lastUpdated: new Date(lastUpdated).toISOString(), deleted: false, contentHash, ...(resource ? { resource } : {}) };
 }
 
 /**
@@ -715,7 +658,7 @@ export class SqliteStore extends SqliteReader implements Store {
   }
 
   currentIds(resourceType: string): string[] {
-    if (resourceType === 'AuditEvent') return (this.stmt('SELECT seq FROM audit_event ORDER BY seq').pluck().all() as number[]).map(String);
+    if (resourceType === 'AuditEvent') return this.trail.ids();
     return this.stmt('SELECT id FROM resource_current WHERE type = ? AND deleted = 0 ORDER BY pk').pluck().all(resourceType) as string[];
   }
 

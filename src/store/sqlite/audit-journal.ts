@@ -208,6 +208,11 @@ export class AuditJournal {
       .all(JSON.stringify(seqs)) as Array<{ seq: number; value: string; flags: number }>;
   }
 
+  /** Every sequence number in the journal, ascending. */
+  allSeqs(): number[] {
+    return this.stmt('SELECT seq FROM audit_event ORDER BY seq').pluck().all() as number[];
+  }
+
   /** Type history: newest first, within [since, before] on last_updated. */
   history(q: { since?: number; before?: number; count: number; offset: number }): { seqs: number[]; total: number } {
     const where: string[] = [];
