@@ -115,6 +115,7 @@ async function withCpu<T>(pid: number, fn: () => Promise<T>): Promise<{ value: T
  * throughput on a shared machine, and it shows whether the event loop is the bound.
  */
 function cpuMsPer(threads: { main: number; other: number } | null, units: number): { main: number; other: number } | null {
+  // The CPU figures span the warm-up too (see withCpu around cannon): divide by what was sent in both.
   if (!threads || units <= 0) return null;
   return { main: round((threads.main * 1000) / units, 3), other: round((threads.other * 1000) / units, 3) };
 }
@@ -157,6 +158,11 @@ async function cannon(origin: string, opts: Omit<autocannon.Options, 'url'> & { 
   log(`${opts.label}: ${result['2xx']} 2xx, ${result.non2xx} non-2xx, ${result.errors} errors, ${round(result.requests.average)} req/s, p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms`);
   for (const e of errorSamples) log(`${opts.label}: sample error response: ${e}`);
   return { result, errorSamples };
+}
+
+/** Requests sent during the warm-up and the measured phase together. */
+function requestsSent(r: autocannon.Result): number {
+  return r.requests.sent + (r.warmup?.requests.sent ?? 0);
 }
 
 function latencyFigures(r: autocannon.Result) {
@@ -218,7 +224,7 @@ async function singleCreate(server: ServerProcess, patientIds: string[]) {
     ...statusFigures(res),
     server_cpu_pct,
     loadgen_cpu_pct,
-    server_cpu_ms_per_request_by_thread: cpuMsPer(server_thread_cpu_s, res.requests.total),
+    server_cpu_ms_per_request_by_thread: cpuMsPer(server_thread_cpu_s, requestsSent(res)),
     ...(run.errorSamples.length ? { error_samples: run.errorSamples } : {}),
   };
 }
@@ -250,7 +256,7 @@ async function bundleCreate(server: ServerProcess, patientIds: string[]) {
       ...statusFigures(res),
       server_cpu_pct,
       loadgen_cpu_pct,
-      server_cpu_ms_per_observation_by_thread: cpuMsPer(server_thread_cpu_s, res.requests.total * CFG.bundleSize),
+      server_cpu_ms_per_observation_by_thread: cpuMsPer(server_thread_cpu_s, requestsSent(res) * CFG.bundleSize),
       ...(run.errorSamples.length ? { error_samples: run.errorSamples } : {}),
     };
     if (!best || obsPerS > best.obsPerS) best = { connections, obsPerS };
@@ -359,7 +365,7 @@ async function searchTokenDate(server: ServerProcess, patientIds: string[]) {
     ...statusFigures(res),
     server_cpu_pct,
     loadgen_cpu_pct,
-    server_cpu_ms_per_request_by_thread: cpuMsPer(server_thread_cpu_s, res.requests.total),
+    server_cpu_ms_per_request_by_thread: cpuMsPer(server_thread_cpu_s, requestsSent(res)),
     sample: {
       size: sample.length,
       non_200: bad,
