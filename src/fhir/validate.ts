@@ -2,6 +2,7 @@ import { OperationOutcomeError, validateResource } from '@medplum/core';
 import type { OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
 import { isResourceType } from './definitions.js';
 import { badRequest, FhirError } from './outcome.js';
+import { requiredCodeIssues } from './required-codes.js';
 
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 
@@ -27,11 +28,37 @@ export function assertResourceShape(body: unknown, expectedType?: string): Resou
   return body as Resource;
 }
 
+/**
+ * Names of Object.prototype's members. The StructureDefinition validator looks element names up in
+ * plain objects, where these always "exist", so an element called `constructor` or `__proto__`
+ * passed as if it were defined. No FHIR element has such a name.
+ */
+const PROTOTYPE_KEYS = new Set(Object.getOwnPropertyNames(Object.prototype));
+
+function prototypeKeyIssues(value: unknown, path: string, out: OperationOutcomeIssue[]): void {
+  if (Array.isArray(value)) {
+    value.forEach((v, i) => prototypeKeyIssues(v, `${path}[${i}]`, out));
+    return;
+  }
+  if (value === null || typeof value !== 'object') return;
+  for (const key of Object.keys(value)) {
+    const at = `${path}.${key}`;
+    if (PROTOTYPE_KEYS.has(key)) {
+      out.push({ severity: 'error', code: 'structure', details: { text: `Invalid additional property "${key}"` }, expression: [at], diagnostics: `Invalid additional property "${key}" at ${at}` });
+    } else {
+      prototypeKeyIssues((value as Record<string, unknown>)[key], at, out);
+    }
+  }
+}
+
 /** Validates against the R4 StructureDefinitions; returns the issues (empty when valid). */
 export function validationIssues(resource: Resource): OperationOutcomeIssue[] {
+  const odd: OperationOutcomeIssue[] = [];
+  prototypeKeyIssues(resource, resource.resourceType, odd);
+  if (odd.length > 0) return odd;
   try {
-    const warnings = validateResource(resource);
-    return warnings.filter((i) => i.severity === 'error' || i.severity === 'fatal');
+    const errors = validateResource(resource).filter((i) => i.severity === 'error' || i.severity === 'fatal');
+    return errors.length > 0 ? errors : requiredCodeIssues(resource);
   } catch (err) {
     if (err instanceof OperationOutcomeError) {
       return err.outcome.issue.map((i) => ({ ...i, diagnostics: i.diagnostics ?? `${i.details?.text ?? 'Invalid'}${i.expression ? ` at ${i.expression.join(', ')}` : ''}` }));
