@@ -502,19 +502,25 @@ describe('Registry', () => {
         const db = new Database(${JSON.stringify(path.join(dir, 'auth.db'))});
         db.exec('BEGIN IMMEDIATE');
         process.stdout.write('locked\\n');
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 600);
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500);
         db.exec('COMMIT');
+        process.stdout.write('committed ' + Date.now() + '\\n');
         db.close();
       `], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      holder.stdout!.on('data', (d) => { out += String(d); });
       await new Promise<void>((resolve, reject) => {
-        holder.stdout!.on('data', (d) => { if (String(d).includes('locked')) resolve(); });
+        holder.stdout!.on('data', () => { if (out.includes('locked')) resolve(); });
         holder.once('exit', (code) => reject(new Error(`lock holder exited ${code}`)));
       });
-      const started = Date.now();
+      // The lock is held now: the write below must wait for the holder's COMMIT, not fail with SQLITE_BUSY.
       const late = b.addClient(publicClient());
-      assert.ok(Date.now() - started >= 200, 'waited for the other process to commit');
+      const returnedAt = Date.now();
       assert.equal(a.getClient(late.client.clientId)?.clientId, late.client.clientId);
-      await new Promise((resolve) => (holder.exitCode !== null ? resolve(undefined) : holder.once('exit', resolve)));
+      // 'close': after its stdout has been read to the end.
+      await new Promise((resolve) => holder.once('close', resolve));
+      const committedAt = Number(/committed (\d+)/.exec(out)?.[1]);
+      assert.ok(returnedAt >= committedAt, `the write returned (${returnedAt}) after the other process committed (${committedAt})`);
     } finally {
       dbA.close();
       dbB.close();
