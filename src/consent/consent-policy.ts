@@ -28,13 +28,82 @@ const WRITES = new Set(['create', 'update', 'patch', 'delete']);
 const NOT_AUDIT: AccessExpr = not({ types: ['AuditEvent'] });
 const CACHE_MAX = 1000;
 
+/**
+ * Types that say who an actor is (roles, organizations, practitioners): they are not any
+ * patient's data, so no patient can permit writing them; only the operator's trusted
+ * integrations (and the server) may, or a practitioner could make himself a member of any
+ * organization a Consent permits.
+ */
+const IDENTITY_TYPES: ReadonlySet<string> = new Set(['PractitionerRole', 'Organization', 'Practitioner']);
+/**
+ * Patient data that carries authority: CareTeam membership makes an actor, Device.patient decides
+ * whom a device writes for. Written by trusted integrations, or under a permit that names the type.
+ */
+const PATIENT_AUTHORITY_TYPES: ReadonlySet<string> = new Set(['CareTeam', 'Device']);
+
+/** Refuses writes of what decides access to those not entitled to it, whatever their scopes. */
+function assertEntitledWriter(p: TokenPrincipal, type: string, limited: boolean): void {
+  if (p.trusted === true) return;
+  if (IDENTITY_TYPES.has(type)) {
+    throw new FhirError(403, 'forbidden', `${type} resources say who an actor is: only the operator's trusted integrations may write them`);
+  }
+  const patientUser = patientUserOf(p) !== undefined;
+  if (type === 'Consent' && !patientUser) {
+    throw new FhirError(403, 'forbidden', "A patient's Consent is written only by the patient and the operator's trusted integrations");
+  }
+  if (type === 'CareTeam' && !limited) {
+    // A patient's care team may be named by other patients' Consents: its members are not the patient's to choose alone.
+    throw new FhirError(403, 'forbidden', "CareTeam membership decides who may act for patients: it is written by the operator's trusted integrations, or by those a patient's Consent permits to write CareTeam");
+  }
+}
+
 function actionOf(interaction: AccessRequest['interaction']): RequestContext['action'] {
   if (interaction === 'create') return 'collect';
   if (WRITES.has(interaction)) return 'correct';
   return 'access';
 }
 
-interface ConsentView { stamp: string; validUntil: number; access: AccessExpr; known: AccessExpr }
+/** The patients whose Consents decide alike for one request context, and what they decide. */
+interface PatientGroup { expr: AccessExpr; patients: string[] }
+
+interface PatientDecisions {
+  base: 'deny' | 'permit';
+  /** Patients with at least one stored Consent (the others get the base policy). */
+  consenting: string[];
+  groups: PatientGroup[];
+}
+
+interface ConsentView extends PatientDecisions { stamp: string; validUntil: number; access: AccessExpr; known: AccessExpr }
+
+/**
+ * What a principal may see, from each patient's decision: a resource is visible only if EVERY
+ * patient whose compartment holds it permits it (deny wins), so one patient's permit never
+ * releases another's data. `override`: patients whose own decision is set aside (break-the-glass).
+ */
+function visibility(d: PatientDecisions, override: string[]): { access: AccessExpr; known: AccessExpr } {
+  const overridden = new Set(override);
+  const clauses: AccessExpr[] = [];
+  const permitting: string[] = [...override];
+  const refusing: string[] = [];
+  for (const g of d.groups) {
+    const patients = g.patients.filter((p) => !overridden.has(p));
+    if (patients.length === 0) continue;
+    if (g.expr === false) refusing.push(...patients);
+    else {
+      permitting.push(...patients);
+      if (g.expr !== true) clauses.push(or([not({ patients }), g.expr]));
+    }
+  }
+  if (d.base === 'deny') {
+    // Someone must permit, and no patient outside those who permit anything may be involved.
+    const known = and([{ patients: permitting }, not({ otherPatients: permitting })]);
+    return { access: and([known, ...clauses]), known };
+  }
+  const silent = not({ patients: d.consenting });
+  const access = and([not({ patients: refusing }), ...clauses]);
+  return { access, known: and([or([{ patients: permitting }, silent]), not({ patients: refusing })]) };
+}
+
 
 /**
  * The decision step: SMART scopes (upper bound) ∩ the patient's Consent ∩ device binding, in one
@@ -60,16 +129,18 @@ export class ConsentPolicy implements AccessPolicy {
     const d = this.scopes.authorize(principal, request);
     if (principal.kind !== 'token' || request.interaction === 'capabilities') return d;
     if (principal.actor?.startsWith('Device/') && WRITES.has(request.interaction)) await this.bindDevice(principal.actor, request, d);
+    const writes = WRITES.has(request.interaction) ? request.resourceType : undefined;
+    if (writes !== undefined) assertEntitledWriter(principal, writes, this.limitedByConsent(principal));
     if (!this.limitedByConsent(principal)) return d;
     const ctx: RequestContext = { actors: new Set(await this.actorsOf(principal)), action: actionOf(request.interaction), purpose: TREATMENT, now: Date.now() };
+    // A device updating its own record is bound to its patient already (bindDevice).
+    if (writes !== undefined && PATIENT_AUTHORITY_TYPES.has(writes) && !principal.actor?.startsWith('Device/')) ctx.authorityType = writes;
     const view = await this.view(ctx);
     let { access, known } = view;
     if (ctx.action === 'access' && principal.fhirUser !== undefined) {
       const grants = this.o.breakGlass?.activeFor(principal.subject, ctx.now) ?? [];
       if (grants.length > 0) {
-        const patients = { patients: grants.map((g) => g.patientId) };
-        access = or([access, patients]);
-        known = or([known, patients]);
+        ({ access, known } = visibility(view, grants.map((g) => g.patientId)));
         d.observe = (refs) => this.recordBreakGlass(grants, request, refs);
       }
     }
@@ -125,7 +196,7 @@ export class ConsentPolicy implements AccessPolicy {
   async view(ctx: RequestContext): Promise<ConsentView> {
     await this.freshChain();
     const snap = await this.index.snapshot();
-    const key = `${[...ctx.actors].sort().join(',')}|${ctx.action}|${ctx.purpose}`;
+    const key = `${[...ctx.actors].sort().join(',')}|${ctx.action}|${ctx.purpose}|${ctx.authorityType ?? ''}`;
     const hit = this.views.get(key);
     if (hit && hit.stamp === snap.stamp && ctx.now < hit.validUntil) return hit;
     const view = this.compute(snap, ctx);
@@ -151,21 +222,18 @@ export class ConsentPolicy implements AccessPolicy {
   private compute(snap: ConsentSnapshot, ctx: RequestContext): ConsentView {
     const base = this.baseFor(snap);
     const horizon = { next: Number.POSITIVE_INFINITY };
-    const groups = new Map<string, { expr: AccessExpr; patients: string[] }>();
+    const groups = new Map<string, PatientGroup>();
     const consenting: string[] = [];
     for (const [patient, consents] of snap.byPatient) {
       consenting.push(patient);
       const expr = permitExpr(applicableRules(consents, ctx, horizon), consents.governed ? 'deny' : base);
-      if (expr === false) continue;
       const k = JSON.stringify(expr);
       const g = groups.get(k) ?? { expr, patients: [] };
       g.patients.push(patient);
       groups.set(k, g);
     }
-    const others: AccessExpr = base === 'permit' ? not({ patients: consenting }) : false;
-    const access = or([...[...groups.values()].map((g) => and([{ patients: g.patients }, g.expr])), others]);
-    const known = or([{ patients: [...groups.values()].flatMap((g) => g.patients) }, others]);
-    return { stamp: snap.stamp, validUntil: horizon.next, access, known };
+    const view = { base, consenting, groups: [...groups.values()] };
+    return { stamp: snap.stamp, validUntil: horizon.next, ...view, ...visibility(view, []) };
   }
 
   /** A device client writes only Observations about its own patient, and its own Device record. */

@@ -16,6 +16,11 @@ export interface RequestContext {
   /** Purpose-of-use code (v3 ActReason). */
   purpose: string;
   now: number;
+  /**
+   * A write of a resource that carries authority (CareTeam, Device): only permits that name this
+   * type in their class count, so a permit of "everything" never lets someone widen access.
+   */
+  authorityType?: string;
 }
 
 /** One patient's Consents as the rule sees them. */
@@ -36,7 +41,8 @@ export function applicableRules(c: PatientConsents, ctx: RequestContext, horizon
   const walk = (p: ParsedProvision, conds: ParsedProvision[], onlyDeny: boolean) => {
     if (!contextMatches(p, ctx, horizon)) return;
     const path = [...conds, p];
-    if (p.type && !(onlyDeny && p.type === 'permit')) rules.push({ type: p.type, depth: p.depth, consentId: p.consentId, path: p.path, match: and(path.map((q) => dataMatch(q, p.type === 'deny'))) });
+    const grants = p.type === 'permit' && !onlyDeny && (ctx.authorityType === undefined || path.some((q) => q.classes?.includes(ctx.authorityType!)));
+    if (p.type === 'deny' || (p.type === 'permit' && grants)) rules.push({ type: p.type, depth: p.depth, consentId: p.consentId, path: p.path, match: and(path.map((q) => dataMatch(q, p.type === 'deny'))) });
     for (const child of p.children) walk(child, path, onlyDeny);
   };
   for (const root of c.granting) walk(root, [], false);

@@ -1,7 +1,7 @@
 import type { Parameters, ParametersParameter } from '@medplum/fhirtypes';
 import { accessConditionFor, simplify } from '../fhir/access-expr.js';
-import { satisfying } from '../fhir/access-constraints.js';
-import { FhirError, isResourceType, type FhirRequest, type FhirResponse, type InstanceOperation, type Principal } from '../fhir/index.js';
+import { isCompartmentType, isMember, satisfying } from '../fhir/access-constraints.js';
+import { FhirError, isResourceType, notFound, type FhirRequest, type FhirResponse, type InstanceOperation, type Principal } from '../fhir/index.js';
 import { patientUserOf } from '../smart-auth/scope-policy.js';
 import type { Store } from '../store/index.js';
 import type { ConsentPolicy } from './consent-policy.js';
@@ -29,6 +29,8 @@ export function explainAccessOperation(policy: ConsentPolicy, store: Store, chai
     const [type, id] = resourceParam.split('/') as [string, string | undefined];
     if (!isResourceType(type) || (id !== undefined && !/^[A-Za-z0-9\-.]{1,64}$/.test(id))) throw new FhirError(400, 'value', `resource must be <Type> or <Type/id>, got "${resourceParam.slice(0, 100)}"`);
 
+    // About a resource of someone else, the answer would tell that it exists and what it holds.
+    if (id !== undefined && isCompartmentType(type) && !(await isMember(store, type, id, target.id))) throw notFound(`${type}/${id} is not known`);
     await policy.freshChain();
     const snap = await policy.index.snapshot();
     const actors = actor.startsWith('Practitioner/') ? await policy.practitionerActors(actor) : [actor];
@@ -61,7 +63,7 @@ export function explainAccessOperation(policy: ConsentPolicy, store: Store, chai
     }
     parts.push({ name: 'decision', valueCode: decision });
     parts.push({ name: 'actor', valueString: actor });
-    for (const a of actors.filter((x) => x !== actor)) parts.push({ name: 'actsAs', valueString: a });
+    for (const a of await readableActors(req.principal, target.id, actors.filter((x) => x !== actor), policy, store)) parts.push({ name: 'actsAs', valueString: a });
     parts.push({ name: 'resource', valueString: resourceParam });
     if (deciding.length === 0 && forType !== undefined) parts.push({ name: 'basis', valueString: `no provision applies: the base policy (${base}) decides` });
     for (const r of deciding) {
@@ -89,6 +91,20 @@ export function explainAccessOperation(policy: ConsentPolicy, store: Store, chai
     }
     return { status: 200, body: { resourceType: 'Parameters', parameter: parts } satisfies Parameters } as FhirResponse;
   };
+}
+
+/** The roles, organizations and care teams of an actor that the caller may read itself. */
+async function readableActors(p: Principal, patientId: string, refs: string[], policy: ConsentPolicy, store: Store): Promise<string[]> {
+  if (p.kind !== 'token' || p.trusted === true) return refs;
+  const rule = policy.readRule(p);
+  const out: string[] = [];
+  for (const ref of refs) {
+    const [type, id] = ref.split('/') as [string, string];
+    if (rule && rule.types !== '*' && !rule.types.includes(type)) continue;
+    if (isCompartmentType(type) && !(await isMember(store, type, id, patientId))) continue;
+    out.push(ref);
+  }
+  return out;
 }
 
 function mayExplain(p: Principal, patientId: string): boolean {

@@ -1,5 +1,7 @@
 import type { AccessCondition, IndexRows, SearchQuery, StoredVersion, StoreReader } from '../store/index.js';
 import { accessConditionFor, type AccessExpr } from './access-expr.js';
+import { rowsSatisfy } from './access-eval.js';
+import type { AccessDecision } from './principal.js';
 import { getPatientCompartmentParams } from './definitions.js';
 import { FhirError } from './outcome.js';
 import { parseSearch } from './search/parse.js';
@@ -25,24 +27,21 @@ export function confineQuery(query: SearchQuery, patient: string): void {
   if (params.length > 0) query.compartment = { resourceType: 'Patient', id: patient, params };
 }
 
+/**
+ * What a principal confined to one patient may see of patient data: resources in that patient's
+ * compartment and in no other patient's (a resource of several patients needs every one's say).
+ */
+export function confinementExpr(patient: string): AccessExpr {
+  return { and: [{ patients: [patient] }, { not: { otherPatients: [patient] } }] };
+}
+
 /** The "Type/id" of those current versions that the patient may see (shared types always). */
 export async function membersOf(reader: StoreReader, refs: Array<{ resourceType: string; id: string }>, patient: string): Promise<Set<string>> {
   const out = new Set<string>();
   const byType = new Map<string, string[]>();
-  for (const r of refs) {
-    if (!isCompartmentType(r.resourceType)) out.add(`${r.resourceType}/${r.id}`);
-    else if (r.resourceType === 'Patient') {
-      if (r.id === patient) out.add(`Patient/${r.id}`);
-    } else {
-      const ids = byType.get(r.resourceType) ?? [];
-      ids.push(r.id);
-      byType.set(r.resourceType, ids);
-    }
-  }
-  for (const [resourceType, ids] of byType) {
-    const query: SearchQuery = { resourceType, filters: [], sort: [], count: ids.length, offset: 0, total: 'none', ids };
-    confineQuery(query, patient);
-    for (const v of (await reader.search(query)).matches) out.add(`${v.resourceType}/${v.id}`);
+  for (const r of refs) byType.set(r.resourceType, [...(byType.get(r.resourceType) ?? []), r.id]);
+  for (const [type, ids] of byType) {
+    for (const id of await satisfying(reader, type, ids, accessConditionFor(confinementExpr(patient), type))) out.add(`${type}/${id}`);
   }
   return out;
 }
@@ -57,12 +56,17 @@ export async function keepMembers(reader: StoreReader, versions: StoredVersion[]
   return versions.filter((v) => members.has(`${v.resourceType}/${v.id}`));
 }
 
-/** Whether new content (with its index rows) lies in the patient's compartment (or is of a shared type). */
+/**
+ * Whether new content (with its index rows) may be written by a principal confined to `patient`:
+ * it must lie in that patient's compartment only (every patient reference of the compartment
+ * definition names them). Shared types (Practitioner, Organization, ...) are outside it.
+ */
 export function contentInCompartment(resourceType: string, id: string | undefined, index: IndexRows, patient: string): boolean {
-  if (!isCompartmentType(resourceType)) return true;
+  if (!isCompartmentType(resourceType)) return false;
   if (resourceType === 'Patient') return id === patient;
   const params = getPatientCompartmentParams(resourceType);
-  return index.reference.some((r) => r.targetType === 'Patient' && r.targetId === patient && params.includes(r.param));
+  const refs = index.reference.filter((r) => r.targetType === 'Patient' && params.includes(r.param));
+  return refs.length > 0 && refs.every((r) => r.targetId === patient);
 }
 
 /**
@@ -164,4 +168,28 @@ export function applyAccess(query: SearchQuery, access: AccessExpr): void {
   for (const f of query.filters) {
     if (f.chain) f.chain.access = Object.fromEntries(f.chain.targetTypes.map((t) => [t, accessConditionFor(access, t) ?? true]));
   }
+}
+
+/** Everything that limits what the principal may see of patient data, as one expression (undefined = nothing). */
+export function visibleExpr(d: AccessDecision): AccessExpr | undefined {
+  const parts: AccessExpr[] = [];
+  if (d.patient !== undefined) parts.push(confinementExpr(d.patient));
+  if (d.consent) parts.push(d.consent.access);
+  return parts.length === 0 ? undefined : parts.length === 1 ? parts[0] : { and: parts };
+}
+
+/**
+ * Whether one stored version lies within the decision, judged on its own content (its patients,
+ * labels, codes, dates, and the token's scope queries): what old versions are held to, since
+ * the store's index describes current versions only. What cannot be decided is not within.
+ */
+export function versionWithin(d: AccessDecision, v: StoredVersion, index: IndexRows): boolean {
+  const expr = visibleExpr(d);
+  const condition = expr === undefined ? undefined : accessConditionFor(expr, v.resourceType);
+  if (condition !== undefined && rowsSatisfy(condition, v.resourceType, v.id, index) !== true) return false;
+  if (!d.queries) return true;
+  return d.queries.some((g) => {
+    const filters = queryFor(v.resourceType, g).filters;
+    return rowsSatisfy({ and: filters.map((filter) => ({ filter })) }, v.resourceType, v.id, index) === true;
+  });
 }

@@ -19,6 +19,11 @@ export type AccessExpr =
   | { types: string[] }
   /** The resource is in the compartment of one of these patients (a Patient: is one of them). */
   | { patients: string[] }
+  /**
+   * The resource is in the compartment of some patient not among these (a Patient: is not one of
+   * them): what makes a resource of several patients need every one's permission.
+   */
+  | { otherPatients: string[] }
   /** The resource's `code` matches one of these tokens (system|code). */
   | { code: string[] }
   /** The resource's meta.security matches one of these tokens (system|code). */
@@ -65,6 +70,13 @@ function specialize(e: AccessExpr, type: string): AccessCondition {
   if ('patients' in e) {
     if (type === 'Patient') return { ids: e.patients };
     return { compartment: { patients: e.patients, params: getPatientCompartmentParams(type) } };
+  }
+  if ('otherPatients' in e) {
+    if (type === 'Patient') return { not: { ids: e.otherPatients } };
+    // An AuditEvent of several patients is shown to each of them without the others' part
+    // (audit-view.ts), not withheld; principals limited by consent never see the trail.
+    if (type === 'AuditEvent') return false;
+    return { outside: { patients: e.otherPatients, params: getPatientCompartmentParams(type) } };
   }
   if ('refs' in e) {
     const ids = e.refs.filter((r) => r.startsWith(`${type}/`)).map((r) => r.slice(type.length + 1));

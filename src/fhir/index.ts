@@ -1,7 +1,7 @@
 export { FhirRouter, type InstanceOperation, type RouterOptions } from './router.js';
 export { fhirHttpRouter, sendOutcome, toFhirError, FHIR_JSON } from './http.js';
 export { loadDefinitions, getResourceTypes, isResourceType } from './definitions.js';
-export { FhirError } from './outcome.js';
+export { FhirError, notFound } from './outcome.js';
 export { OPEN_ACCESS, ANONYMOUS, type AccessPolicy, type AccessRequest, type AccessDecision, type Principal, type TokenPrincipal, type ScopeGrant, type Permission } from './principal.js';
 export type { FhirRequest, FhirResponse } from './request.js';
 export { InlinePreparer, WorkerPreparer, type WritePreparer } from './write-pool.js';

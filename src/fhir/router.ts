@@ -7,7 +7,7 @@ import { processBundle } from './bundle.js';
 import { buildCapabilityStatement } from './capability.js';
 import { getPatientCompartmentParams, isResourceType } from './definitions.js';
 import { allOk, badRequest, FhirError, gone, notFound, notSupported, preconditionFailed } from './outcome.js';
-import { applyAccess, confineQuery, constrainQuery, contentInCompartment, isMember, matchingScopeQueries, satisfying } from './access-constraints.js';
+import { applyAccess, confineQuery, constrainQuery, contentInCompartment, isMember, matchingScopeQueries, satisfying, versionWithin, visibleExpr } from './access-constraints.js';
 import { accessConditionFor } from './access-expr.js';
 import type { AccessDecision, AccessPolicy, AccessRequest } from './principal.js';
 import type { AuditFacts, AuditSink } from './audit-port.js';
@@ -101,7 +101,15 @@ export class FhirRouter {
       }
       return out;
     } catch (err) {
-      if (!note.recorded) audit.later(factsOf(req, note, err instanceof FhirError ? err.status : 500));
+      if (!note.recorded) {
+        // A refusal names what was asked for (and whose it is), so the patient sees attempts too.
+        const asked = note.resources.length === 0 ? requestedRef(req) : undefined;
+        if (asked) {
+          note.resources.push(asked);
+          noteOwners(note, await ownersOfRefs(tx ?? this.opts.store, [asked]).catch(() => ({})));
+        }
+        audit.later(factsOf(req, note, err instanceof FhirError ? err.status : 500));
+      }
       throw err;
     }
   }
@@ -156,8 +164,9 @@ export class FhirRouter {
       if (m !== 'GET') throw methodNotAllowed(m, `${type}/_history`);
       const d = await this.authorize(req, { interaction: 'history', resourceType: type });
       this.refuseConfinedHistory(d, type);
-      const access = d.consent ? accessConditionFor(d.consent.access, type) : undefined;
-      const out = await this.history(req, { resourceType: type, ...(access !== undefined ? { access } : {}) }, tx);
+      const visible = visibleExpr(d);
+      const access = visible !== undefined ? accessConditionFor(visible, type) : undefined;
+      const out = await this.history(req, { resourceType: type, ...(access !== undefined ? { access } : {}) }, tx, d);
       await this.observed(req, d, entryRefs(out.body as Bundle));
       return out;
     }
@@ -184,7 +193,7 @@ export class FhirRouter {
         const d = await this.authorize(req, { interaction: 'history', resourceType: type, id });
         await this.assertVisible(d, tx, type, id);
         await this.observed(req, d, [`${type}/${id}`]);
-        const out = await this.history(req, { resourceType: type, id }, tx);
+        const out = await this.history(req, { resourceType: type, id }, tx, d);
         return d.patient !== undefined ? { ...out, body: bundleViewForPatient(out.body as Bundle, d.patient) } : out;
       }
       if (segs.length === 4 && fourth) return this.vread(req, type, id, fourth, tx);
@@ -210,14 +219,19 @@ export class FhirRouter {
     const op = this.opts.operations?.instance?.[name];
     if (!op || (op.types && !op.types.includes(type))) throw notSupported(`Operation ${name} is not supported on ${type}/[id]`);
     if (req.method !== 'GET' && req.method !== 'POST') throw methodNotAllowed(req.method, `${type}/[id]/${name}`);
+    let decision: AccessDecision | undefined;
     if (op.checksOwnAccess !== true) {
-      const d = await this.authorize(req, { interaction: vid ? 'vread' : 'read', resourceType: type, id });
-      await this.assertVisible(d, tx, type, id);
+      decision = await this.authorize(req, { interaction: vid ? 'vread' : 'read', resourceType: type, id });
+      await this.assertVisible(decision, tx, type, id);
     }
     let version: number | undefined;
     if (vid !== undefined) {
       if (!/^[1-9]\d{0,15}$/.test(vid)) throw badRequest(`Invalid version id "${vid.slice(0, 40)}"`);
       version = Number(vid);
+      if (op.checksOwnAccess !== true && decision && isConstrained(decision)) {
+        const v = await (tx ?? this.opts.store).vread(type, id, version);
+        if (v && !this.versionVisible(decision, v)) throw notFound(`${type}/${id} has no version ${vid}`);
+      }
     }
     return op(req, { resourceType: type, id, version });
   }
@@ -319,7 +333,8 @@ export class FhirRouter {
     parsed.query.total = 'none';
     if (d.patient !== undefined) confineQuery(parsed.query, d.patient);
     if (d.queries) constrainQuery(parsed.query, d.queries);
-    if (d.consent) applyAccess(parsed.query, d.consent.access);
+    const visible = visibleExpr(d);
+    if (visible !== undefined) applyAccess(parsed.query, visible);
     return (await reader.search(parsed.query)).matches;
   }
 
@@ -380,6 +395,7 @@ export class FhirRouter {
       const cur = await (tx ?? this.opts.store).read(type, id);
       throw notFound(cur ? `${type}/${id} has no version ${vid}` : `${type}/${id} is not known`);
     }
+    if (!this.versionVisible(d, v)) throw notFound(`${type}/${id} has no version ${vid}`);
     if (v.deleted) throw deletedError(v);
     await this.observed(req, d, [`${type}/${id}`]);
     return this.found(v, d);
@@ -592,7 +608,7 @@ export class FhirRouter {
     return { ...(scopes ?? { types: '*', queries: {} }), access: d.consent.access };
   }
 
-  private async history(req: FhirRequest, scope: { resourceType?: string; id?: string; access?: AccessCondition }, tx?: StoreTransaction): Promise<FhirResponse> {
+  private async history(req: FhirRequest, scope: { resourceType?: string; id?: string; access?: AccessCondition }, tx?: StoreTransaction, d?: AccessDecision): Promise<FhirResponse> {
     const reader = tx ?? this.opts.store;
     const q: HistoryQuery = { ...scope, count: this.opts.search.defaultCount, offset: 0 };
     for (const [k, v] of req.query) {
@@ -610,7 +626,7 @@ export class FhirRouter {
     }
     // Pin the first page's instant into the paging links so new writes don't shift later pages.
     q.before ??= new Date().toISOString();
-    const result = await reader.history(q);
+    const result: HistoryPage = d && isConstrained(d) ? await this.visibleHistory(reader, q, d) : await reader.history(q);
     const path = scope.id ? `${scope.resourceType}/${scope.id}/_history` : scope.resourceType ? `${scope.resourceType}/_history` : '_history';
     const link = (offset: number) => {
       const p = new URLSearchParams();
@@ -621,10 +637,41 @@ export class FhirRouter {
       return `${this.opts.baseUrl}/${path}?${p.toString()}`;
     };
     const links: Bundle['link'] = [{ relation: 'self', url: link(q.offset) }];
-    if (q.offset + result.versions.length < result.total) links.push({ relation: 'next', url: link(q.offset + q.count) });
+    const more = result.total !== undefined ? q.offset + result.versions.length < result.total : result.hasMore === true;
+    if (more) links.push({ relation: 'next', url: link(q.offset + q.count) });
     if (q.offset > 0) links.push({ relation: 'previous', url: link(Math.max(0, q.offset - q.count)) });
     const entry: BundleEntry[] = result.versions.map((v) => historyEntry(this.opts.baseUrl, v));
-    return { status: 200, body: { resourceType: 'Bundle', type: 'history', total: result.total, link: links, ...(entry.length ? { entry } : {}) } as Bundle };
+    return { status: 200, body: { resourceType: 'Bundle', type: 'history', ...(result.total !== undefined ? { total: result.total } : {}), link: links, ...(entry.length ? { entry } : {}) } as Bundle };
+  }
+
+  /**
+   * History as a constrained principal may see it: each version judged on its own content, so
+   * the page is gathered from the store's versions in order, and offsets and the total count
+   * visible versions only (the total when the whole history was read; else none is given).
+   */
+  private async visibleHistory(reader: StoreReader, q: HistoryQuery, d: AccessDecision): Promise<HistoryPage> {
+    const want = q.offset + q.count + 1;
+    const visible: StoredVersion[] = [];
+    let raw = 0;
+    for (;;) {
+      const page = await reader.history({ ...q, offset: raw, count: HISTORY_SCAN_PAGE });
+      for (const v of page.versions) if (this.versionVisible(d, v)) visible.push(v);
+      raw += page.versions.length;
+      if (page.versions.length < HISTORY_SCAN_PAGE || raw >= page.total) {
+        return { versions: visible.slice(q.offset, q.offset + q.count), total: visible.length };
+      }
+      if (visible.length >= want) return { versions: visible.slice(q.offset, q.offset + q.count), hasMore: true };
+      if (raw >= HISTORY_SCAN_MAX) {
+        throw new FhirError(400, 'too-costly', `This history is too long to page this deep for a principal whose access depends on each version's content (more than ${HISTORY_SCAN_MAX} versions read); narrow it with _since or _before`);
+      }
+    }
+  }
+
+  /** A version as the decision sees it on its own content; delete markers carry none and go with their resource. */
+  private versionVisible(d: AccessDecision, v: StoredVersion): boolean {
+    if (!isConstrained(d)) return true;
+    if (v.deleted || !v.resource) return d.patient === undefined && d.consent === undefined;
+    return versionWithin(d, v, this.opts.preparer.indexNow(v.resource));
   }
 
   private async validate(req: FhirRequest, type: string, id?: string): Promise<FhirResponse> {
@@ -719,6 +766,13 @@ function resultRefs(out: FhirResponse, note: AuditNote): string[] {
   return [];
 }
 
+/** The resource (or version) a request names in its path: "Type/id" or "Type/id/_history/n". */
+function requestedRef(req: FhirRequest): string | undefined {
+  const [type, id, third, vid] = req.path.split('/').filter((x) => x.length > 0);
+  if (!type || !id || !isResourceType(type) || !/^[A-Za-z0-9\-.]{1,64}$/.test(id)) return undefined;
+  return third === '_history' && vid && /^[1-9]\d{0,15}$/.test(vid) ? `${type}/${id}/_history/${vid}` : `${type}/${id}`;
+}
+
 function historyEntry(baseUrl: string, v: StoredVersion): BundleEntry {
   const url = `${v.resourceType}/${v.id}`;
   const entry: BundleEntry = { fullUrl: `${baseUrl}/${url}` };
@@ -732,6 +786,13 @@ function historyEntry(baseUrl: string, v: StoredVersion): BundleEntry {
   }
   return entry;
 }
+
+/** A page of history: the total when it is known, else whether more follows. */
+interface HistoryPage { versions: StoredVersion[]; total?: number; hasMore?: boolean }
+
+/** Versions read per step while gathering a constrained principal's history page, and at most in all. */
+const HISTORY_SCAN_PAGE = 200;
+const HISTORY_SCAN_MAX = 20_000;
 
 /** Types only the server writes (the audit trail): read-only through the REST API. */
 const READ_ONLY_TYPES: ReadonlySet<string> = new Set(['AuditEvent']);

@@ -1,10 +1,10 @@
 import type { Bundle } from '@medplum/fhirtypes';
-import type { SearchFilter, StoredVersion, StoreReader } from '../store/index.js';
-import { applyAccess, confineQuery, constrainQuery, type ReadRule, type ScopeQueries } from './access-constraints.js';
+import type { SearchFilter, SearchQuery, StoredVersion, StoreReader } from '../store/index.js';
+import { applyAccess, confinementExpr, confineQuery, constrainQuery, isCompartmentType, isMember, type ReadRule, type ScopeQueries } from './access-constraints.js';
 import type { AccessExpr } from './access-expr.js';
 import { entryRefs, ownersOfRefs } from './audit-note.js';
 import { bundleViewForPatient } from './audit-view.js';
-import { getPatientCompartmentParams } from './definitions.js';
+import { getPatientCompartmentParams, isResourceType } from './definitions.js';
 import { FhirError, notSupported } from './outcome.js';
 import { runSearch, type SearchContext } from './search/execute.js';
 import { parseSearch } from './search/parse.js';
@@ -80,18 +80,51 @@ export async function searchBundle(reader: StoreReader, a: SearchArgs, onPage?: 
     else parsed.query.compartment = { ...c, params };
   }
   if (a.confinedTo !== undefined) {
-    if (a.resourceType === 'AuditEvent') assertOwnTrail(parsed.query.filters, a.confinedTo);
+    if (a.resourceType === 'AuditEvent') {
+      assertOwnTrail(parsed.query.filters, a.confinedTo);
+      await keepOwnEntities(reader, parsed.query, a.confinedTo);
+    }
     confineQuery(parsed.query, a.confinedTo);
   }
   if (a.scopeQueries) constrainQuery(parsed.query, a.scopeQueries);
-  if (a.access !== undefined) applyAccess(parsed.query, a.access);
+  // The searched type and every chain target see only what a direct read would.
+  const visible = searchVisibility(a);
+  if (visible !== undefined) applyAccess(parsed.query, visible);
   if (onPage && a.resourceType !== 'Patient') {
     const via = getPatientCompartmentParams(a.resourceType);
     if (via.length) parsed.query.patientsVia = via;
   }
   const selfPath = c ? `${c.resourceType}/${c.id}/${a.resourceType}` : a.resourceType;
-  const bundle = await runSearch(reader, parsed, { baseUrl: a.baseUrl, selfPath, query: a.query, confinedTo: a.confinedTo, readRule: a.readRule, ...(onPage ? { onPage } : {}) });
+  const readRule = a.readRule && visible !== undefined ? { ...a.readRule, access: visible } : a.readRule;
+  const bundle = await runSearch(reader, parsed, { baseUrl: a.baseUrl, selfPath, query: a.query, confinedTo: a.confinedTo, readRule, ...(onPage ? { onPage } : {}) });
   return a.confinedTo !== undefined ? bundleViewForPatient(bundle, a.confinedTo) : bundle;
+}
+
+/** Confinement to a patient and the patient's consent, as one expression (undefined = neither). */
+function searchVisibility(a: SearchArgs): AccessExpr | undefined {
+  if (a.confinedTo === undefined) return a.access;
+  const confined = confinementExpr(a.confinedTo);
+  return a.access === undefined ? confined : { and: [confined, a.access] };
+}
+
+/**
+ * A patient searching their trail by entity must not learn whether another patient's resource
+ * exists (an event of several patients names them all): entities the patient cannot read match
+ * nothing, exactly as ids that do not exist.
+ */
+async function keepOwnEntities(reader: StoreReader, query: SearchQuery, patientId: string): Promise<void> {
+  for (const f of query.filters) {
+    if (f.param !== 'entity' || f.type !== 'reference' || f.chain || f.modifier !== undefined) continue;
+    const kept: typeof f.values = [];
+    for (const v of f.values) {
+      const parts = v.value.split('/');
+      const at = parts.length >= 4 && parts[parts.length - 2] === '_history' ? parts.length - 4 : parts.length - 2;
+      const [type, id] = [parts[at], parts[at + 1]];
+      if (at < 0 || !type || !id || !isResourceType(type) || !isCompartmentType(type) || (await isMember(reader, type, id, patientId))) kept.push(v);
+    }
+    // '#' is in no id: a value that matches nothing.
+    if (kept.length < f.values.length) f.values = kept.length ? kept : [{ prefix: 'eq', value: 'Patient/#' }];
+  }
 }
 
 /**

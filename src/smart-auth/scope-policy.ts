@@ -1,4 +1,5 @@
 import { FhirError, type AccessDecision, type AccessPolicy, type AccessRequest, type Principal, type ReadRule, type TokenPrincipal } from '../fhir/index.js';
+import { isCompartmentType } from '../fhir/access-constraints.js';
 import { matchingScopes, permissionFor, type Interaction, type ResourceScope } from './scopes.js';
 
 function interactionOf(r: AccessRequest): Interaction {
@@ -9,6 +10,8 @@ function interactionOf(r: AccessRequest): Interaction {
     default: return r.interaction;
   }
 }
+
+const WRITES: ReadonlySet<AccessRequest['interaction']> = new Set(['create', 'update', 'patch', 'delete']);
 
 const PERMISSION_WORD = { c: 'create', r: 'read', u: 'update', d: 'delete', s: 'search' } as const;
 
@@ -56,6 +59,9 @@ export class ScopePolicy implements AccessPolicy {
     const self = patientUserOf(principal);
     if (self !== undefined) decision.patient = self;
     else if (matches.every((s) => s.context === 'patient')) decision.patient = principal.patient!;
+    if (decision.patient !== undefined && WRITES.has(request.interaction) && request.resourceType !== undefined && !isCompartmentType(request.resourceType)) {
+      throw new FhirError(403, 'forbidden', `This token is limited to one patient's record: it may not write ${request.resourceType} resources, which are not patient data`);
+    }
     return decision;
   }
 

@@ -7,3 +7,7 @@ export { contentHash, canonicalJson } from './content-hash.js';
 export { isParamBlinded } from './blinding-policy.js';
 export { createIndexer, type Indexer } from './indexer.js';
 export { Blinder } from './blind.js';
+export { normalizeString } from './blind.js';
+export { parseDateRange } from './indexer.js';
+export { storedParams } from './param-aliases.js';
+export { splitToken } from './sqlite/search.js';

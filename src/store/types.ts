@@ -89,6 +89,8 @@ export type AccessCondition =
   | { filter: SearchFilter }
   /** In the compartment of one of these patients, through any of `params` (reference params of the type). */
   | { compartment: { patients: string[]; params: string[] } }
+  /** In the compartment of some patient NOT among these, through any of `params` (a resource of several patients). */
+  | { outside: { patients: string[]; params: string[] } }
   /** One of these ids (of the resource's type). */
   | { ids: string[] };
 

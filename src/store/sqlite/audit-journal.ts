@@ -267,6 +267,11 @@ function accessSql(a: AccessCondition, blinder: Blinder): Sql {
   }
   if ('ids' in a) return seqIn(a.ids);
   if ('compartment' in a) return a.compartment.patients.length ? keyIn('patient', a.compartment.patients.map((p) => `Patient/${p}`)) : { sql: '0', params: [] };
+  if ('outside' in a) {
+    const list = a.outside.patients.map((p) => `Patient/${p}`);
+    const notIn = list.length ? ` AND k.value NOT IN (${list.map(() => '?').join(', ')})` : '';
+    return { sql: `EXISTS (SELECT 1 FROM audit_key k WHERE k.seq = e.seq AND (k.flags & ${KEY_FLAGS.patient}) != 0${notIn})`, params: list };
+  }
   return filterSql(a.filter, blinder);
 }
 

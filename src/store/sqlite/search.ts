@@ -565,13 +565,14 @@ export function accessClause(a: AccessCondition, ctx: Ctx): Sql {
     return { sql: `NOT (${inner.sql})`, params: inner.params };
   }
   if ('ids' in a) return valueList(`${ctx.alias}.id`, a.ids);
-  if ('compartment' in a) {
-    const { patients, params } = a.compartment;
-    if (patients.length === 0 || params.length === 0) return { sql: '0', params: [] };
+  if ('compartment' in a || 'outside' in a) {
+    const inside = 'compartment' in a;
+    const { patients, params } = inside ? a.compartment : a.outside;
+    if (params.length === 0 || (inside && patients.length === 0)) return { sql: '0', params: [] };
     const p = referenceParamSql(ctx.resourceType, params, '+x.param');
-    const targets = valueList('x.target_id', patients);
+    const targets = patients.length ? valueList('x.target_id', patients) : { sql: '0', params: [] };
     return {
-      sql: `EXISTS (SELECT 1 FROM ${indexTable('reference')} x WHERE x.res = ${ctx.alias}.pk AND ${p.sql} AND x.target_type = 'Patient' AND ${targets.sql})`,
+      sql: `EXISTS (SELECT 1 FROM ${indexTable('reference')} x WHERE x.res = ${ctx.alias}.pk AND ${p.sql} AND x.target_type = 'Patient' AND ${inside ? '' : 'NOT '}(${targets.sql}))`,
       params: [...p.params, ...targets.params],
     };
   }
