@@ -29,32 +29,40 @@ const NOT_AUDIT: AccessExpr = not({ types: ['AuditEvent'] });
 const CACHE_MAX = 1000;
 
 /**
- * Types that say who an actor is (roles, organizations, practitioners): they are not any
- * patient's data, so no patient can permit writing them; only the operator's trusted
- * integrations (and the server) may, or a practitioner could make himself a member of any
- * organization a Consent permits.
+ * Types that say who an actor is (roles, organizations, practitioners) or whom a device writes
+ * for (Device.patient). They are no patient's data (outside the Patient compartment), so no
+ * patient's Consent can permit writing them: only the operator's trusted integrations (and the
+ * server) may, or a practitioner could make himself a member of any organization a Consent
+ * permits. A device client may still update its own Device, bound to its patient (bindDevice).
  */
-const IDENTITY_TYPES: ReadonlySet<string> = new Set(['PractitionerRole', 'Organization', 'Practitioner']);
+const AUTHORITY_TYPES: ReadonlySet<string> = new Set(['PractitionerRole', 'Organization', 'Practitioner', 'Device']);
 /**
- * Patient data that carries authority: CareTeam membership makes an actor, Device.patient decides
- * whom a device writes for. Written by trusted integrations, or under a permit that names the type.
+ * Patient data that carries authority: CareTeam membership makes an actor for every Consent that
+ * names the team. Written by trusted integrations, or under a permit that names CareTeam.
  */
-const PATIENT_AUTHORITY_TYPES: ReadonlySet<string> = new Set(['CareTeam', 'Device']);
+const PATIENT_AUTHORITY_TYPES: ReadonlySet<string> = new Set(['CareTeam']);
 
 /** Refuses writes of what decides access to those not entitled to it, whatever their scopes. */
-function assertEntitledWriter(p: TokenPrincipal, type: string, limited: boolean): void {
+function assertEntitledWriter(p: TokenPrincipal, request: AccessRequest, limited: boolean): void {
+  const type = request.resourceType!;
   if (p.trusted === true) return;
-  if (IDENTITY_TYPES.has(type)) {
-    throw new FhirError(403, 'forbidden', `${type} resources say who an actor is: only the operator's trusted integrations may write them`);
+  if (AUTHORITY_TYPES.has(type) && !isOwnDeviceUpdate(p, request)) {
+    const what = type === 'Device' ? 'Device.patient decides whom a device writes for' : `${type} resources say who an actor is`;
+    throw new FhirError(403, 'forbidden', `${what}: only the operator's trusted integrations may write them`);
   }
-  const patientUser = patientUserOf(p) !== undefined;
-  if (type === 'Consent' && !patientUser) {
+  if (type === 'Consent' && patientUserOf(p) === undefined) {
     throw new FhirError(403, 'forbidden', "A patient's Consent is written only by the patient and the operator's trusted integrations");
   }
   if (type === 'CareTeam' && !limited) {
     // A patient's care team may be named by other patients' Consents: its members are not the patient's to choose alone.
     throw new FhirError(403, 'forbidden', "CareTeam membership decides who may act for patients: it is written by the operator's trusted integrations, or by those a patient's Consent permits to write CareTeam");
   }
+}
+
+/** A device client's update of its own Device record (kept to its patient by bindDevice). */
+function isOwnDeviceUpdate(p: TokenPrincipal, r: AccessRequest): boolean {
+  return r.resourceType === 'Device' && p.actor?.startsWith('Device/') === true && (r.interaction === 'update' || r.interaction === 'patch')
+    && (r.id === undefined || `Device/${r.id}` === p.actor);
 }
 
 function actionOf(interaction: AccessRequest['interaction']): RequestContext['action'] {
@@ -130,11 +138,10 @@ export class ConsentPolicy implements AccessPolicy {
     if (principal.kind !== 'token' || request.interaction === 'capabilities') return d;
     if (principal.actor?.startsWith('Device/') && WRITES.has(request.interaction)) await this.bindDevice(principal.actor, request, d);
     const writes = WRITES.has(request.interaction) ? request.resourceType : undefined;
-    if (writes !== undefined) assertEntitledWriter(principal, writes, this.limitedByConsent(principal));
+    if (writes !== undefined) assertEntitledWriter(principal, request, this.limitedByConsent(principal));
     if (!this.limitedByConsent(principal)) return d;
     const ctx: RequestContext = { actors: new Set(await this.actorsOf(principal)), action: actionOf(request.interaction), purpose: TREATMENT, now: Date.now() };
-    // A device updating its own record is bound to its patient already (bindDevice).
-    if (writes !== undefined && PATIENT_AUTHORITY_TYPES.has(writes) && !principal.actor?.startsWith('Device/')) ctx.authorityType = writes;
+    if (writes !== undefined && PATIENT_AUTHORITY_TYPES.has(writes)) ctx.authorityType = writes;
     const view = await this.view(ctx);
     let { access, known } = view;
     if (ctx.action === 'access' && principal.fhirUser !== undefined) {
