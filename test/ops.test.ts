@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -6,7 +7,7 @@ import { Wallet } from 'ethers';
 import { loadConfig } from '../src/config.js';
 import { AnchorRegistryClient } from '../src/ledger/anchor-registry.js';
 import { fund, loadOrCreateKey, startLocalNode, type LocalNode } from '../src/ledger/anvil.js';
-import { isLoopback } from '../src/ops/index.js';
+import { ChainProbe, isLoopback } from '../src/ops/index.js';
 import { FHIR_JSON, freePort, tempDir, testServer } from './helpers.js';
 
 type Server = Awaited<ReturnType<typeof testServer>>;
@@ -228,6 +229,31 @@ describe('operations endpoints', () => {
       assert.equal((await fhir(s, 'POST', 'Observation', observation('p1'))).status, 201, 'writes go on while the chain is down');
     } finally {
       await s.close();
+    }
+  });
+
+  it('the chain probe sends an RPC URL\'s credentials as Basic auth and counts refusals and errors as unreachable', async () => {
+    const seen: Array<string | undefined> = [];
+    const rpc = http.createServer((req, res) => {
+      seen.push(req.headers.authorization);
+      let body = '';
+      req.on('data', (d) => { body += d; });
+      req.on('end', () => {
+        const call = JSON.parse(body) as { id: number; method: string };
+        if (req.headers.authorization !== `Basic ${Buffer.from('ops:s3cr et').toString('base64')}`) { res.writeHead(401).end(); return; }
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(call.method === 'eth_blockNumber'
+          ? { jsonrpc: '2.0', id: call.id, result: '0x2a' } : { jsonrpc: '2.0', id: call.id, error: { code: -32601, message: 'no such method' } }));
+      });
+    });
+    await new Promise<void>((r) => rpc.listen(0, '127.0.0.1', r));
+    try {
+      const port = (rpc.address() as { port: number }).port;
+      assert.deepEqual(await new ChainProbe(`http://ops:s3cr%20et@127.0.0.1:${port}/`).check(), { ok: true, block: 42 });
+      assert.deepEqual(await new ChainProbe(`http://127.0.0.1:${port}/`).check(), { ok: false, error: 'HTTP 401' });
+      assert.equal((await new ChainProbe(`http://127.0.0.1:${await freePort()}/`).check()).ok, false, 'nothing listens');
+      assert.equal(seen.length, 2);
+    } finally {
+      await new Promise((r) => rpc.close(r));
     }
   });
 

@@ -10,7 +10,19 @@ const DEFAULT_TIMEOUT_MS = 2000;
 export class ChainProbe {
   private inflight?: Promise<ProbeResult>;
 
-  constructor(private readonly rpcUrl: string, private readonly timeoutMs = DEFAULT_TIMEOUT_MS) {}
+  private readonly url: string;
+  private readonly headers: Record<string, string> = { 'content-type': 'application/json' };
+
+  constructor(rpcUrl: string, private readonly timeoutMs = DEFAULT_TIMEOUT_MS) {
+    // fetch refuses URLs with credentials (https://user:pass@node/...): send them as Basic auth, as ethers does.
+    const u = new URL(rpcUrl);
+    if (u.username || u.password) {
+      this.headers.authorization = `Basic ${Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64')}`;
+      u.username = '';
+      u.password = '';
+    }
+    this.url = u.href;
+  }
 
   check(): Promise<ProbeResult> {
     this.inflight ??= this.probe().finally(() => { this.inflight = undefined; });
@@ -19,9 +31,9 @@ export class ChainProbe {
 
   private async probe(): Promise<ProbeResult> {
     try {
-      const res = await fetch(this.rpcUrl, {
+      const res = await fetch(this.url, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: this.headers,
         body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_blockNumber', params: [] }),
         signal: AbortSignal.timeout(this.timeoutMs),
       });

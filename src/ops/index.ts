@@ -1,6 +1,7 @@
 import express from 'express';
 import type { Logger } from 'pino';
 import { ChainConsentView, type ConsentChainView } from '../consent/index.js';
+import { FhirError, sendOutcome } from '../fhir/index.js';
 import type { LedgerService } from '../ledger/index.js';
 import { ChainProbe } from './chain-probe.js';
 import { ReadinessCheck } from './health.js';
@@ -55,6 +56,11 @@ export function opsEndpoints(o: OpsOptions): { measure: express.RequestHandler; 
   routes.get('/metrics', metricsAccess(o.metricsToken), async (_req, res) => {
     const { contentType, body } = await metrics.render();
     res.type(contentType).send(body);
+  });
+  // Express's own error page would show a stack trace outside production.
+  routes.use((err: unknown, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+    o.logger.error({ err }, 'operations endpoint failed');
+    sendOutcome(res, new FhirError(500, 'exception', 'Internal server error'));
   });
   return { measure: metrics.measure(), routes };
 }
