@@ -5,8 +5,14 @@
 # The FHIR base is http://localhost:8080/fhir (set BASE_URL to the public URL behind a proxy).
 # DATA_DIR (/data) holds the database and, unless CUSTOS_MASTER_KEY is set, the generated
 # master key (keys/master.key): keep the volume, and back it up, or the data is unreadable.
+# /healthz (liveness), /readyz (readiness) and /metrics are outside the FHIR base; the server
+# listens on 0.0.0.0 here, so /metrics answers a scraper in another container only with
+# METRICS_TOKEN set (it serves loopback clients only otherwise).
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+# Node 24 LTS (supported until April 2028); Node 20 reached end of life in April 2026.
+# Both stages must use the same image: better-sqlite3's native module is built for its Node ABI.
+#   docker build --build-arg NODE_IMAGE=node:22-bookworm-slim -t custos .   (Node 22 LTS)
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # ---- build: compile TypeScript, build native modules, then drop dev dependencies ----
 FROM ${NODE_IMAGE} AS build
@@ -43,7 +49,9 @@ RUN mkdir -p /data && chown node:node /data && chmod 700 /data
 USER node
 VOLUME /data
 EXPOSE 8080
-HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/fhir/metadata', { headers: { accept: 'application/fhir+json' } }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+# Liveness only (/healthz). The first start makes keys and, with the embedded chain, deploys the
+# contracts, hence the long start period. Orchestrators should probe /readyz for readiness.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/healthz', { signal: AbortSignal.timeout(4000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # The same as `npm start`; node is PID 1 and handles SIGTERM/SIGINT itself (graceful close).
 CMD ["node", "dist/cli.js", "serve"]

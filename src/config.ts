@@ -24,6 +24,8 @@ export interface Config {
   audit: { enabled: boolean; flushMs: number };
   /** Patient consent (see src/consent): the chain registry of signed Consents, the base policy, break-the-glass. */
   consent: ConsentConfig;
+  /** METRICS_TOKEN: when set, /metrics needs it as a bearer token from every client; unset, /metrics answers loopback clients only. */
+  metrics: { token?: string };
   auth: {
     /** Lifetime of access tokens in seconds. */
     accessTokenTtl: number;
@@ -137,12 +139,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     readWorkers: intFrom(env, 'READ_WORKERS', Math.min(4, os.availableParallelism())),
     ledger,
     consent: consentFrom(env, ledger),
+    metrics: metricsFrom(env),
     auth: {
       accessTokenTtl: Math.max(30, intFrom(env, 'ACCESS_TOKEN_TTL', 300)),
       signingKeyRotationDays: Math.max(1, intFrom(env, 'SIGNING_KEY_ROTATION_DAYS', 30)),
       jwksPrivateHosts: (env.JWKS_PRIVATE_HOSTS ?? '').split(',').map((h) => h.trim().replace(/^\[|\]$/g, '')).filter(Boolean),
     },
   };
+}
+
+function metricsFrom(env: NodeJS.ProcessEnv): Config['metrics'] {
+  const token = env.METRICS_TOKEN;
+  if (token === undefined || token === '') return {};
+  if (token.length < 16 || !/^[\x21-\x7e]+$/.test(token)) throw new Error('METRICS_TOKEN must be at least 16 printable characters without spaces (e.g. openssl rand -hex 32)');
+  return { token };
 }
 
 /** AUDIT: on (the default) or off; anything else is a mistake worth stopping for. */

@@ -13,6 +13,7 @@ import { consentChainOperations, openConsentChain, type ConsentChainView } from 
 import { consentAccess, type ConsentAccess } from './consent/consent-access.js';
 import { accessReportOperation, AuditRecorder, AuditWriterThread, securityFacts } from './audit/index.js';
 import { Blinder } from './store/index.js';
+import { opsEndpoints } from './ops/index.js';
 
 export interface App {
   app: express.Express;
@@ -76,9 +77,12 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
     searcher: readers ? (args) => readers.run(args) : undefined,
   });
 
+  const ops = opsEndpoints({ store, ledger, ...(audit ? { audit } : {}), consentView: consent.view, metricsToken: config.metrics.token, logger });
+
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  app.use(ops.measure);
   const debug = logger.isLevelEnabled('debug');
   app.use((req, res, next) => {
     const start = process.hrtime.bigint();
@@ -91,7 +95,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
     });
     next();
   });
-  app.get('/healthz', (_req, res) => { res.json({ status: 'ok' }); });
+  app.use(ops.routes);
   app.use('/fhir', corsForApps);
   app.get('/fhir/.well-known/smart-configuration', (_req, res) => { res.json(auth.smartConfiguration()); });
   app.use('/auth/interaction', auth.interactions());

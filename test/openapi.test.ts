@@ -15,6 +15,8 @@ const spec: Json = JSON.parse(fs.readFileSync(SPEC_FILE, 'utf8'));
 
 const EXPECTED: Record<string, string[]> = {
   '/healthz': ['get'],
+  '/readyz': ['get'],
+  '/metrics': ['get'],
   '/fhir/metadata': ['get'],
   '/fhir': ['post'],
   '/fhir/_history': ['get'],
@@ -146,6 +148,10 @@ test('openapi: error responses of the FHIR API are OperationOutcomes', () => {
     if (path.startsWith(AUTH_MOUNT + '/')) continue; // OAuth errors, see below
     for (const [status, resp] of Object.entries<Json>(op.responses)) {
       if (Number(status) < 400) continue;
+      if (path === '/readyz') { // a probe's answer, not an error: the readiness JSON, naming the part that is down
+        assert.equal(deref(resp).content?.['application/json']?.schema?.$ref, '#/components/schemas/Readiness');
+        continue;
+      }
       statuses.add(status);
       const schema = deref(resp).content?.['application/fhir+json']?.schema;
       assert.equal(schema?.$ref, '#/components/schemas/OperationOutcome', `${status} is an OperationOutcome`);

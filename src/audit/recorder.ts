@@ -68,6 +68,19 @@ export class AuditRecorder {
   }
 
   /**
+   * AuditEvents of reads, searches and refusals not yet written: queued here, waiting for hand-over,
+   * or with the writer thread (what a thread that stopped had not written is lost, and not counted).
+   */
+  get backlog(): number {
+    return this.queue.length + this.handoff.length + (this.o.thread?.running ? this.o.thread.backlog : 0);
+  }
+
+  /** Whether AuditEvents are being written: not closed, and the writer thread (when it started with one) still runs. */
+  get writerUp(): boolean {
+    return !this.closed && (this.o.thread?.running ?? true);
+  }
+
+  /**
    * AuditSink.admit: new requests wait while the writer thread is far behind; one that cannot be
    * recorded within admitTimeoutMs (the trail cannot be written: disk full, database locked) is
    * refused with a 503 rather than served unrecorded or left hanging.

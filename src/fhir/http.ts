@@ -121,6 +121,8 @@ export function fhirHttpRouter(router: FhirRouter, opts: { maxBodyBytes: number;
         principal: (res.locals.principal as Principal | undefined) ?? ANONYMOUS,
         ...(req.socket.remoteAddress ? { address: req.socket.remoteAddress } : {}),
       };
+      // For the request metrics (src/ops), which label it by its interaction once it is answered.
+      res.locals.fhirRequest = fhirReq;
       const out = await router.handle(fhirReq);
       send(res, out, prefer);
     } catch (err) {

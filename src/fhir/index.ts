@@ -9,3 +9,5 @@ export { fromWorkerFailure } from './outcome.js';
 export type { SearchArgs, SearchReply } from './search-service.js';
 export type { ReadRule, ScopeQueries } from './access-constraints.js';
 export { newResourceId } from './resource-id.js';
+export { classify } from './audit-note.js';
+export type { AuditInteraction } from './audit-port.js';

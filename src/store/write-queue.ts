@@ -49,6 +49,11 @@ export class WriteQueue<Tx> {
     return !this.running && this.queue.length === 0;
   }
 
+  /** Jobs waiting for their group's transaction to begin (for the write queue depth metric). */
+  get waiting(): number {
+    return this.queue.length;
+  }
+
   private async drain(): Promise<void> {
     this.running = true;
     try {

@@ -666,6 +666,17 @@ export class SqliteStore extends SqliteReader implements Store {
     return this.stmt('SELECT total(n) FROM change_counter').pluck().get() as number;
   }
 
+  /** Throws unless both connections are open and the database file answers a query (readiness). */
+  ping(): void {
+    if (!this.writer.open) throw new Error('the write connection is closed');
+    this.stmt("SELECT value FROM meta WHERE key = 'schema_version'").pluck().get();
+  }
+
+  /** Writes waiting for their group commit to begin. */
+  get writesWaiting(): number {
+    return this.queue.waiting;
+  }
+
   static open(opts: SqliteStoreOptions): SqliteStore {
     fs.mkdirSync(path.dirname(opts.file), { recursive: true });
     const writer = openDb(opts.file, false);
