@@ -85,6 +85,11 @@ export class ChainConsentView implements ConsentChainView {
   private cursor = { number: -1, hash: '' };
   /** Date.now() when the last successful sync started (what it read is at least this recent). */
   private syncedAt = 0;
+
+  /** Seconds since the last successful sync started (how old the view may be); undefined before the first. */
+  get ageSeconds(): number | undefined {
+    return this.syncedAt > 0 ? (Date.now() - this.syncedAt) / 1000 : undefined;
+  }
   private inflight?: { startedAt: number; promise: Promise<void> };
   private range: number;
   private timer?: NodeJS.Timeout;

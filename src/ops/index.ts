@@ -37,8 +37,7 @@ export function opsEndpoints(o: OpsOptions): { measure: express.RequestHandler; 
     ...(o.audit ? { audit: o.audit } : {}),
     ...(o.ledger.mode !== 'off' ? { ledger: o.ledger } : {}),
     ...(chain ? { chain } : {}),
-    // The view keeps when it last read the contract's events in a private field; chain-view.ts has no getter for it yet.
-    ...(view instanceof ChainConsentView ? { consentViewAge: () => (view['syncedAt'] > 0 ? (Date.now() - view['syncedAt']) / 1000 : undefined) } : {}),
+    ...(view instanceof ChainConsentView ? { consentViewAge: () => view.ageSeconds } : {}),
   });
   const readiness = new ReadinessCheck({
     pingStore: () => o.store.ping(),
