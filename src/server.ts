@@ -41,6 +41,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   // The audit writer thread writes on a second connection; turns keep it from stalling the event loop.
   const turns = config.audit.enabled ? new WriterTurns() : undefined;
   const store = SqliteStore.open({ file, keys, ...(turns ? { turns: { shared: turns, as: 'server' as const } } : {}) });
+  if (store.upgraded) logger.info(store.upgraded, 'database upgraded to the current schema version (clear :text index rows blinded)');
 
   const preparer = config.writeWorkers > 0 ? new WorkerPreparer(keys.indexKey, config.writeWorkers, logger) : new InlinePreparer(keys.indexKey);
   const readers = config.readWorkers > 0

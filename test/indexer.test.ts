@@ -96,9 +96,34 @@ describe('indexer', () => {
     assert.deepEqual(rows.date.map((d) => [d.param, iso(d.lo), iso(d.hi)]), [['date', '2016-03-28T00:00:00.000Z', '2016-03-28T23:59:59.999Z']]);
     assert.deepEqual(rows.reference.filter((r) => r.param === 'subject'), [{ param: 'subject', targetType: 'Patient', targetId: 'example', url: null }]);
     assert.ok(rows.reference.some((r) => r.param === 'patient' && r.targetId === 'example'));
-    // Display text of clinical codes stays clear, like the codes themselves (one normalized row).
-    assert.ok(rows.string.some((s) => s.param === 'code:text' && s.value === 'body weight' && /^Body [Ww]eight$/.test(s.exact ?? '')));
-    assert.ok(!rows.string.some((s) => s.param === 'code:text' && s.value.startsWith('p:')));
+    // The code is clear, its display and text (free text on patient data) blinded: one row per
+    // distinct text, its prefixes beside it (stored once per text, not per resource).
+    // Displays 'Body Weight', 'Body weight Measured', 'Body weight', 'Body Weight': two texts.
+    const text = rows.string.filter((s) => s.param === 'code:text');
+    assert.deepEqual(text.map((s) => s.value).sort(), [blinder.text('Body Weight')!.value, blinder.text('body weight measured')!.value].sort());
+    assert.ok(text.every((s) => s.exact === null));
+    assert.ok(rows.texts?.some((t) => t.value === blinder.text('body weight')!.value && t.prefixes.includes(blinder.textPrefix('BODY WE'))));
+  });
+
+  it('blinds the :text rows of every token on patient data (displays, CodeableConcept.text, meta tags) and keeps them clear elsewhere', () => {
+    const cond = indexer.extract({
+      resourceType: 'Condition', subject: { reference: 'Patient/p1' },
+      code: { coding: [{ system: 'http://snomed.info/sct', code: '35489007', display: 'Depressive disorder' }], text: 'Bob depression' },
+      meta: { tag: [{ system: 'urn:t', code: 'x', display: 'Tagged by Zork' }] },
+    } as Resource);
+    assert.ok(cond.token.some((t) => t.param === 'code' && t.code === '35489007'), 'codes stay clear');
+    const strings = JSON.stringify([cond.string, cond.texts]).toLowerCase();
+    for (const word of ['depress', 'bob', 'zork']) assert.ok(!strings.includes(word), `${word} in the clear`);
+    assert.deepEqual(cond.string.filter((s) => s.param.endsWith(':text')).map((s) => [s.param, s.value, s.exact]).sort(), [
+      ['code:text', blinder.text('depressive disorder')!.value, null],
+      ['code:text', blinder.text('BOB  Depression')!.value, null],
+      ['_tag:text', blinder.text('Tagged by Zork')!.value, null],
+    ].sort());
+    assert.equal(cond.texts?.length, 3);
+    assert.equal(blinder.text('Bob depression')!.prefixes.length, 'bob depression'.length);
+    // A Medication is not patient data: its code text stays one clear normalized row.
+    const med = indexer.extract({ resourceType: 'Medication', code: { text: 'Aspirin 100 mg' } } as Resource);
+    assert.deepEqual(med.string.filter((s) => s.param === 'code:text'), [{ param: 'code:text', value: 'aspirin 100 mg', exact: 'Aspirin 100 mg' }]);
   });
 
   it('indexes a Period with no end as open-ended and skips contained references', () => {

@@ -47,12 +47,15 @@ describe('parseSearch', () => {
     const p = parse('Observation', 'code:not=x&code:text=weight&subject:Patient=1&subject:identifier=urn:mrn|7&value-quantity:missing=true');
     assert.deepEqual(p.query.filters.map((f) => [f.param, f.modifier, f.blinded]), [
       ['code', 'not', false],
-      ['code', 'text', false],
+      ['code', 'text', true],
       ['subject', 'Patient', false],
       ['subject', 'identifier', true],
       ['value-quantity', 'missing', false],
     ]);
+    // :text reads the displays: blinded on patient data (Observation) although its codes are clear.
     assert.equal(parse('Organization', 'type:text=hosp').query.filters[0]!.blinded, false);
+    assert.equal(parse('Condition', '_tag:text=x').query.filters[0]!.blinded, true);
+    assert.equal(parse('Medication', 'code:text=aspirin').query.filters[0]!.blinded, false);
   });
 
   it('parses _id, _lastUpdated and control parameters', () => {

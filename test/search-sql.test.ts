@@ -90,6 +90,9 @@ describe('compiled search on fixtures', () => {
     assert.ok(ids('Observation', 'code:text=body weight').includes('example'));
     assert.ok(ids('Observation', 'code:text=BODY WEI').includes('example'));
     assert.ok(!ids('Observation', 'code:text=weight').includes('example'));
+    // A union parameter reads its members' blinded rows; a chain reads the target's.
+    assert.ok(ids('Observation', 'combo-code:text=body weight').includes('example'));
+    assert.ok(ids('Observation', 'code:text=body weight').length > 0 && ids('Observation', 'code:text=zzz-no-such-text').length === 0);
   });
 
   it('blinded tokens: identifier and telecom', () => {

@@ -1,5 +1,5 @@
 import type { CapabilityStatement, CapabilityStatementRestResource, CapabilityStatementRestSecurity, CapabilityStatementRestResourceSearchParam } from '@medplum/fhirtypes';
-import { isParamBlinded } from '../store/index.js';
+import { isParamBlinded, isParamTextBlinded } from '../store/index.js';
 import { getResourceTypes, getTypeSearchParameters } from './definitions.js';
 
 const SUPPORTED_TYPES = new Set(['token', 'string', 'date', 'number', 'quantity', 'reference', 'uri']);
@@ -20,7 +20,9 @@ function searchParams(type: string): CapabilityStatementRestResourceSearchParam[
       type: sp.type!,
       ...(isParamBlinded(type, code)
         ? { documentation: 'Blinded (HMAC) index: equality and starts-with only; :contains, _sort and range prefixes are refused with 400.' }
-        : {}),
+        : sp.type === 'token' && isParamTextBlinded(type, code)
+          ? { documentation: 'Codes are indexed in the clear; the text and displays that :text searches are blinded (HMAC): :text matches the start of the whole text.' }
+          : {}),
     }))
     .sort((a, b) => a.name.localeCompare(b.name));
 }
@@ -69,7 +71,9 @@ export function buildCapabilityStatement(baseUrl: string, security?: CapabilityS
         + 'composite and special parameters, _has, _list, _text, _content and _filter are not supported. '
         + 'Index values that identify a person (names, addresses, telecom, identifiers, birth dates, free-text strings in '
         + 'patient data) are blinded with HMAC: they support equality and starts-with (and :exact) but not :contains, '
-        + '_sort, or range prefixes on birthdate, which are refused with a 400 OperationOutcome.',
+        + '_sort, or range prefixes on birthdate, which are refused with a 400 OperationOutcome. On patient data the '
+        + 'texts that token :text searches (CodeableConcept.text, Coding.display) are blinded too (starts-with of the '
+        + 'whole text); narrative (text.div), notes (Annotation) and other free text are not indexed at all.',
       resource: getResourceTypes().map((t) => {
         const r = resourceEntry(t as CapabilityStatementRestResource['type']);
         return { ...r, operation: [...(r.operation ?? []), ...ops.instance.filter((o) => !o.types || o.types.includes(t)).map((o) => opEntry(o.name))] };

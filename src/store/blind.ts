@@ -1,9 +1,12 @@
 import { createHmac } from 'node:crypto';
+import type { TextEntry } from './types.js';
 
 /** Longest normalized prefix that gets its own blinded row; longer query prefixes are truncated to it. */
 export const MAX_BLIND_PREFIX = 64;
 
 const CACHE_LIMIT = 50_000;
+/** The parameter name in the MACs of `:text` values: no real parameter is named so. */
+const TEXT_DOMAIN = ':text';
 const ROW_CACHE_LIMIT = 5_000;
 
 /**
@@ -16,6 +19,7 @@ export class Blinder {
   // Clinical vocabularies repeat across resources (code displays, units); memoizing keeps writes fast.
   readonly #cache = new Map<string, string>();
   readonly #rowCache = new Map<string, readonly string[]>();
+  readonly #textCache = new Map<string, TextEntry>();
 
   constructor(indexKey: Buffer) {
     if (indexKey.length < 16) throw new Error('index key must be at least 16 bytes');
@@ -49,6 +53,27 @@ export class Blinder {
     if (this.#rowCache.size >= ROW_CACHE_LIMIT) this.#rowCache.clear();
     this.#rowCache.set(key, out);
     return out;
+  }
+
+  /**
+   * A free text of a `:text` row, blinded (undefined if it normalizes to nothing). The same under
+   * every parameter, so that the prefixes of a text are stored once and a union parameter
+   * (combo-code:text) finds its members' rows.
+   */
+  text(value: string): TextEntry | undefined {
+    const hit = this.#textCache.get(value);
+    if (hit !== undefined) return hit;
+    const normalized = normalizeString(value);
+    if (!normalized) return undefined;
+    const entry = { value: 't:' + this.#mac('t', TEXT_DOMAIN, normalized), prefixes: blindPrefixes(normalized).map((p) => this.prefix(TEXT_DOMAIN, p)) };
+    if (this.#textCache.size >= ROW_CACHE_LIMIT) this.#textCache.clear();
+    this.#textCache.set(value, entry);
+    return entry;
+  }
+
+  /** The text_prefix key a `:text` search (starts-with of the whole text) looks up. */
+  textPrefix(query: string): string {
+    return this.prefix(TEXT_DOMAIN, codePointPrefix(normalizeString(query), MAX_BLIND_PREFIX));
   }
 
   #mac(kind: string, param: string, value: string): string {

@@ -37,6 +37,15 @@ export function isBlinded(resourceType: string, code: string, type: SearchParamT
   }
 }
 
+/**
+ * Whether the `<code>:text` rows of a token parameter (CodeableConcept.text, Coding.display) are
+ * blinded: always on patient data, where the text is free and can say anything about the patient
+ * ("bob depression"); elsewhere (Medication, ValueSet, ...) only if the token itself is.
+ */
+export function isTextBlinded(resourceType: string, tokenBlinded: boolean): boolean {
+  return tokenBlinded || isStringBlindedType(resourceType);
+}
+
 const cache = new Map<string, boolean>();
 
 /** isBlinded for an R4 parameter looked up by code (false for unknown codes and _id/_lastUpdated). */
@@ -48,6 +57,11 @@ export function isParamBlinded(resourceType: string, code: string): boolean {
     cache.set(key, hit);
   }
   return hit;
+}
+
+/** Whether a search with `:text` on an R4 token parameter reads blinded rows. */
+export function isParamTextBlinded(resourceType: string, code: string): boolean {
+  return isTextBlinded(resourceType, isParamBlinded(resourceType, code));
 }
 
 function computeBlinded(resourceType: string, code: string): boolean {

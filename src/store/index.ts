@@ -4,7 +4,7 @@ export { SqliteStore, openSqliteReader, type SqliteStoreOptions } from './sqlite
 export { WriterTurns } from './sqlite/writer-turns.js';
 export { loadMasterKeys, type MasterKeys } from './crypto.js';
 export { contentHash, canonicalJson } from './content-hash.js';
-export { isParamBlinded } from './blinding-policy.js';
+export { isParamBlinded, isParamTextBlinded } from './blinding-policy.js';
 export { createIndexer, type Indexer } from './indexer.js';
 export { Blinder } from './blind.js';
 export { normalizeString } from './blind.js';

@@ -3,7 +3,7 @@ import type { Resource } from '@medplum/fhirtypes';
 import { getTypeSearchParameters, isResourceType } from '../fhir/definitions.js';
 import { normalizeString, type Blinder } from './blind.js';
 import { compileDirectPaths, evalDirectPaths, type DirectPath } from './direct-paths.js';
-import { isBlinded, paramDetails } from './blinding-policy.js';
+import { isBlinded, isTextBlinded, paramDetails } from './blinding-policy.js';
 import { isUnionParam } from './param-aliases.js';
 import type { IndexRows, SearchParamType } from './types.js';
 
@@ -53,10 +53,9 @@ function buildPlan(resourceType: string): ParamPlan[] {
     if (NOT_INDEXED.has(code) || !INDEXED_TYPES.has(type) || !sp.expression || isUnionParam(resourceType, code)) continue;
     const parsed = getSearchParameterDetails(resourceType, sp).parsedExpression;
     const blinded = isBlinded(resourceType, code, type, paramDetails(resourceType, code));
-    // Display text of clinical codes stays clear like the codes; text of identifiers/telecom is blinded.
     const expression = parsed.toString();
     out.push({
-      code, type, expr: parsed as Evaluable, blinded, textBlinded: blinded,
+      code, type, expr: parsed as Evaluable, blinded, textBlinded: type === 'token' && isTextBlinded(resourceType, blinded),
       roots: expressionRoots(expression, resourceType), direct: compileDirectPaths(resourceType, expression),
     });
   }
@@ -161,6 +160,15 @@ class RowSink {
     for (const v of this.blinder.stringValues(param, value)) this.blindedString(param, v);
   }
 
+  /** The `<token>:text` row of a display or CodeableConcept text. */
+  text(param: string, value: string, blinded: boolean): void {
+    if (!blinded) return this.string(param, value, false);
+    const t = this.blinder.text(value);
+    if (!t) return;
+    if (this.#first(`x\0${param}\0${t.value}`)) this.rows.string.push({ param, value: t.value, exact: null });
+    if (this.#first(`T\0${t.value}`)) (this.rows.texts ??= []).push(t);
+  }
+
   /** Blinded values embed the parameter in their MAC, so the value alone identifies the row. */
   blindedString(param: string, value: string): void {
     if (this.#first(value)) this.rows.string.push({ param, value, exact: null });
@@ -199,7 +207,7 @@ function addToken(rows: RowSink, plan: ParamPlan, v: TypedValue): void {
     case 'CodeableConcept': {
       const cc = value as CodeableConceptLike;
       for (const coding of cc.coding ?? []) addCoding(rows, plan, coding);
-      if (cc.text) rows.string(`${plan.code}:text`, cc.text, plan.textBlinded);
+      if (cc.text) rows.text(`${plan.code}:text`, cc.text, plan.textBlinded);
       return;
     }
     case 'Coding':
@@ -223,7 +231,7 @@ function addToken(rows: RowSink, plan: ParamPlan, v: TypedValue): void {
 
 function addCoding(rows: RowSink, plan: ParamPlan, coding: CodingLike): void {
   if (coding.code !== undefined || coding.system !== undefined) rows.token(plan.code, coding.system ?? null, coding.code ?? null, plan.blinded);
-  if (coding.display) rows.string(`${plan.code}:text`, coding.display, plan.textBlinded);
+  if (coding.display) rows.text(`${plan.code}:text`, coding.display, plan.textBlinded);
 }
 
 // ---- string ----

@@ -34,14 +34,25 @@ export interface IndexRows {
   quantity: QuantityRow[];
   reference: ReferenceRow[];
   uri: UriRow[];
+  /** The blinded free texts behind this resource's `:text` rows of patient data (see TextEntry). */
+  texts?: TextEntry[];
 }
+
+/**
+ * A blinded free text (CodeableConcept.text or Coding.display of patient data). Its `:text` row in
+ * idx_string has value = 't:' + HMAC(the whole normalized text); its prefixes ('p:' + HMAC, as for
+ * names) go to the text_prefix table once per distinct text, not once per resource, so a display
+ * repeated on every Observation costs one index row like a clear one.
+ */
+export interface TextEntry { value: string; prefixes: readonly string[] }
 
 /** code is the clear code, or HMAC (base64url) of the value when the parameter is blinded. */
 export interface TokenRow { param: string; system: string | null; code: string | null; }
 /**
  * Clear strings: value = normalized (lowercase, no accents, collapsed spaces), exact = as written.
  * Blinded strings: one row per prefix with value = 'p:' + HMAC(prefix) and exact = null, plus one
- * row with value = 'x:' + HMAC(exact form) and exact = null.
+ * row with value = 'x:' + HMAC(exact form) and exact = null. Blinded `:text` rows: one row with
+ * value = 't:' + HMAC(normalized text) (TextEntry).
  */
 export interface StringRow { param: string; value: string; exact: string | null; }
 /** Instants as epoch milliseconds; [lo, hi] is the closed range the value covers at its precision. */

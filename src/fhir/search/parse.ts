@@ -1,5 +1,5 @@
 import type { SearchParameter } from '@medplum/fhirtypes';
-import { isParamBlinded } from '../../store/index.js';
+import { isParamBlinded, isParamTextBlinded } from '../../store/index.js';
 import { numberRange, parseDateRange } from '../../store/indexer.js';
 import type { Prefix, SearchFilter, SearchParamType, SearchQuery, SortRule } from '../../store/types.js';
 import { getTypeSearchParameters, isResourceType } from '../definitions.js';
@@ -37,7 +37,8 @@ const PREFIXES = new Set<Prefix>(['eq', 'ne', 'gt', 'lt', 'ge', 'le', 'sa', 'eb'
 const PREFIXED_TYPES = new Set<SearchParamType>(['date', 'number', 'quantity']);
 const SORTABLE_TYPES = new Set<SearchParamType>(['token', 'string', 'date', 'number', 'quantity', 'reference', 'uri']);
 const IGNORED = new Set(['_format', '_pretty']);
-const UNSUPPORTED = new Set(['_has', '_list', '_text', '_content', '_query', '_filter', '_contained', '_containedType', '_type']);
+const UNSUPPORTED = new Set(['_has', '_list', '_query', '_filter', '_contained', '_containedType', '_type']);
+const FREE_TEXT = new Set(['_text', '_content']);
 const SUMMARY = new Set<SummaryMode>(['true', 'count', 'data', 'text', 'false']);
 const TOTAL = new Set(['none', 'estimate', 'accurate']);
 
@@ -76,6 +77,7 @@ function parseOne(resourceType: string, name: string, value: string, opts: Parse
     case '_include': return void out.include.push(...parseIncludes(resourceType, name, value, false));
     case '_revinclude': return void out.revinclude.push(...parseIncludes(resourceType, name, value, true));
   }
+  if (FREE_TEXT.has(base)) return ignore(name, `Search parameter '${base}' is not supported: narrative, notes and other free text of resources are not indexed (they may describe a patient)`, opts, out);
   if (UNSUPPORTED.has(base)) return ignore(name, `Search parameter '${base}' is not supported`, opts, out);
   const filter = parseFilter(resourceType, name, value);
   if (typeof filter === 'string') return ignore(name, filter, opts, out);
@@ -135,7 +137,8 @@ function valueFilter(resourceType: string, code: string, type: SearchParamType, 
     return { param: code, type, modifier, values: [{ prefix: 'eq', value }], blinded };
   }
   if (modifier !== undefined) checkModifier(resourceType, code, type, modifier, sp);
-  // :text of a clear token (code display text) is clear; of an identifier/telecom, blinded like the token.
+  // :text reads the display/text rows, blinded on patient data even where the codes are clear.
+  if (modifier === 'text') blinded = isParamTextBlinded(resourceType, code);
   if (modifier === 'identifier') blinded = true;
   if (blinded && modifier === 'contains') throw notSupported(`Parameter '${code}' is blinded (stored as keyed hashes to protect identity), so ':contains' is not supported; use the default starts-with search or ':exact'`);
   const valueType = modifier === 'identifier' ? 'token' : modifier === 'text' ? 'string' : type;

@@ -17,6 +17,7 @@ import type {
 } from '../types.js';
 import { WriteQueue } from '../write-queue.js';
 import { startWorker } from '../../workers.js';
+import { upgradeDatabase, UPGRADABLE_VERSIONS, type MigrationReport } from './migrate.js';
 import { SCHEMA, SCHEMA_VERSION } from './schema.js';
 import { SqliteLedgerStore } from './ledger-store.js';
 import { IndexRowWriter, primaryDateLo, storedReferenceRows } from './index-rows.js';
@@ -401,16 +402,21 @@ function keyScopeOf(resource: Resource, index: IndexRows): string {
   return ref ? `patient:${ref.targetId}` : 'shared';
 }
 
-/** Refuses a database written with another schema (before anything is created in it). */
-function checkSchemaVersion(db: Database.Database, file: string): void {
+/**
+ * Refuses a database written with another schema (before anything is created in it), except one
+ * the writer upgrades (`upgradable`): returns its version then, undefined for a current or new one.
+ */
+function checkSchemaVersion(db: Database.Database, file: string, upgradable: ReadonlySet<number>): number | undefined {
   const hasMeta = db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'meta'").get() !== undefined;
   const v = hasMeta ? db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").pluck().get() as string | undefined : undefined;
   const hasTables = db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'resource_version'").get() !== undefined;
-  if (v === undefined && !hasTables) return;
-  if (Number(v) !== SCHEMA_VERSION) {
-    throw new Error(`${file} has database schema version ${v ?? 'unknown'}, but this server reads version ${SCHEMA_VERSION} only; `
-      + 'there is no migration (pre-release): start with an empty data directory');
-  }
+  if (v === undefined && !hasTables) return undefined;
+  if (Number(v) === SCHEMA_VERSION) return undefined;
+  if (upgradable.has(Number(v))) return Number(v);
+  const how = UPGRADABLE_VERSIONS.has(Number(v))
+    ? 'start the server (custos serve) once to upgrade it'
+    : `it upgrades version ${[...UPGRADABLE_VERSIONS].join(', ')} only: start with an empty data directory`;
+  throw new Error(`${file} has database schema version ${v ?? 'unknown'}, but this server reads version ${SCHEMA_VERSION} only; ${how}`);
 }
 
 /** Columns of each index table after (res, n), in table order, as the integrity scan compares them. */
@@ -587,6 +593,12 @@ class SqliteIntegrityReader extends SqliteReader implements IntegrityReader {
 /** A read-only connection with its own key cache, e.g. for a search worker thread or an integrity scan. */
 export function openSqliteReader(opts: { file: string; keys: MasterKeys }): StoreReader & { close(): void; integrity(): IntegrityReader; ledger(): Pick<LedgerStore, 'position' | 'leaves'> } {
   const db = openDb(opts.file, true);
+  try {
+    checkSchemaVersion(db, opts.file, new Set());
+  } catch (err) {
+    db.close();
+    throw err;
+  }
   const blinder = new Blinder(opts.keys.indexKey);
   const ctx: StoreContext = { keys: new DataKeyCache(opts.keys.kek), blinder, indexer: createIndexer(blinder), hooks: [] };
   const reader = new SqliteReader(db, ctx);
@@ -610,6 +622,8 @@ export class SqliteStore extends SqliteReader implements Store {
   private integrityReader?: SqliteIntegrityReader;
   private readonly file: string;
   private readonly serverTurns?: WriterTurns;
+  /** What opening it upgraded, when the database had an older schema version (see migrate.ts). */
+  upgraded?: MigrationReport;
 
   private constructor(reader: Database.Database, writer: Database.Database, ctx: StoreContext, file: string, turns?: SqliteStoreOptions['turns']) {
     super(reader, ctx);
@@ -680,16 +694,18 @@ export class SqliteStore extends SqliteReader implements Store {
   static open(opts: SqliteStoreOptions): SqliteStore {
     fs.mkdirSync(path.dirname(opts.file), { recursive: true });
     const writer = openDb(opts.file, false);
+    const blinder = new Blinder(opts.keys.indexKey);
+    let upgraded: MigrationReport | undefined;
     try {
-      checkSchemaVersion(writer, opts.file);
+      const from = checkSchemaVersion(writer, opts.file, UPGRADABLE_VERSIONS);
+      writer.exec(SCHEMA);
+      writer.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)").run(String(SCHEMA_VERSION));
+      if (from !== undefined) upgraded = upgradeDatabase(writer, from, SCHEMA_VERSION, blinder);
     } catch (err) {
       writer.close();
       throw err;
     }
-    writer.exec(SCHEMA);
-    writer.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)").run(String(SCHEMA_VERSION));
     const reader = openDb(opts.file, true);
-    const blinder = new Blinder(opts.keys.indexKey);
     const ctx: StoreContext = {
       keys: new DataKeyCache(opts.keys.kek),
       blinder,
@@ -697,6 +713,7 @@ export class SqliteStore extends SqliteReader implements Store {
       hooks: opts.hooks ?? [],
     };
     const s = new SqliteStore(reader, writer, ctx, opts.file, opts.turns);
+    s.upgraded = upgraded;
     if (opts.noCheckpoints) writer.pragma('wal_autocheckpoint = 0');
     else if (opts.backgroundCheckpoint !== false) s.startCheckpointer(opts.file);
     return s;

@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
 import { ALIAS_ROW, ANY_ROW, OWN_ROW, referenceAliases } from '../reference-aliases.js';
-import type { IndexRows, ReferenceRow } from '../types.js';
+import type { IndexRows, ReferenceRow, TextEntry } from '../types.js';
 import { INDEX_KINDS, indexTable, type IndexKind } from './index-tables.js';
 import { NARROW_SPAN, PRIMARY_DATE_PARAM } from './search.js';
 
@@ -26,9 +26,20 @@ export class IndexRowWriter {
   /** INSERT statements by table and row count: one statement per table per resource, not one per row. */
   private readonly inserts = new Map<string, Database.Statement>();
   private readonly deleteRows: Database.Statement[];
+  private readonly hasText: Database.Statement;
+  private readonly insertPrefix: Database.Statement;
 
   constructor(private readonly db: Database.Database) {
     this.deleteRows = INDEX_KINDS.map((k) => db.prepare(`DELETE FROM ${indexTable(k)} WHERE res = ?`));
+    this.hasText = db.prepare('SELECT 1 FROM text_prefix WHERE prefix = ? AND text = ?').pluck();
+    this.insertPrefix = db.prepare('INSERT OR IGNORE INTO text_prefix (prefix, text) VALUES (?, ?)');
+  }
+
+  /** Stores a text's prefixes unless it is known: its longest prefix is written with the others, in one transaction. */
+  addText(t: TextEntry): void {
+    const longest = t.prefixes[t.prefixes.length - 1];
+    if (longest === undefined || this.hasText.get(longest, t.value) !== undefined) return;
+    for (const p of t.prefixes) this.insertPrefix.run(p, t.value);
   }
 
   insert(pk: number, resourceType: string, idx: IndexRows): void {
@@ -40,6 +51,7 @@ export class IndexRowWriter {
     this.rows('quantity', pk, idx.quantity.map((r) => [r.param, r.system, r.code, r.unit, r.value, r.lo, r.hi]));
     this.rows('reference', pk, storedReferenceRows(resourceType, idx.reference).map((r) => [r.param, r.targetType, r.targetId, r.url, dlo, r.flags]));
     this.rows('uri', pk, idx.uri.map((r) => [r.param, r.value]));
+    for (const t of idx.texts ?? []) this.addText(t);
   }
 
   remove(pk: number): void {

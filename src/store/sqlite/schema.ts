@@ -4,7 +4,8 @@ import { AUDIT_JOURNAL_SCHEMA } from './audit-journal.js';
  * SQLite schema (the audit trail's journal: audit-journal.ts). Versions are immutable rows; resource_current points at the latest one and
  * owns the search-index rows (index rows always describe the current, non-deleted version).
  */
-export const SCHEMA_VERSION = 7;
+// 8: the `:text` rows of patient data are blinded (migrate.ts upgrades a version 7 database).
+export const SCHEMA_VERSION = 8;
 
 export const SCHEMA = AUDIT_JOURNAL_SCHEMA + `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,6 +58,11 @@ CREATE INDEX IF NOT EXISTS idx_token_qd ON idx_token (param, code, system, dlo, 
 
 CREATE TABLE IF NOT EXISTS idx_string (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, exact TEXT, PRIMARY KEY (res, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_string_q ON idx_string (param, value, res);
+-- The prefixes of the blinded free texts that idx_string's ':text' rows of patient data hold
+-- ('t:' values; store/types.ts TextEntry): one row per prefix of each distinct text, shared by all
+-- resources and parameters, so repeated displays cost no more rows than clear ones. HMACs only;
+-- rows are not removed when the last resource with the text goes.
+CREATE TABLE IF NOT EXISTS text_prefix (prefix TEXT NOT NULL, text TEXT NOT NULL, PRIMARY KEY (prefix, text)) WITHOUT ROWID;
 
 -- wide = 1 when hi - lo > NARROW_SPAN (2 days): narrow rows are found by seeking on lo.
 CREATE TABLE IF NOT EXISTS idx_date (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, wide INTEGER NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;

@@ -1,7 +1,7 @@
 import { getTypeSearchParameters } from '../../fhir/definitions.js';
 import { badRequest, notSupported } from '../../fhir/outcome.js';
 import { codePointPrefix, MAX_BLIND_PREFIX, normalizeString, type Blinder } from '../blind.js';
-import { isParamBlinded } from '../blinding-policy.js';
+import { isParamBlinded, isParamTextBlinded } from '../blinding-policy.js';
 import { storedParams } from '../param-aliases.js';
 import { ANY_ROW, referenceStorage } from '../reference-aliases.js';
 import { MAX_TIME, MIN_TIME, numberRange, parseDateRange, parseReference } from '../indexer.js';
@@ -332,7 +332,7 @@ type Condition = (v: SearchFilter['values'][number]) => Sql;
 function valueMatcher(f: SearchFilter, ctx: Ctx): { table: string; param: string; condition: Condition } {
   const { table, param } = indexOf(f);
   const b = ctx.blinder;
-  if (f.modifier === 'text') return { table, param, condition: (v) => stringCondition(param, v.value, undefined, f.blinded, b) };
+  if (f.modifier === 'text') return { table, param, condition: (v) => textCondition(param, v.value, f.blinded, b) };
   if (f.modifier === 'identifier') return { table, param, condition: (v) => tokenCondition(param, v.value, true, b) };
   switch (f.type as SearchParamType) {
     case 'token': return { table, param, condition: (v) => tokenCondition(param, v.value, f.blinded, b) };
@@ -380,6 +380,12 @@ function stringCondition(param: string, value: string, modifier: string | undefi
   if (modifier === 'exact') return { sql: 'value = ? AND exact = ?', params: [normalized, value] };
   if (modifier === 'contains') return { sql: "value LIKE ? ESCAPE '\\'", params: [`%${escapeLike(normalized)}%`] };
   return { sql: 'value >= ? AND value < ?', params: [normalized, normalized + MAX_CHAR] };
+}
+
+/** Token `:text`: starts-with of the whole text; blinded texts through their stored prefixes. */
+function textCondition(param: string, value: string, blinded: boolean, blinder: Blinder): Sql {
+  if (!blinded) return stringCondition(param, value, undefined, false, blinder);
+  return { sql: 'value IN (SELECT text FROM text_prefix WHERE prefix = ?)', params: [blinder.textPrefix(value)] };
 }
 
 function escapeLike(s: string): string {
@@ -588,6 +594,7 @@ function valueList(column: string, values: readonly string[]): Sql {
 
 function isChainBlinded(type: string, filter: SearchFilter): boolean {
   if (filter.modifier === 'identifier') return true;
+  if (filter.modifier === 'text') return isParamTextBlinded(type, filter.param);
   return isParamBlinded(type, filter.param);
 }
 
