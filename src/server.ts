@@ -61,7 +61,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   const consentOps = consentChainOperations(consent.view, consent.client, store, { fund: consent.fund, baseUrl: config.baseUrl, logger });
   const access = consentAccess({
     store, baseUrl: config.baseUrl, chain: consent.view, base: config.consent.base, breakGlassMinutes: config.consent.breakGlassMinutes,
-    authDb: auth.db, users: auth.registry, logger,
+    authDb: auth.db, kek: keys.kek, users: auth.registry, logger,
   });
   const blinder = new Blinder(keys.indexKey);
   const auditThread = config.audit.enabled

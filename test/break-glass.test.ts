@@ -4,6 +4,9 @@ import express from 'express';
 import supertest from 'supertest';
 import type { OperationOutcome, Parameters, ParametersParameter } from '@medplum/fhirtypes';
 import { BreakGlassStore, breakGlassOperations, normalizeReason, BreakGlassInputError } from '../src/consent/index.js';
+import { breakGlassSealKey } from '../src/consent/break-glass.js';
+import fs from 'node:fs';
+import path from 'node:path';
 import { FhirRouter, fhirHttpRouter, InlinePreparer } from '../src/fhir/index.js';
 import { openAuthDb, type AuthDb } from '../src/smart-auth/auth-db.js';
 import { loadMasterKeys } from '../src/store/index.js';
@@ -312,6 +315,38 @@ describe('BreakGlassStore', () => {
       assert.deepEqual(store.forPatient('pat-1'), []);
       const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name LIKE 'break_glass%' AND name NOT LIKE 'sqlite_%' ORDER BY name").pluck().all();
       assert.deepEqual(indexes, ['break_glass_access_grant', 'break_glass_grant_account', 'break_glass_grant_patient']);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('seals the reason and what was searched at rest; records written in the clear are sealed when the store opens', () => {
+    const dir = tempDir();
+    const key = breakGlassSealKey(Buffer.alloc(32, 7));
+    let db = openAuthDb(dir);
+    addUserRow(db, 'u-1', 'Practitioner/p1');
+    const now = 9_000_000;
+    // An earlier version wrote in the clear: a store without a key does just that.
+    const old = new BreakGlassStore(db, 60, () => now).grant({ accountId: 'u-1', fhirUser: 'Practitioner/p1' }, 'pat-1', 'overdose-oldreason');
+    new BreakGlassStore(db, 60, () => now).recordAccess(old.id, { interaction: 'search', query: 'Patient?family=oldfamilyname' });
+    const sealed = new BreakGlassStore(db, 60, () => now, key);
+    const g = sealed.grant({ accountId: 'u-1', fhirUser: 'Practitioner/p1' }, 'pat-1', 'unconscious-newreason');
+    sealed.recordAccess(g.id, { interaction: 'search', query: 'Patient?family=newfamilyname' });
+    const record = sealed.forPatient('pat-1');
+    assert.deepEqual(record.map((r) => r.reason).sort(), ['overdose-oldreason', 'unconscious-newreason']);
+    assert.deepEqual(record.flatMap((r) => r.accesses.map((a) => a.what.query)).sort(), ['Patient?family=newfamilyname', 'Patient?family=oldfamilyname']);
+    db.pragma('wal_checkpoint(TRUNCATE)');
+    db.close();
+    db = openAuthDb(dir);
+    db.close();
+    for (const f of fs.readdirSync(dir).filter((n) => n.startsWith('auth.db'))) {
+      const bytes = fs.readFileSync(path.join(dir, f)).toString('latin1');
+      for (const secret of ['oldreason', 'newreason', 'oldfamilyname', 'newfamilyname']) assert.ok(!bytes.includes(secret), `${f} holds "${secret}" in the clear`);
+    }
+    // Under another key the records do not open.
+    db = openAuthDb(dir);
+    try {
+      assert.throws(() => new BreakGlassStore(db, 60, () => now, breakGlassSealKey(Buffer.alloc(32, 8))).forPatient('pat-1'));
     } finally {
       db.close();
     }

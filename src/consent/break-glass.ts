@@ -1,5 +1,6 @@
-import { randomUUID } from 'node:crypto';
+import { hkdfSync, randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
+import { openSealed, seal } from '../store/index.js';
 import type { BreakGlassGrant, BreakGlassGrants } from './types.js';
 
 /** Longest accepted reason, in characters (code points), after trimming. */
@@ -63,11 +64,30 @@ interface AccessRow {
 
 const GRANT_COLS = 'g.id, g.account_id, g.practitioner, g.patient_id, g.reason, g.granted_at, g.expires_at';
 
-function toGrant(r: GrantRow): BreakGlassGrant {
-  return {
-    id: r.id, userId: r.account_id, practitioner: r.practitioner, patientId: r.patient_id,
-    reason: r.reason, grantedAt: r.granted_at, expiresAt: r.expires_at,
-  };
+/**
+ * The free text of break-the-glass records (the reason, what was searched) is sealed at rest
+ * (AES-256-GCM under a key derived from the master key, bound to its grant), as patient data is:
+ * a reason names the emergency. Rows written before they were sealed are read as they are and
+ * sealed when the store opens.
+ */
+const SEALED = 'sealed:v1:';
+
+/** The key that seals break-the-glass records, derived from the key-encryption key. */
+export function breakGlassSealKey(kek: Buffer): Buffer {
+  return Buffer.from(hkdfSync('sha256', kek, Buffer.alloc(0), 'custos/break-glass-records/v1', 32));
+}
+
+class RecordSeal {
+  constructor(private readonly key: Buffer | undefined) {}
+
+  seal(text: string, grantId: string): string {
+    return this.key ? SEALED + seal(this.key, Buffer.from(text, 'utf8'), `break-glass/${grantId}`).toString('base64') : text;
+  }
+
+  open(stored: string, grantId: string): string {
+    if (!stored.startsWith(SEALED) || !this.key) return stored;
+    return openSealed(this.key, Buffer.from(stored.slice(SEALED.length), 'base64'), `break-glass/${grantId}`).toString('utf8');
+  }
 }
 
 function parseWhat(json: string): BreakGlassAccessWhat {
@@ -102,7 +122,10 @@ export class BreakGlassStore implements BreakGlassGrants {
    * @param minutes how long a grant lasts (BREAK_GLASS_MINUTES)
    * @param now the clock (epoch ms) for grants and access records; Date.now by default
    */
-  constructor(db: Database.Database, readonly minutes: number, readonly now: () => number = Date.now) {
+  private readonly sealer: RecordSeal;
+
+  constructor(db: Database.Database, readonly minutes: number, readonly now: () => number = Date.now, sealKey?: Buffer) {
+    this.sealer = new RecordSeal(sealKey);
     if (typeof minutes !== 'number' || !Number.isFinite(minutes) || minutes <= 0) {
       throw new RangeError(`break-the-glass minutes must be a positive number, got ${String(minutes)}`);
     }
@@ -122,6 +145,29 @@ export class BreakGlassStore implements BreakGlassGrants {
       `SELECT a.grant_id, a.at, a.interaction, a.what FROM break_glass_access a JOIN break_glass_grant g ON g.id = a.grant_id
        WHERE g.patient_id = ? ORDER BY a.at DESC, a.rowid DESC`,
     );
+    if (sealKey) this.sealOldRows(db);
+  }
+
+  /** Seals the records written in the clear by earlier versions, then vacuums so no clear copy is left in free pages. */
+  private sealOldRows(db: Database.Database): void {
+    const like = `${SEALED}%`;
+    const grants = db.prepare('SELECT id, reason FROM break_glass_grant WHERE reason NOT LIKE ?').all(like) as Array<{ id: string; reason: string }>;
+    const accesses = db.prepare('SELECT rowid, grant_id, what FROM break_glass_access WHERE what NOT LIKE ?').all(like) as Array<{ rowid: number; grant_id: string; what: string }>;
+    if (grants.length === 0 && accesses.length === 0) return;
+    db.transaction(() => {
+      const g = db.prepare('UPDATE break_glass_grant SET reason = ? WHERE id = ?');
+      for (const r of grants) g.run(this.sealer.seal(r.reason, r.id), r.id);
+      const a = db.prepare('UPDATE break_glass_access SET what = ? WHERE rowid = ?');
+      for (const r of accesses) a.run(this.sealer.seal(r.what, r.grant_id), r.rowid);
+    })();
+    db.exec('VACUUM');
+  }
+
+  private toGrant(r: GrantRow): BreakGlassGrant {
+    return {
+      id: r.id, userId: r.account_id, practitioner: r.practitioner, patientId: r.patient_id,
+      reason: this.sealer.open(r.reason, r.id), grantedAt: r.granted_at, expiresAt: r.expires_at,
+    };
   }
 
   /**
@@ -141,12 +187,12 @@ export class BreakGlassStore implements BreakGlassGrants {
       id: randomUUID(), userId: user.accountId, practitioner: user.fhirUser, patientId,
       reason: text, grantedAt, expiresAt: grantedAt + this.durationMs,
     };
-    this.insertGrant.run(g.id, g.userId, g.practitioner, g.patientId, g.reason, g.grantedAt, g.expiresAt);
+    this.insertGrant.run(g.id, g.userId, g.practitioner, g.patientId, this.sealer.seal(g.reason, g.id), g.grantedAt, g.expiresAt);
     return g;
   }
 
   activeFor(userId: string, now: number): BreakGlassGrant[] {
-    return (this.selectActive.all(userId, now) as GrantRow[]).map(toGrant);
+    return (this.selectActive.all(userId, now) as GrantRow[]).map((r) => this.toGrant(r));
   }
 
   /** Throws when `grantId` is not a grant (foreign key): a read under break-the-glass must not go unrecorded. */
@@ -154,15 +200,15 @@ export class BreakGlassStore implements BreakGlassGrants {
     const stored: BreakGlassAccessWhat = {};
     if (what.resources !== undefined) stored.resources = [...what.resources];
     if (what.query !== undefined) stored.query = what.query;
-    this.insertAccess.run(grantId, this.now(), what.interaction, JSON.stringify(stored));
+    this.insertAccess.run(grantId, this.now(), what.interaction, this.sealer.seal(JSON.stringify(stored), grantId));
   }
 
   /** Every grant for Patient/`patientId` (expired ones too) with what was read under it, newest first. */
   forPatient(patientId: string): BreakGlassRecord[] {
-    const records = (this.selectForPatient.all(patientId) as GrantRow[]).map((r): BreakGlassRecord => ({ ...toGrant(r), accesses: [] }));
+    const records = (this.selectForPatient.all(patientId) as GrantRow[]).map((r): BreakGlassRecord => ({ ...this.toGrant(r), accesses: [] }));
     const byId = new Map(records.map((r) => [r.id, r]));
     for (const a of this.selectAccessesForPatient.all(patientId) as AccessRow[]) {
-      byId.get(a.grant_id)?.accesses.push({ at: a.at, interaction: a.interaction, what: parseWhat(a.what) });
+      byId.get(a.grant_id)?.accesses.push({ at: a.at, interaction: a.interaction, what: parseWhat(this.sealer.open(a.what, a.grant_id)) });
     }
     return records;
   }

@@ -3,7 +3,7 @@ import type Database from 'better-sqlite3';
 import type { InstanceOperation } from '../fhir/index.js';
 import type { Logger } from '../logger.js';
 import type { Store } from '../store/index.js';
-import { BreakGlassStore } from './break-glass.js';
+import { BreakGlassStore, breakGlassSealKey } from './break-glass.js';
 import { breakGlassOperations, type BreakGlassUsers } from './break-glass-operations.js';
 import { ConsentPolicy } from './consent-policy.js';
 import { explainAccessOperation } from './explain.js';
@@ -26,10 +26,12 @@ export function consentAccess(o: {
   base: 'deny' | 'permit';
   breakGlassMinutes: number;
   authDb: Database.Database;
+  /** The key-encryption key: break-the-glass records are sealed under a key derived from it. */
+  kek: Buffer;
   users: BreakGlassUsers;
   logger?: Logger;
 }): ConsentAccess {
-  const breakGlass = new BreakGlassStore(o.authDb, o.breakGlassMinutes);
+  const breakGlass = new BreakGlassStore(o.authDb, o.breakGlassMinutes, Date.now, breakGlassSealKey(o.kek));
   const policy = new ConsentPolicy({ store: o.store, baseUrl: o.baseUrl, chain: o.chain, base: o.base, breakGlass, logger: o.logger });
   const patientExists = async (id: string) => {
     const v = await o.store.read('Patient', id);
