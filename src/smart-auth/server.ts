@@ -56,7 +56,6 @@ export interface SecurityEvent {
 const CLAIMED_CLIENT_ID = /^[A-Za-z0-9._~:@-]{1,128}$/;
 
 /** Everything SMART on FHIR: the authorization server, the discovery document and the token check. */
-
 export class SmartAuth {
   readonly policy = new ScopePolicy();
   readonly endpoints: AuthEndpoints;
