@@ -33,7 +33,28 @@ export interface Config {
     signingKeyRotationDays: number;
     /** Hosts whose client jwks_uri may be on loopback/private addresses (JWKS_PRIVATE_HOSTS, comma-separated). */
     jwksPrivateHosts: string[];
+    /** TOKEN_CLOCK_SKEW_SECONDS: how far in the future an access token's iat may be. */
+    clockSkewSeconds: number;
+    login: LoginThrottleConfig;
   };
+  /** Limits on how long a client may take to send a request, and how long an idle connection stays open (ms). */
+  http: { requestTimeoutMs: number; headersTimeoutMs: number; keepAliveTimeoutMs: number };
+}
+
+/** Throttling of the login form (see src/smart-auth/login-throttle.ts). */
+export interface LoginThrottleConfig {
+  /** LOGIN_MAX_FAILURES: failed logins of one username within the window that lock it. */
+  maxFailures: number;
+  /** LOGIN_ADDRESS_MAX_FAILURES: failed logins from one network address within the window that lock the address. */
+  addressMaxFailures: number;
+  /** LOGIN_WINDOW_SECONDS: the window in which failures count. */
+  windowSeconds: number;
+  /** LOGIN_LOCK_SECONDS: the first lock; each further lock of the same username or address doubles. */
+  lockSeconds: number;
+  /** LOGIN_LOCK_MAX_SECONDS: the longest lock. */
+  lockMaxSeconds: number;
+  /** LOGIN_QUEUE: password checks waiting for the hashing thread beyond which a login is refused with 429. */
+  queue: number;
 }
 
 export interface ConsentConfig {
@@ -144,7 +165,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       accessTokenTtl: Math.max(30, intFrom(env, 'ACCESS_TOKEN_TTL', 300)),
       signingKeyRotationDays: Math.max(1, intFrom(env, 'SIGNING_KEY_ROTATION_DAYS', 30)),
       jwksPrivateHosts: (env.JWKS_PRIVATE_HOSTS ?? '').split(',').map((h) => h.trim().replace(/^\[|\]$/g, '')).filter(Boolean),
+      clockSkewSeconds: intFrom(env, 'TOKEN_CLOCK_SKEW_SECONDS', 60),
+      login: loginFrom(env),
     },
+    http: httpFrom(env),
   };
 }
 
@@ -153,6 +177,31 @@ function metricsFrom(env: NodeJS.ProcessEnv): Config['metrics'] {
   if (token === undefined || token === '') return {};
   if (token.length < 16 || !/^[\x21-\x7e]+$/.test(token)) throw new Error('METRICS_TOKEN must be at least 16 printable characters without spaces (e.g. openssl rand -hex 32)');
   return { token };
+}
+
+function loginFrom(env: NodeJS.ProcessEnv): LoginThrottleConfig {
+  const atLeast1 = (name: string, fallback: number) => {
+    const n = intFrom(env, name, fallback);
+    if (n < 1) throw new Error(`${name} must be at least 1, got "${env[name]}"`);
+    return n;
+  };
+  const lockSeconds = atLeast1('LOGIN_LOCK_SECONDS', 60);
+  return {
+    maxFailures: atLeast1('LOGIN_MAX_FAILURES', 5),
+    addressMaxFailures: atLeast1('LOGIN_ADDRESS_MAX_FAILURES', 20),
+    windowSeconds: atLeast1('LOGIN_WINDOW_SECONDS', 900),
+    lockSeconds,
+    lockMaxSeconds: Math.max(lockSeconds, intFrom(env, 'LOGIN_LOCK_MAX_SECONDS', 3600)),
+    queue: intFrom(env, 'LOGIN_QUEUE', 16),
+  };
+}
+
+function httpFrom(env: NodeJS.ProcessEnv): Config['http'] {
+  const requestTimeout = intFrom(env, 'REQUEST_TIMEOUT', 30);
+  if (requestTimeout < 1) throw new Error(`REQUEST_TIMEOUT must be at least 1 (seconds), got "${env.REQUEST_TIMEOUT}"`);
+  // Node refuses a headers timeout longer than the request timeout.
+  const headersTimeout = Math.min(requestTimeout, Math.max(1, intFrom(env, 'HEADERS_TIMEOUT', 20)));
+  return { requestTimeoutMs: requestTimeout * 1000, headersTimeoutMs: headersTimeout * 1000, keepAliveTimeoutMs: intFrom(env, 'KEEP_ALIVE_TIMEOUT', 65) * 1000 };
 }
 
 /** AUDIT: on (the default) or off; anything else is a mistake worth stopping for. */

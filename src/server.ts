@@ -52,6 +52,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   const auth = await SmartAuth.create({
     dataDir: config.dataDir, fhirBase: config.baseUrl, masterKeys: keys, logger,
     accessTokenTtl: config.auth.accessTokenTtl, signingKeyRotationDays: config.auth.signingKeyRotationDays, jwksPrivateHosts: config.auth.jwksPrivateHosts,
+    clockSkewSeconds: config.auth.clockSkewSeconds, login: config.auth.login,
     patientExists: async (id) => { const v = await store.read('Patient', id); return !!v && !v.deleted; },
   });
   const ledger = await LedgerService.start({ config: config.ledger, dataDir: config.dataDir, store, logger });
@@ -138,8 +139,13 @@ export interface RunningServer {
 /** Starts listening on config.host:config.port (0 = a free port). */
 export async function startServer(config: Config, deps: { logger?: Logger } = {}): Promise<RunningServer> {
   const built = await createApp(config, deps);
-  const server = http.createServer(built.app);
-  server.keepAliveTimeout = 65_000;
+  // A client gets requestTimeout to send a whole request (headersTimeout for its headers), so slow
+  // senders cannot hold connections for Node's default 300 s; Node checks them every interval.
+  const { requestTimeoutMs, headersTimeoutMs, keepAliveTimeoutMs } = config.http;
+  const server = http.createServer({
+    requestTimeout: requestTimeoutMs, headersTimeout: headersTimeoutMs, keepAliveTimeout: keepAliveTimeoutMs,
+    connectionsCheckingInterval: Math.min(30_000, Math.max(250, Math.floor(headersTimeoutMs / 4))),
+  }, built.app);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.port, config.host, () => resolve());

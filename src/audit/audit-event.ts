@@ -52,7 +52,7 @@ function actionOf(i: AuditInteraction): AuditEvent['action'] {
     case 'create': return 'C';
     case 'update': case 'patch': return 'U';
     case 'delete': return 'D';
-    case 'login': case 'token-grant': return 'E';
+    case 'login': case 'token-grant': case 'access-token': return 'E';
     case 'read': case 'vread': case 'history-instance': case 'history-type': case 'history-system': return 'R';
     default: return 'E';
   }
@@ -86,11 +86,11 @@ export function buildAuditEvent(f: AuditFacts, source: { observer: string; seq: 
   if (f.query !== undefined) {
     entity.push({ type: SYSTEM_OBJECT_TYPE, role: QUERY_ROLE, query: Buffer.from(f.query, 'utf8').toString('base64'), ...(f.resourceType ? { description: f.resourceType } : {}) });
   }
-  const security = f.interaction === 'login' || f.interaction === 'token-grant';
+  const security = f.interaction === 'login' || f.interaction === 'token-grant' || f.interaction === 'access-token';
   const subtype: Coding[] = f.interaction === 'login'
     ? [{ system: DCM, code: '110122' }]
-    : f.interaction === 'token-grant'
-      ? [{ system: 'urn:custos:audit', code: 'token-grant' }]
+    : security
+      ? [{ system: 'urn:custos:audit', code: f.interaction }]
       : [{ system: INTERACTION_SYSTEM, code: f.interaction }];
   if (f.operation) subtype.push({ system: 'urn:custos:operation', code: f.operation });
   return {
@@ -116,14 +116,21 @@ function relative(ref: string): string {
   return m ? m[1]! : ref;
 }
 
-/** A login or token grant of the authorization server as audit facts (the user's Patient is its patient). */
+/**
+ * A login, token grant or refused access token as audit facts. The user's Patient is its patient;
+ * the account a refused login tried is its entity (a patient's, so that the patient sees attempts
+ * on their account), never an agent: the attempt was not theirs.
+ */
 export function securityFacts(e: SecurityEvent): AuditFacts {
   const principal: Principal = e.clientId
     ? { kind: 'token', clientId: e.clientId, subject: e.clientId, tokenId: '', scope: '', scopes: [], ...(e.user ? { fhirUser: e.user } : {}) }
     : { kind: 'anonymous' };
+  const account = e.account !== undefined ? relative(e.account) : undefined;
+  const patients = [e.user, account].filter((r): r is string => r?.startsWith('Patient/') === true);
   return {
-    interaction: e.kind, status: e.status, principal, resources: [], recorded: new Date(),
-    patients: e.user?.startsWith('Patient/') ? [e.user] : [],
+    interaction: e.kind, status: e.status, principal, recorded: new Date(),
+    resources: account !== undefined && !account.startsWith('Patient/') ? [account] : [],
+    patients: [...new Set(patients)],
     ...(e.address ? { address: e.address } : {}),
   };
 }

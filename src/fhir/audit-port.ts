@@ -8,8 +8,8 @@ import type { Principal } from './principal.js';
 export type AuditInteraction =
   | 'read' | 'vread' | 'update' | 'patch' | 'delete' | 'history-instance' | 'history-type' | 'history-system'
   | 'create' | 'search-type' | 'search-system' | 'operation' | 'batch' | 'transaction'
-  /** Security events of the authorization server. */
-  | 'login' | 'token-grant';
+  /** Security events: logins and token grants at the authorization server, refused access tokens at the FHIR API. */
+  | 'login' | 'token-grant' | 'access-token';
 
 export interface AuditFacts {
   interaction: AuditInteraction;

@@ -32,7 +32,8 @@ const CACHE_MAX = 5000;
 
 /**
  * Verifies access tokens this server issued: signature with a published key, RS256 only (so
- * `alg: none` and HMAC confusion fail), issuer, audience = the FHIR base, expiry, not revoked,
+ * `alg: none` and HMAC confusion fail), issuer, audience = the FHIR base, expiry, issued no later
+ * than now plus the clock-skew allowance, not revoked,
  * client not revoked. Signature checks are cached per token until it expires; revocation and
  * the client's status are read from auth.db on every use, so they apply at once.
  */
@@ -44,7 +45,8 @@ export class AccessTokenVerifier {
   private readonly clientActive;
   private readonly revoke;
 
-  constructor(db: Database.Database, publicJwks: JWK[], private readonly issuer: string, private readonly audience: string) {
+  /** `clockSkewSeconds`: how far in the future a token's iat may be (the issuer's clock may run ahead). */
+  constructor(db: Database.Database, publicJwks: JWK[], private readonly issuer: string, private readonly audience: string, private readonly clockSkewSeconds = 60) {
     this.jwks = createLocalJWKSet({ keys: publicJwks });
     this.isRevoked = db.prepare('SELECT 1 FROM revoked_token WHERE jti = ?').pluck();
     this.clientActive = db.prepare('SELECT trusted, actor FROM client WHERE client_id = ? AND revoked_at IS NULL');
@@ -78,9 +80,14 @@ export class AccessTokenVerifier {
 
   private async checkSignature(token: string): Promise<AccessTokenClaims> {
     try {
-      const { payload } = await jwtVerify(token, this.jwks, { issuer: this.issuer, audience: this.audience, algorithms: [TOKEN_ALG], requiredClaims: ['exp', 'jti', 'client_id'] });
+      const { payload } = await jwtVerify(token, this.jwks, { issuer: this.issuer, audience: this.audience, algorithms: [TOKEN_ALG], requiredClaims: ['exp', 'iat', 'jti', 'client_id'] });
+      // A token from the future was not issued by this server as it runs now (a clock set back, a leaked key).
+      if (payload.iat! > Date.now() / 1000 + this.clockSkewSeconds) {
+        throw new TokenError(`the access token's "iat" claim is more than ${this.clockSkewSeconds} s in the future`);
+      }
       return payload as AccessTokenClaims;
     } catch (err) {
+      if (err instanceof TokenError) throw err;
       throw new TokenError(describe(err));
     }
   }

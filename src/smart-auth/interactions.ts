@@ -3,6 +3,8 @@ import type Provider from 'oidc-provider';
 import type { Logger } from 'pino';
 import { escapeHtml } from './provider.js';
 import type { LaunchContexts } from './launch-context.js';
+import type { LoginRefusal, LoginThrottle } from './login-throttle.js';
+import { PasswordBusyError } from './passwords.js';
 import type { Registry, UserRecord } from './registry.js';
 import { parseScopes } from './scopes.js';
 
@@ -15,8 +17,22 @@ export interface InteractionOptions {
   patientExists(id: string): Promise<boolean>;
   grantTtlSeconds: number;
   logger: Logger;
-  /** Each login attempt (for the audit trail): 200, or 401 for a wrong username or password. */
-  onLogin?: (e: { status: number; clientId?: string; user?: string; address?: string }) => void;
+  /** Failed logins lock usernames and addresses for a while; checked before any password. */
+  throttle: LoginThrottle;
+  /**
+   * Each login attempt (for the audit trail): 200, 401 for a wrong username or password, 429 when
+   * refused unchecked; `account` is the user a refused attempt tried, when that user exists.
+   */
+  onLogin?: (e: { status: number; clientId?: string; user?: string; account?: string; address?: string }) => void;
+}
+
+function refusalMessage(r: LoginRefusal): string {
+  const wait = r.retryAfterSeconds === 1 ? '1 second' : `${r.retryAfterSeconds} seconds`;
+  switch (r.reason) {
+    case 'account': return `Too many failed sign-ins for this username. Try again in ${wait}.`;
+    case 'address': return `Too many failed sign-ins from your network address. Try again in ${wait}.`;
+    default: return `Too many sign-ins at once. Try again in ${wait}.`;
+  }
 }
 
 const PAGE_STYLE = 'body{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem}label{display:block;margin:.4rem 0}input[type=text],input[type=password]{width:100%;padding:.4rem}button{margin:.8rem .4rem 0 0;padding:.4rem 1rem}.err{color:#a00}code{background:#eee;padding:0 .2rem}';
@@ -90,13 +106,42 @@ export function interactionRouter(o: InteractionOptions): express.Router {
     try {
       const details = await o.provider.interactionDetails(req, res);
       const body = req.body as Record<string, string | undefined>;
-      const user = await o.registry.authenticate(String(body.username ?? ''), String(body.password ?? ''));
+      const username = String(body.username ?? '');
       const clientId = String(details.params.client_id);
-      o.onLogin?.({ status: user ? 200 : 401, clientId, ...(user ? { user: user.fhirUser } : {}), ...(req.socket.remoteAddress ? { address: req.socket.remoteAddress } : {}) });
-      if (!user) {
-        res.status(401).type('html').send(loginPage(details.uid, await clientName(String(details.params.client_id)), 'Unknown username or wrong password.'));
+      const address = req.socket.remoteAddress;
+      const record = (status: number, user?: string) => {
+        const account = status === 200 ? undefined : o.registry.getUserByUsername(username)?.fhirUser;
+        o.onLogin?.({ status, clientId, ...(user ? { user } : {}), ...(account ? { account } : {}), ...(address ? { address } : {}) });
+      };
+      const refuse = async (r: LoginRefusal) => {
+        record(429);
+        res.status(429).set('Retry-After', String(r.retryAfterSeconds)).type('html').send(loginPage(details.uid, await clientName(clientId), refusalMessage(r)));
+      };
+      const gate = o.throttle.begin(username, address);
+      if ('refused' in gate) {
+        await refuse(gate.refused);
         return;
       }
+      let user: UserRecord | undefined;
+      try {
+        user = await o.registry.authenticate(username, String(body.password ?? ''));
+      } catch (err) {
+        gate.ticket.abandoned();
+        if (err instanceof PasswordBusyError) {
+          await refuse({ reason: 'busy', retryAfterSeconds: 1 });
+          return;
+        }
+        throw err;
+      }
+      if (!user) {
+        const { locked, lockSeconds } = gate.ticket.failed();
+        if (locked) o.logger.warn({ locked, lockSeconds, address }, 'login locked after repeated failures');
+        record(401);
+        res.status(401).type('html').send(loginPage(details.uid, await clientName(clientId), 'Unknown username or wrong password.'));
+        return;
+      }
+      gate.ticket.succeeded();
+      record(200, user.fhirUser);
       await o.provider.interactionFinished(req, res, { login: { accountId: user.accountId } }, { mergeWithLastSubmission: false });
     } catch (err) {
       next(err);

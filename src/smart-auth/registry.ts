@@ -2,7 +2,7 @@ import { createPublicKey, randomBytes, type JsonWebKey, type KeyObject } from 'n
 import type { AuthDb } from './auth-db.js';
 import type { MasterKeys } from '../store/index.js';
 import { open, seal } from '../store/crypto.js';
-import { hashPassword, verifyPassword } from './passwords.js';
+import { PasswordHasher, sharedPasswordHasher } from './passwords.js';
 
 export type ClientType = 'public' | 'confidential' | 'backend';
 
@@ -224,7 +224,8 @@ const USER_COLS = 'account_id, username, password_hash, fhir_user, break_glass, 
 
 /** OAuth clients and user accounts for SMART auth, in auth.db. Client secrets are sealed with the KEK. */
 export class Registry {
-  constructor(private readonly db: AuthDb, private readonly keys: MasterKeys) {}
+  /** `hasher`: where passwords are hashed and checked (the server's bounded one; else a shared one). */
+  constructor(private readonly db: AuthDb, private readonly keys: MasterKeys, private readonly hasher: PasswordHasher = sharedPasswordHasher()) {}
 
   addClient(c: NewClient): { client: ClientRecord; clientSecret?: string } {
     if (!c || typeof c !== 'object') fail('client must be an object');
@@ -303,7 +304,7 @@ export class Registry {
     if (typeof u.fhirUser !== 'string' || !FHIR_USER.test(u.fhirUser)) fail(`fhirUser must be Patient/<id> or Practitioner/<id>, got ${JSON.stringify(u.fhirUser)}`);
     if (u.breakGlass !== undefined && typeof u.breakGlass !== 'boolean') fail('breakGlass must be a boolean');
     if (this.getUserByUsername(u.username)) fail(`username "${u.username}" is already taken`);
-    const hash = await hashPassword(u.password);
+    const hash = await this.hasher.hash(u.password);
     const accountId = randomId('u-');
     try {
       this.db.prepare(`INSERT INTO user_account (${USER_COLS}) VALUES (?, ?, ?, ?, ?, ?, NULL)`).run(
@@ -332,11 +333,14 @@ export class Registry {
     return rows.map(toUser);
   }
 
-  /** The user for these credentials, or undefined (unknown user, wrong password, disabled account). */
+  /**
+   * The user for these credentials, or undefined (unknown user, wrong password, disabled account).
+   * Throws PasswordBusyError when too many checks are waiting already.
+   */
   async authenticate(username: string, password: string): Promise<UserRecord | undefined> {
     const r = typeof username === 'string' ? this.userRowByUsername(username) : undefined;
     // Always run one scrypt verification, so the response time does not tell whether the user exists.
-    const ok = await verifyPassword(typeof password === 'string' ? password : '', r ? r.password_hash : DUMMY_HASH);
+    const ok = await this.hasher.verify(typeof password === 'string' ? password : '', r ? r.password_hash : DUMMY_HASH);
     if (!r || !ok || r.disabled_at !== null) return undefined;
     return toUser(r);
   }

@@ -12,6 +12,8 @@ import { openAuthDb } from './auth-db.js';
 import { grantRowId } from './oidc-adapter.js';
 import { interactionRouter } from './interactions.js';
 import { LaunchContexts } from './launch-context.js';
+import { LoginThrottle, type LoginThrottleOptions } from './login-throttle.js';
+import { PasswordHasher } from './passwords.js';
 import { authEndpoints, createProvider, ROUTES, STATIC_SCOPES, type AuthEndpoints } from './provider.js';
 import { Registry } from './registry.js';
 import { ScopePolicy } from './scope-policy.js';
@@ -25,6 +27,10 @@ export interface SmartAuthOptions {
   accessTokenTtl: number;
   signingKeyRotationDays: number;
   jwksPrivateHosts: string[];
+  /** How far in the future an access token's iat may be (clock skew), in seconds. */
+  clockSkewSeconds: number;
+  /** Login throttling, and `queue`: password checks that may wait for the hashing thread. */
+  login: LoginThrottleOptions & { queue: number };
   patientExists(id: string): Promise<boolean>;
   logger: Logger;
 }
@@ -32,18 +38,24 @@ export interface SmartAuthOptions {
 const GRANT_TTL_S = 90 * 24 * 3600;
 const REALM = 'custos';
 
-/** Everything SMART on FHIR: the authorization server, the discovery document and the token check. */
-/** A login or token grant, for the audit trail. */
+/** A login, a token grant or a refused access token at the FHIR API, for the audit trail. */
 export interface SecurityEvent {
-  kind: 'login' | 'token-grant';
+  kind: 'login' | 'token-grant' | 'access-token';
   /** 200 on success, else the status the attempt was refused with. */
   status: number;
+  /** For a refused access token: the client it names, unverified (it only names, never authorizes). */
   clientId?: string;
   /** The user's fhirUser reference ("Patient/1", "Practitioner/2"), when known. */
   user?: string;
+  /** A refused login's target: the fhirUser of the username it tried, when that user exists. */
+  account?: string;
   address?: string;
 }
 
+/** What a client id looks like (registry.ts makes them); anything else a refused token claims is not recorded. */
+const CLAIMED_CLIENT_ID = /^[A-Za-z0-9._~:@-]{1,128}$/;
+
+/** Everything SMART on FHIR: the authorization server, the discovery document and the token check. */
 export class SmartAuth {
   readonly policy = new ScopePolicy();
   readonly endpoints: AuthEndpoints;
@@ -56,13 +68,17 @@ export class SmartAuth {
     readonly provider: Provider,
     private readonly verifier: AccessTokenVerifier,
     private readonly o: SmartAuthOptions,
+    /** Hashes and checks passwords on its own thread. */
+    readonly passwords: PasswordHasher,
+    readonly loginThrottle: LoginThrottle,
   ) {
     this.endpoints = authEndpoints(o.fhirBase);
   }
 
   static async create(o: SmartAuthOptions): Promise<SmartAuth> {
     const db = openAuthDb(o.dataDir);
-    const registry = new Registry(db, o.masterKeys);
+    const hasher = new PasswordHasher({ maxQueued: o.login.queue });
+    const registry = new Registry(db, o.masterKeys, hasher);
     const launches = new LaunchContexts(db);
     const keys = await loadSigningKeys(o.dataDir, o.signingKeyRotationDays);
     if (keys.rotated) o.logger.info({ kid: keys.publicJwks[0]!.kid }, 'generated a new token signing key');
@@ -71,8 +87,8 @@ export class SmartAuth {
       endpoints, db, registry, keys, launches, accessTokenTtl: o.accessTokenTtl, logger: o.logger, jwksPrivateHosts: o.jwksPrivateHosts,
       cookieSecret: createHmac('sha256', o.masterKeys.kek).update('custos/oidc-cookies').digest(),
     });
-    const verifier = new AccessTokenVerifier(db, keys.publicJwks, endpoints.issuer, o.fhirBase);
-    const auth = new SmartAuth(db, registry, launches, provider, verifier, o);
+    const verifier = new AccessTokenVerifier(db, keys.publicJwks, endpoints.issuer, o.fhirBase, o.clockSkewSeconds);
+    const auth = new SmartAuth(db, registry, launches, provider, verifier, o, hasher, new LoginThrottle(o.login));
     provider.use(offlineAccessNeedsConsent);
     provider.use(auth.tokenEndpointExtras());
     const tokenEvent = (ctx: KoaContextWithOIDC, status: number) => {
@@ -89,7 +105,7 @@ export class SmartAuth {
   interactions() {
     return interactionRouter({
       provider: this.provider, registry: this.registry, launches: this.launches, fhirBase: this.o.fhirBase,
-      patientExists: this.o.patientExists, grantTtlSeconds: GRANT_TTL_S, logger: this.o.logger,
+      patientExists: this.o.patientExists, grantTtlSeconds: GRANT_TTL_S, logger: this.o.logger, throttle: this.loginThrottle,
       onLogin: (e) => this.onSecurityEvent?.({ kind: 'login', ...e }),
     });
   }
@@ -191,10 +207,20 @@ export class SmartAuth {
           next(err);
           return;
         }
+        this.refusedToken(req, m?.[1]);
         res.set('WWW-Authenticate', `Bearer realm="${REALM}", error="invalid_token", error_description="${err.description.replace(/"/g, "'")}"`);
         sendOutcome(res, new FhirError(401, 'login', `Unauthorized: ${err.description}`));
       }
     };
+  }
+
+  /** Every refused authentication at the FHIR API goes to the audit trail, naming the client the token claims. */
+  private refusedToken(req: Request, token: string | undefined): void {
+    if (!this.onSecurityEvent) return;
+    const claimed = token ? unverifiedClaims(token)?.client_id : undefined;
+    const clientId = typeof claimed === 'string' && CLAIMED_CLIENT_ID.test(claimed) ? claimed : undefined;
+    const address = req.socket.remoteAddress;
+    this.onSecurityEvent({ kind: 'access-token', status: 401, ...(clientId ? { clientId } : {}), ...(address ? { address } : {}) });
   }
 
   async principalFor(token: string): Promise<TokenPrincipal> {
@@ -281,6 +307,7 @@ export class SmartAuth {
   }
 
   close(): void {
+    void this.passwords.close();
     this.db.close();
   }
 }
