@@ -32,16 +32,15 @@ export interface JsonLimitViolation {
 
 /** A `\uD800`-`\uDFFF` escape in JSON text: the only way a lone surrogate gets into a parsed string. */
 const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
-const SURROGATE = /[\uD800-\uDFFF]/;
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /** Whether the strings of a body parsed from this JSON text need the lone-surrogate check. */
 export function mayHoldLoneSurrogate(jsonText: string): boolean {
   return SURROGATE_ESCAPE.test(jsonText);
 }
 
+/** String.prototype.isWellFormed (ES2024, in Node 20): false exactly when a surrogate is unpaired. */
 function isLoneSurrogate(s: string): boolean {
-  return SURROGATE.test(s) && LONE_SURROGATE.test(s);
+  return !(s as unknown as { isWellFormed(): boolean }).isWellFormed();
 }
 
 interface Frame { v: unknown; depth: number; parent?: Frame; key: string | number }
@@ -53,9 +52,42 @@ function pathOf(f: Frame): string {
 }
 
 /**
- * Checks one resource (or a Bundle entry, whose resource then sits at level 1). `startDepth` is the
+ * Whether one resource (or a Bundle entry, whose resource then sits at level 1) breaks a limit:
+ * the common case, so no paths are kept (`walk` finds where, when it does). `startDepth` is the
  * level of `root`; `skip` leaves out one key of the root (a Bundle's entries, checked one by one).
  */
+function breaks(root: unknown, startDepth: number, limits: JsonLimits, strings: boolean, skip?: string): boolean {
+  const values: unknown[] = [root];
+  const depths: number[] = [startDepth];
+  let count = 1;
+  while (values.length > 0) {
+    const v = values.pop();
+    const depth = depths.pop()!;
+    if (typeof v === 'string') {
+      if (strings && isLoneSurrogate(v)) return true;
+      continue;
+    }
+    if (v === null || typeof v !== 'object') continue;
+    if (depth > MAX_JSON_DEPTH) return true;
+    if (Array.isArray(v)) {
+      if (v.length > limits.maxArrayLength || (count += v.length) > limits.maxElements) return true;
+      for (let i = 0; i < v.length; i++) {
+        values.push(v[i]);
+        depths.push(depth + 1);
+      }
+    } else {
+      for (const key in v) {
+        if (!Object.hasOwn(v, key) || (key === skip && v === root)) continue;
+        if (++count > limits.maxElements || (strings && isLoneSurrogate(key))) return true;
+        values.push((v as Record<string, unknown>)[key]);
+        depths.push(depth + 1);
+      }
+    }
+  }
+  return false;
+}
+
+/** Where `root` breaks a limit (see `breaks`), with the path for the OperationOutcome. */
 function walk(root: unknown, label: string, startDepth: number, limits: JsonLimits, strings: boolean, skip?: string): JsonLimitViolation | undefined {
   const first: Frame = { v: root, depth: startDepth, key: label };
   const stack: Frame[] = [first];
@@ -119,16 +151,14 @@ function isProcessedBundle(v: unknown): v is { entry: unknown[] } {
 export function jsonLimitViolation(body: unknown, limits: JsonLimits, strings = true): JsonLimitViolation | undefined {
   const rt = (body as { resourceType?: unknown } | null)?.resourceType;
   const label = typeof rt === 'string' && /^[A-Za-z]{1,64}$/.test(rt) ? rt : '(body)';
-  if (!isProcessedBundle(body)) return walk(body, label, 1, limits, strings);
+  if (!isProcessedBundle(body)) return breaks(body, 1, limits, strings) ? walk(body, label, 1, limits, strings) : undefined;
   if (body.entry.length > limits.maxBundleEntries) {
     return { status: 413, code: 'too-costly', expression: 'Bundle.entry', message: `A Bundle may have at most ${limits.maxBundleEntries} entries; this one has ${body.entry.length}` };
   }
-  const own = walk(body, 'Bundle', 1, limits, strings, 'entry');
-  if (own) return own;
+  if (breaks(body, 1, limits, strings, 'entry')) return walk(body, 'Bundle', 1, limits, strings, 'entry');
   for (let i = 0; i < body.entry.length; i++) {
     // The entry wraps its resource: the resource is level 1, as when it is sent on its own.
-    const bad = walk(body.entry[i], `Bundle.entry[${i}]`, 0, limits, strings);
-    if (bad) return bad;
+    if (breaks(body.entry[i], 0, limits, strings)) return walk(body.entry[i], `Bundle.entry[${i}]`, 0, limits, strings);
   }
   return undefined;
 }
