@@ -1,6 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import type { LedgerConfig } from './ledger/service.js';
+import { DEFAULT_JSON_LIMITS, type JsonLimits } from './fhir/json-limits.js';
 
 /** All configuration, read once from the environment (12-factor) and passed down. */
 export interface Config {
@@ -14,6 +15,8 @@ export interface Config {
   search: { defaultCount: number; maxCount: number };
   /** Largest accepted request body. */
   maxBodyBytes: number;
+  /** Items per array, JSON values per resource, entries per batch/transaction Bundle (413 beyond). */
+  jsonLimits: JsonLimits;
   /** Worker threads that validate and index writes beside the event loop (0 = inline). */
   writeWorkers: number;
   /** Worker threads that run searches on their own read connections (0 = on the event loop). */
@@ -87,6 +90,12 @@ function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number
   return n;
 }
 
+function positiveIntFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const n = intFrom(env, name, fallback);
+  if (n < 1) throw new Error(`${name} must be at least 1, got "${env[name]}"`);
+  return n;
+}
+
 function ledgerFrom(env: NodeJS.ProcessEnv): LedgerConfig {
   const off = /^(off|false|0|no)$/i.test(env.LEDGER ?? '');
   const chainId = env.LEDGER_CHAIN_ID ? Number(env.LEDGER_CHAIN_ID) : undefined;
@@ -155,6 +164,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxCount: intFrom(env, 'SEARCH_MAX_COUNT', 1000),
     },
     maxBodyBytes: intFrom(env, 'MAX_BODY_BYTES', 16 * 1024 * 1024),
+    jsonLimits: {
+      maxArrayLength: positiveIntFrom(env, 'MAX_ARRAY_LENGTH', DEFAULT_JSON_LIMITS.maxArrayLength),
+      maxElements: positiveIntFrom(env, 'MAX_ELEMENTS', DEFAULT_JSON_LIMITS.maxElements),
+      maxBundleEntries: positiveIntFrom(env, 'MAX_BUNDLE_ENTRIES', DEFAULT_JSON_LIMITS.maxBundleEntries),
+    },
     audit: { enabled: auditEnabled(env.AUDIT), flushMs: Math.max(1, intFrom(env, 'AUDIT_FLUSH_MS', 500)) },
     writeWorkers: intFrom(env, 'WRITE_WORKERS', Math.max(1, Math.min(4, os.availableParallelism() - 1))),
     readWorkers: intFrom(env, 'READ_WORKERS', Math.min(4, os.availableParallelism())),

@@ -6,6 +6,7 @@ import type { Config } from './config.js';
 import { FhirError, FhirRouter, fhirHttpRouter, fromWorkerFailure, InlinePreparer, loadDefinitions, sendOutcome, WorkerPreparer, type SearchArgs, type SearchReply } from './fhir/index.js';
 import { WorkerPool } from './workers.js';
 import { createLogger, type Logger } from './logger.js';
+import { redactUrl } from './log-redact.js';
 import { loadMasterKeys, SqliteStore, WriterTurns, type Store } from './store/index.js';
 import { SmartAuth } from './smart-auth/index.js';
 import { LedgerService, ledgerOperations } from './ledger/index.js';
@@ -91,7 +92,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
     res.on('finish', () => {
       if (!debug && res.statusCode < 500) return;
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
-      const entry = { method: req.method, url: req.originalUrl.slice(0, 500), status: res.statusCode, ms: Math.round(ms * 10) / 10 };
+      const entry = { method: req.method, url: redactUrl(req.originalUrl), status: res.statusCode, ms: Math.round(ms * 10) / 10 };
       if (res.statusCode >= 500) logger.warn(entry, 'request failed');
       else logger.debug(entry, 'request');
     });
@@ -103,7 +104,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   app.use('/auth/interaction', auth.interactions());
   app.post('/auth/token', auth.publicRefresh());
   app.use('/auth', auth.oauth());
-  app.use('/fhir', auth.authenticate(), fhirHttpRouter(router, { maxBodyBytes: config.maxBodyBytes, logger }));
+  app.use('/fhir', auth.authenticate(), fhirHttpRouter(router, { maxBodyBytes: config.maxBodyBytes, jsonLimits: config.jsonLimits, logger }));
   app.use((req, res) => {
     sendOutcome(res, new FhirError(404, 'not-found', `No route for ${req.method} ${req.path.slice(0, 200)}; the FHIR base is /fhir`));
   });

@@ -1,6 +1,8 @@
 import type { CapabilityStatement, CapabilityStatementRestResource, CapabilityStatementRestSecurity, CapabilityStatementRestResourceSearchParam } from '@medplum/fhirtypes';
 import { isParamBlinded, isParamTextBlinded } from '../store/index.js';
 import { getResourceTypes, getTypeSearchParameters } from './definitions.js';
+import { MAX_JSON_DEPTH } from './json-limits.js';
+import { MAX_PARAMETER_VALUES, MAX_SEARCH_FILTERS } from './search/parse.js';
 
 const SUPPORTED_TYPES = new Set(['token', 'string', 'date', 'number', 'quantity', 'reference', 'uri']);
 /** Resource-level parameters that are columns or not indexed by this server. */
@@ -73,7 +75,10 @@ export function buildCapabilityStatement(baseUrl: string, security?: CapabilityS
         + 'patient data) are blinded with HMAC: they support equality and starts-with (and :exact) but not :contains, '
         + '_sort, or range prefixes on birthdate, which are refused with a 400 OperationOutcome. On patient data the '
         + 'texts that token :text searches (CodeableConcept.text, Coding.display) are blinded too (starts-with of the '
-        + 'whole text); narrative (text.div), notes (Annotation) and other free text are not indexed at all.',
+        + 'whole text); narrative (text.div), notes (Annotation) and other free text are not indexed at all. '
+        + `Limits (400 beyond): ${MAX_SEARCH_FILTERS} search parameters per search (each repetition and chain counts), `
+        + `${MAX_PARAMETER_VALUES} comma-separated values per parameter; request bodies nest at most ${MAX_JSON_DEPTH} levels per resource `
+        + 'and hold valid Unicode only; arrays, values per resource and Bundle entries are limited by the server\'s configuration (413 beyond).',
       resource: getResourceTypes().map((t) => {
         const r = resourceEntry(t as CapabilityStatementRestResource['type']);
         return { ...r, operation: [...(r.operation ?? []), ...ops.instance.filter((o) => !o.types || o.types.includes(t)).map((o) => opEntry(o.name))] };

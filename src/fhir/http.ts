@@ -1,6 +1,8 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
 import type { Resource } from '@medplum/fhirtypes';
+import { redactUrl } from '../log-redact.js';
+import { assertJsonLimits, DEFAULT_JSON_LIMITS, mayHoldLoneSurrogate, type JsonLimits } from './json-limits.js';
 import { allOk, badRequest, FhirError } from './outcome.js';
 import { ANONYMOUS, type Principal } from './principal.js';
 import type { FhirRequest, FhirResponse } from './request.js';
@@ -55,7 +57,7 @@ function mediaType(req: Request): string | undefined {
 }
 
 /** Parses the body per its Content-Type; XML and other non-JSON bodies are a 415. */
-function parseBody(req: Request): { body?: unknown; form?: Array<[string, string]> } {
+function parseBody(req: Request, limits: JsonLimits): { body?: unknown; form?: Array<[string, string]> } {
   const raw = req.body as Buffer | undefined;
   if (!raw || raw.length === 0) return {};
   const ct = mediaType(req);
@@ -67,11 +69,14 @@ function parseBody(req: Request): { body?: unknown; form?: Array<[string, string
   if (ct && !JSON_TYPES.has(ct)) {
     throw new FhirError(415, 'not-supported', `Content-Type ${ct.slice(0, 80)} is not supported: send application/fhir+json (or application/json-patch+json for PATCH)`);
   }
+  let body: unknown;
   try {
-    return { body: JSON.parse(text) };
+    body = JSON.parse(text);
   } catch (err) {
     throw badRequest(`Malformed JSON body: ${(err as Error).message.slice(0, 200)}`);
   }
+  assertJsonLimits(body, limits, mayHoldLoneSurrogate(text));
+  return { body };
 }
 
 function decodePath(p: string): string {
@@ -87,7 +92,7 @@ export function sendOutcome(res: Response, err: FhirError): void {
 }
 
 /** Express adapter: HTTP request -> FhirRequest -> FhirRouter -> HTTP response. */
-export function fhirHttpRouter(router: FhirRouter, opts: { maxBodyBytes: number; logger: Logger }): express.Router {
+export function fhirHttpRouter(router: FhirRouter, opts: { maxBodyBytes: number; jsonLimits?: JsonLimits; logger: Logger }): express.Router {
   const r = express.Router();
   r.use(express.raw({ type: () => true, limit: opts.maxBodyBytes }));
   r.use(async (req: Request, res: Response, next: NextFunction) => {
@@ -97,7 +102,7 @@ export function fhirHttpRouter(router: FhirRouter, opts: { maxBodyBytes: number;
       // HEAD is a GET whose body express leaves out.
       const method = req.method.toUpperCase() === 'HEAD' ? 'GET' : req.method.toUpperCase();
       if (!['GET', 'POST', 'PUT', 'PATCH', 'DELETE'].includes(method)) throw new FhirError(405, 'not-supported', `${method} is not supported`);
-      const { body, form } = parseBody(req);
+      const { body, form } = parseBody(req, opts.jsonLimits ?? DEFAULT_JSON_LIMITS);
       const path = decodePath(req.path);
       if (form && !/(^|\/)_search$/.test(path)) {
         throw new FhirError(415, 'not-supported', 'Form-encoded bodies are accepted only by POST [type]/_search; send FHIR JSON');
@@ -171,6 +176,6 @@ export function toFhirError(err: unknown, logger: Logger, req?: Request): FhirEr
     return badRequest(`Request body could not be read: ${e.message ?? ''}`.slice(0, 200));
   }
   if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) return new FhirError(e.status, 'invalid', (e.message ?? 'Bad request').slice(0, 200));
-  logger.error({ err, method: req?.method, url: req?.originalUrl }, 'unhandled error');
+  logger.error({ err, method: req?.method, url: req ? redactUrl(req.originalUrl) : undefined }, 'unhandled error');
   return new FhirError(500, 'exception', 'Internal server error');
 }

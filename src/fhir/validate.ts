@@ -1,6 +1,7 @@
 import { OperationOutcomeError, validateResource } from '@medplum/core';
 import type { OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
 import { isResourceType } from './definitions.js';
+import { jsonLimitViolation, NESTING_ONLY } from './json-limits.js';
 import { badRequest, FhirError } from './outcome.js';
 import { requiredCodeIssues } from './required-codes.js';
 
@@ -53,6 +54,10 @@ function prototypeKeyIssues(value: unknown, path: string, out: OperationOutcomeI
 
 /** Validates against the R4 StructureDefinitions; returns the issues (empty when valid). */
 export function validationIssues(resource: Resource): OperationOutcomeIssue[] {
+  // Bodies are checked when parsed; this also covers what a JSON Patch makes of a stored resource
+  // (the walks below are recursive, and the content hash refuses lone surrogates).
+  const limit = jsonLimitViolation(resource, NESTING_ONLY);
+  if (limit) return [{ severity: 'error', code: limit.code, details: { text: limit.message }, expression: [limit.expression], diagnostics: limit.message }];
   const odd: OperationOutcomeIssue[] = [];
   prototypeKeyIssues(resource, resource.resourceType, odd);
   if (odd.length > 0) return odd;

@@ -108,9 +108,10 @@ function freePort(): Promise<number> {
  * POSIX shell prelude that makes anvil die with its parent: a background `cat` holds the read
  * end of a pipe whose only writer is this Node process; when the process goes away (even by
  * SIGKILL) the pipe closes and anvil gets SIGTERM (so it still dumps its state). `exec`
- * keeps anvil at the spawned PID. anvil has no `--ppid`-style flag.
+ * keeps anvil at the spawned PID. anvil has no `--ppid`-style flag. `umask 077`: the chain state
+ * anvil writes is owner-only, like the rest of the data directory.
  */
-const WATCHDOG = 'exec 3<&0; (cat <&3 >/dev/null 2>&1; kill -TERM $$ 2>/dev/null) & exec "$@" 3<&- </dev/null';
+const WATCHDOG = 'umask 077; exec 3<&0; (cat <&3 >/dev/null 2>&1; kill -TERM $$ 2>/dev/null) & exec "$@" 3<&- </dev/null';
 
 async function rpc<T>(url: string, method: string, params: unknown[] = [], timeoutMs = 5000): Promise<T> {
   const res = await fetch(url, {
@@ -153,6 +154,8 @@ export async function startLocalNode(opts: StartLocalNodeOptions): Promise<Local
   const stateDir = path.resolve(opts.stateDir);
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const stateFile = path.join(stateDir, STATE_FILE_NAME);
+  // State files an earlier version let anvil write 0644 (its backups copy the mode).
+  for (const f of [stateFile, `${stateFile}.bak`]) if (fs.existsSync(f) && (fs.statSync(f).mode & 0o077) !== 0) fs.chmodSync(f, 0o600);
   const log = opts.logger;
 
   // anvil rewrites its state file in place (not atomically): a crash during a dump can leave

@@ -3,7 +3,16 @@ import { isParamBlinded, isParamTextBlinded } from '../../store/index.js';
 import { numberRange, parseDateRange } from '../../store/indexer.js';
 import type { Prefix, SearchFilter, SearchParamType, SearchQuery, SortRule } from '../../store/types.js';
 import { getTypeSearchParameters, isResourceType } from '../definitions.js';
-import { badRequest, notSupported } from '../outcome.js';
+import { badRequest, FhirError, notSupported } from '../outcome.js';
+
+/**
+ * Bounds on what one search compiles to. Repeated parameters are ANDed and a parameter's values
+ * ORed in the SQL, and SQLite refuses an expression tree deeper than 1,000 ("Expression tree is
+ * too large"): 1,000 repetitions of one parameter, or 500 values in one, reached it.
+ */
+export const MAX_SEARCH_FILTERS = 100;
+/** Comma-separated (ORed) values of one parameter; `_id` lists compile to an IN list and are exempt. */
+export const MAX_PARAMETER_VALUES = 100;
 
 export interface IncludeSpec {
   sourceType: string;
@@ -81,6 +90,9 @@ function parseOne(resourceType: string, name: string, value: string, opts: Parse
   if (UNSUPPORTED.has(base)) return ignore(name, `Search parameter '${base}' is not supported`, opts, out);
   const filter = parseFilter(resourceType, name, value);
   if (typeof filter === 'string') return ignore(name, filter, opts, out);
+  if (out.query.filters.length >= MAX_SEARCH_FILTERS) {
+    throw new FhirError(400, 'too-costly', `A search may have at most ${MAX_SEARCH_FILTERS} search parameters (each repetition and chain counts); this one has more`);
+  }
   out.query.filters.push(filter);
 }
 
@@ -203,6 +215,9 @@ export function splitValues(value: string): string[] {
 
 function parseValues(code: string, type: SearchParamType, value: string, blindedDate: boolean): SearchFilter['values'] {
   const parts = splitValues(value);
+  if (parts.length > MAX_PARAMETER_VALUES) {
+    throw new FhirError(400, 'too-costly', `Parameter '${code}' may have at most ${MAX_PARAMETER_VALUES} comma-separated values; it has ${parts.length}`);
+  }
   if (parts.some((p) => p === '')) throw badRequest(`Parameter '${code}' has an empty value in '${value}'`);
   return parts.map((raw) => {
     const { prefix, rest } = PREFIXED_TYPES.has(type) ? splitPrefix(code, raw) : { prefix: 'eq' as Prefix, rest: raw };

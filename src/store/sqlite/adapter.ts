@@ -72,6 +72,24 @@ function openDb(file: string, readonly: boolean): Database.Database {
   return db;
 }
 
+/**
+ * The database holds patient data: owner-only, like the keys. Created 0600 before SQLite opens it
+ * (SQLite would use the umask, and gives the -wal and -shm files the database file's mode); files
+ * an earlier version left 0644 are tightened.
+ */
+function makePrivate(file: string): void {
+  fs.closeSync(fs.openSync(file, 'a', 0o600));
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+    try {
+      if ((fs.statSync(f).mode & 0o077) !== 0) fs.chmodSync(f, 0o600);
+    } catch (err) {
+      // Absent, or not ours to change (a read-only deployment's file).
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'EPERM') throw err;
+    }
+  }
+}
+
 /** Reads shared by the writer (inside a tx, sees its own writes) and the reader connection. */
 class SqliteReader implements StoreReader {
   private readonly stmts = new Map<string, Database.Statement>();
@@ -631,7 +649,7 @@ export class SqliteStore extends SqliteReader implements Store {
     this.file = file;
     if (turns?.as === 'server') this.serverTurns = turns.shared;
     // The WAL file lives (same inode) as long as the writer connection is open.
-    this.walFd = fs.openSync(`${file}-wal`, 'a');
+    this.walFd = fs.openSync(`${file}-wal`, 'a', 0o600);
     this.tx = new SqliteWriter(writer, ctx);
     // Prepared once: transaction control runs several times per group commit.
     const exec = (sql: string) => {
@@ -692,7 +710,8 @@ export class SqliteStore extends SqliteReader implements Store {
   }
 
   static open(opts: SqliteStoreOptions): SqliteStore {
-    fs.mkdirSync(path.dirname(opts.file), { recursive: true });
+    fs.mkdirSync(path.dirname(opts.file), { recursive: true, mode: 0o700 });
+    makePrivate(opts.file);
     const writer = openDb(opts.file, false);
     const blinder = new Blinder(opts.keys.indexKey);
     let upgraded: MigrationReport | undefined;
