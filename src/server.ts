@@ -78,6 +78,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
     store, baseUrl: config.baseUrl, search: config.search, policy: access.policy, security: auth.capabilitySecurity(), preparer, advise: access.advise, audit,
     operations: { instance: { ...ledgerOps.instance, ...consentOps.instance, ...access.operations.instance, '$access-report': accessReportOperation(store, audit !== undefined) }, system: ledgerOps.system },
     searcher: readers ? (args) => readers.run(args) : undefined,
+    jsonLimits: config.jsonLimits,
   });
 
   const ops = opsEndpoints({ store, ledger, ...(audit ? { audit } : {}), consentView: consent.view, metricsToken: config.metrics.token, logger });

@@ -62,6 +62,16 @@ describe('configured body limits: items per array, values per resource, Bundle e
     assert.equal((await request(t.app).get(`/fhir/Patient/${p.body.id}`)).body.meta.versionId, '1');
   });
 
+  it('patches add up: a patch that takes a resource past the limits is a 422, however small the patch', async () => {
+    const p = await post('Patient', { resourceType: 'Patient', identifier: identifiers(50) });
+    assert.equal(p.status, 201, p.text);
+    const ops = [{ op: 'add', path: '/identifier/-', value: { system: 'urn:mrn', value: 'one-more' } }];
+    const res = await request(t.app).patch(`/fhir/Patient/${p.body.id}`).set('Content-Type', 'application/json-patch+json').send(JSON.stringify(ops));
+    assert.equal(res.status, 422, res.text);
+    assert.match(res.body.issue[0].diagnostics, /The patched Patient would break a limit: An array may hold at most 50 items; Patient\.identifier has 51/);
+    assert.equal((await request(t.app).get(`/fhir/Patient/${p.body.id}`)).body.meta.versionId, '1');
+  });
+
   it('the settings must be positive integers', () => {
     assert.deepEqual(loadConfig({}).jsonLimits, { maxArrayLength: 1000, maxElements: 50_000, maxBundleEntries: 10_000 });
     for (const name of ['MAX_ARRAY_LENGTH', 'MAX_ELEMENTS', 'MAX_BUNDLE_ENTRIES']) {

@@ -4,6 +4,7 @@ import type { Bundle, BundleEntry, CapabilityStatementRestSecurity, OperationOut
 import { VersionConflictError } from '../store/index.js';
 import type { AccessCondition, HistoryQuery, IndexRows, Store, StoredVersion, StoreReader, StoreTransaction } from '../store/index.js';
 import { processBundle } from './bundle.js';
+import { DEFAULT_JSON_LIMITS, jsonLimitViolation, type JsonLimits } from './json-limits.js';
 import { buildCapabilityStatement } from './capability.js';
 import { getPatientCompartmentParams, isResourceType } from './definitions.js';
 import { allOk, badRequest, FhirError, gone, notFound, notSupported, preconditionFailed } from './outcome.js';
@@ -46,6 +47,8 @@ export interface RouterOptions {
   advise?: (resource: Resource) => string[];
   /** The audit trail: an AuditEvent per interaction (changes in their own transaction). */
   audit?: AuditSink;
+  /** Limits on arrays and values per resource (the http layer applies them to bodies; the router to patched resources). */
+  jsonLimits?: JsonLimits;
   /** Runs a search in a worker thread, answering the serialized Bundle; undefined = on this thread. */
   searcher?: (args: SearchArgs) => Promise<SearchReply> | undefined;
 }
@@ -508,6 +511,9 @@ export class FhirRouter {
       throw new FhirError(422, 'processing', `JSON Patch could not be applied: ${firstLine(e.message)}`);
     }
     if (patched.resourceType !== type || patched.id !== id) throw new FhirError(422, 'processing', 'JSON Patch may not change resourceType or id');
+    // Patches add up: the result is held to the limits a body sent whole would be.
+    const tooLarge = jsonLimitViolation(patched, this.opts.jsonLimits ?? DEFAULT_JSON_LIMITS, false);
+    if (tooLarge) throw new FhirError(422, 'processing', `The patched ${type} would break a limit: ${tooLarge.message}`, [tooLarge.expression]);
     const issues = validationIssues(patched);
     if (issues.length > 0) throw FhirError.fromIssues(422, issues);
     const index = d.patient !== undefined ? this.opts.preparer.indexNow(patched) : undefined;
