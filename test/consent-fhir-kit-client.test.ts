@@ -57,4 +57,30 @@ describe('fhir-kit-client under patient consent', () => {
     const why = (await anna.operation({ name: 'explain-access', resourceType: 'Patient', id: id.anna, method: 'GET', input: { actor: `Practitioner/${id.dr}`, resource: 'Observation' } })) as unknown as Parameters;
     assert.equal(why.parameter!.find((p) => p.name === 'decision')!.valueCode, 'permit');
   });
+
+  it('the access rules hold through the client: several patients need every one\'s say, old versions are judged on their own, identity resources are not the practitioner\'s to write', async () => {
+    const creds = newCredentials('dr2');
+    await server.app.auth.registry.addUser({ ...creds, fhirUser: `Practitioner/${id.dr}` });
+    const { client } = server.app.auth.registry.addClient({ type: 'public', redirectUris: [UNUSED_REDIRECT_URI], scope: 'user/*.cruds' });
+    const dr = new Client({ baseUrl: server.base, bearerToken: (await codeFlow(server, { clientId: client.clientId, redirectUri: UNUSED_REDIRECT_URI, scope: 'user/*.cruds', ...creds })).token.body.access_token as string });
+    const status = (err: { response?: { status: number } }) => err.response?.status;
+    // A Condition of Ben's (who has no Consent) asserted by Anna (who permits the practitioner): hidden.
+    const shared = (await ehr.create({ resourceType: 'Condition', body: { resourceType: 'Condition', subject: { reference: `Patient/${id.ben}` }, asserter: { reference: `Patient/${id.anna}` }, code: { text: 'shared' } } })) as unknown as { id: string };
+    await assert.rejects(dr.read({ resourceType: 'Condition', id: shared.id }), (err: { response?: { status: number } }) => status(err) === 404);
+    const listed = (await dr.search({ resourceType: 'Condition', searchParams: { _id: shared.id, _total: 'accurate' } })) as unknown as Bundle;
+    assert.equal(listed.total, 0);
+    // An Observation first filed under Ben, then moved to Anna: the practitioner sees version 2 only.
+    const moved = (await ehr.create({ resourceType: 'Observation', body: { resourceType: 'Observation', status: 'final', subject: { reference: `Patient/${id.ben}` }, code: { text: 'moved' }, note: [{ text: 'ben-only' }] } })) as unknown as { id: string };
+    await ehr.update({ resourceType: 'Observation', id: moved.id, body: { resourceType: 'Observation', id: moved.id, status: 'final', subject: { reference: `Patient/${id.anna}` }, code: { text: 'moved' } } });
+    assert.equal(((await dr.vread({ resourceType: 'Observation', id: moved.id, version: '2' })) as unknown as { meta: { versionId: string } }).meta.versionId, '2');
+    await assert.rejects(dr.vread({ resourceType: 'Observation', id: moved.id, version: '1' }), (err: { response?: { status: number } }) => status(err) === 404);
+    const history = (await dr.history({ resourceType: 'Observation', id: moved.id })) as unknown as Bundle;
+    assert.deepEqual(history.entry!.map((e) => e.resource!.meta!.versionId), ['2']);
+    assert.ok(!JSON.stringify(history).includes('ben-only'));
+    // A role naming an Organization would make the practitioner that Organization: refused.
+    await assert.rejects(
+      dr.create({ resourceType: 'PractitionerRole', body: { resourceType: 'PractitionerRole', practitioner: { reference: `Practitioner/${id.dr}` }, organization: { reference: 'Organization/any' } } }),
+      (err: { response?: { status: number } }) => status(err) === 403,
+    );
+  });
 });

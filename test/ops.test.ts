@@ -36,7 +36,8 @@ function parsePrometheus(text: string): Sample[] {
       assert.equal(rest, '', `malformed labels: ${line}`);
     }
     const value = m[3] === '+Inf' ? Infinity : m[3] === '-Inf' ? -Infinity : Number(m[3]);
-    assert.ok(m[3] === 'NaN' || !Number.isNaN(value), `not a number: ${line}`);
+    // Prometheus reads values with Go's ParseFloat: NaN in any case (prom-client writes "Nan", e.g. for event loop lag before its first sample).
+    assert.ok(/^nan$/i.test(m[3]!) || !Number.isNaN(value), `not a number: ${line}`);
     const family = m[1]!.replace(/_(bucket|sum|count)$/, '');
     assert.ok(types.has(m[1]!) || types.has(family), `sample without # TYPE: ${line}`);
     samples.push({ name: m[1]!, labels, value });
