@@ -17,7 +17,9 @@ async function serve(env: Record<string, string>): Promise<{ child: ChildProcess
   child.stdout!.on('data', (d) => { out += d; });
   child.stderr!.on('data', (d) => { out += d; });
   const base = `http://127.0.0.1:${env.PORT}/fhir`;
-  for (let i = 0; i < 100; i++) {
+  // A generous limit: on a loaded machine a first start (keys, anvil, contracts, worker threads) can take many seconds.
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
     try {
       const r = await fetch(`${base}/metadata`);
       if (r.ok) return { child, base, logs: () => out };
