@@ -91,7 +91,8 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   app.use((req, res, next) => {
     const start = process.hrtime.bigint();
     res.on('finish', () => {
-      if (!debug && res.statusCode < 500) return;
+      // An unready /readyz is an answer, not a failure (ops logs each change of readiness once).
+      if (!debug && (res.statusCode < 500 || req.path === '/readyz')) return;
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
       const entry = { method: req.method, url: redactUrl(req.originalUrl), status: res.statusCode, ms: Math.round(ms * 10) / 10 };
       if (res.statusCode >= 500) logger.warn(entry, 'request failed');
