@@ -103,6 +103,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   app.use(ops.routes);
   app.use('/fhir', corsForApps);
   app.get('/fhir/.well-known/smart-configuration', (_req, res) => { res.json(auth.smartConfiguration()); });
+  app.get('/auth/assets/pages.css', auth.pageStyle());
   app.use('/auth/interaction', auth.interactions());
   app.post('/auth/token', auth.publicRefresh());
   app.use('/auth', auth.oauth());

@@ -7,6 +7,7 @@ import type { LoginRefusal, LoginThrottle } from './login-throttle.js';
 import { PasswordBusyError } from './passwords.js';
 import type { Registry, UserRecord } from './registry.js';
 import { parseScopes } from './scopes.js';
+import { scopeWords } from './scope-words.js';
 
 export interface InteractionOptions {
   provider: Provider;
@@ -35,36 +36,90 @@ function refusalMessage(r: LoginRefusal): string {
   }
 }
 
-const PAGE_STYLE = 'body{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem}label{display:block;margin:.4rem 0}input[type=text],input[type=password]{width:100%;padding:.4rem}button{margin:.8rem .4rem 0 0;padding:.4rem 1rem}.err{color:#a00}code{background:#eee;padding:0 .2rem}';
+/** Served as /auth/assets/pages.css, so the pages need no inline style under their CSP. */
+export const PAGE_STYLE = `*,*::before,*::after{box-sizing:border-box}
+body{font-family:system-ui,sans-serif;line-height:1.5;color:#1b1b1b;background:#fff;margin:0}
+main{max-width:36rem;margin:0 auto;padding:1.5rem 1rem}
+h1{font-size:1.6rem;line-height:1.25;margin:0 0 1rem}
+label{display:block;margin:.6rem 0 .2rem;font-weight:600}
+input[type=text],input[type=password]{display:block;width:100%;padding:.6rem;font-size:1rem;border:1px solid #6b6b6b;border-radius:.25rem}
+fieldset{border:1px solid #c4c4c4;border-radius:.25rem;margin:1rem 0;padding:.5rem 1rem}
+legend{font-weight:700;padding:0 .3rem}
+.scope{display:flex;gap:.6rem;align-items:flex-start;margin:.6rem 0}
+.scope input{width:1.3rem;height:1.3rem;margin:.15rem 0 0;flex:none}
+.scope label{margin:0;font-weight:400}
+small,.secondary{display:block;color:#555;font-size:.85rem;font-weight:400;overflow-wrap:anywhere}
+code{background:#eee;padding:0 .2rem}
+.actions{display:flex;flex-wrap:wrap;gap:.6rem;margin-top:1rem}
+button{font-size:1rem;padding:.6rem 1.2rem;border-radius:.25rem;border:1px solid #1a4fa0;background:#1a4fa0;color:#fff;cursor:pointer}
+button.secondary-action{background:#fff;color:#1a4fa0}
+:focus-visible{outline:3px solid #e0a100;outline-offset:2px}
+.err{color:#a00;font-weight:600}
+`;
+
+/** CSP of these pages; forms may also go to the app, since their submission ends in a redirect to it. */
+function pagePolicy(redirectUri?: string): string {
+  return `default-src 'none'; style-src 'self'; form-action 'self'${redirectSource(redirectUri)}; frame-ancestors 'none'; base-uri 'none'`;
+}
+
+function redirectSource(uri: string | undefined): string {
+  if (!uri) return '';
+  try {
+    const u = new URL(uri);
+    if (u.protocol === 'http:' || u.protocol === 'https:') return ` ${u.origin}`;
+    return /^[a-z][a-z0-9+.-]*:$/i.test(u.protocol) ? ` ${u.protocol}` : '';
+  } catch {
+    return '';
+  }
+}
+
+interface App { clientId: string; name?: string }
 
 function page(title: string, body: string): string {
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>${escapeHtml(title)}</title><style>${PAGE_STYLE}</style></head><body><h1>${escapeHtml(title)}</h1>${body}</body></html>`;
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>${escapeHtml(title)}</title><link rel="stylesheet" href="/auth/assets/pages.css"></head><body><main><h1>${escapeHtml(title)}</h1>${body}</main></body></html>`;
 }
 
-function loginPage(uid: string, clientName: string, error?: string): string {
-  return page('Sign in', `<p>Sign in to let <b>${escapeHtml(clientName)}</b> access health data on this server.</p>
-${error ? `<p class="err">${escapeHtml(error)}</p>` : ''}
-<form method="post" action="/auth/interaction/${escapeHtml(uid)}/login" autocomplete="off">
-<label>Username <input type="text" name="username" required autofocus></label>
-<label>Password <input type="password" name="password" required></label>
-<button type="submit">Sign in</button></form>
-<form method="post" action="/auth/interaction/${escapeHtml(uid)}/abort"><button type="submit">Cancel</button></form>`);
+/** The app by its registered name; without one, said so, with the client id as secondary text. */
+function appName(app: App): string {
+  return app.name
+    ? `<strong>${escapeHtml(app.name)}</strong>`
+    : `<strong>An app without a registered name</strong> <small>(client id ${escapeHtml(app.clientId)})</small>`;
 }
 
-function approvePage(uid: string, clientName: string, user: UserRecord, scopes: string[], needsPatient: boolean, error?: string): string {
-  const items = scopes.map((s) => `<label><input type="checkbox" name="scope" value="${escapeHtml(s)}" checked> <code>${escapeHtml(s)}</code></label>`).join('\n');
+function errorBlock(error?: string): string {
+  return error ? `<p class="err" role="alert">${escapeHtml(error)}</p>` : '';
+}
+
+function loginPage(uid: string, app: App, error?: string, username = ''): string {
+  return page('Sign in', `<p>Sign in to let ${appName(app)} use health records on this server.</p>
+${errorBlock(error)}
+<form method="post" action="/auth/interaction/${escapeHtml(uid)}/login">
+<label for="username">Username</label>
+<input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required value="${escapeHtml(username)}"${username ? '' : ' autofocus'}>
+<label for="password">Password</label>
+<input type="password" id="password" name="password" autocomplete="current-password" required${username ? ' autofocus' : ''}>
+<div class="actions"><button type="submit">Sign in</button></div></form>
+<form method="post" action="/auth/interaction/${escapeHtml(uid)}/abort"><div class="actions"><button type="submit" class="secondary-action">Cancel and go back to the app</button></div></form>`);
+}
+
+function approvePage(uid: string, app: App, user: UserRecord, scopes: string[], needsPatient: boolean, error?: string): string {
+  const items = scopes.map((s, i) => `<div class="scope"><input type="checkbox" id="scope-${i}" name="scope" value="${escapeHtml(s)}" checked><label for="scope-${i}">${escapeHtml(scopeWords(s))} <small title="The permission as the app asked for it">${escapeHtml(s)}</small></label></div>`).join('\n');
   const picker = needsPatient
-    ? `<label>Patient id (the record this app will work with) <input type="text" name="patient" required pattern="[A-Za-z0-9\\-.]{1,64}"></label>`
+    ? `<label for="patient">Patient id (the record this app will work with)</label>
+<input type="text" id="patient" name="patient" required autocomplete="off" pattern="[A-Za-z0-9\\-.]{1,64}">`
     : '';
-  return page('Approve access', `<p>Signed in as <b>${escapeHtml(user.username)}</b> (${escapeHtml(user.fhirUser)}).</p>
-<p><b>${escapeHtml(clientName)}</b> asks for:</p>
-${error ? `<p class="err">${escapeHtml(error)}</p>` : ''}
+  return page('Approve access', `<p>${appName(app)} asks to use health records on this server.</p>
+<p>You are signed in as <strong>${escapeHtml(user.username)}</strong> <small>(${escapeHtml(user.fhirUser)})</small></p>
+${errorBlock(error)}
 <form method="post" action="/auth/interaction/${escapeHtml(uid)}/confirm">
+<fieldset><legend>This app asks to:</legend>
+<p class="secondary">Untick anything you do not want to allow.</p>
 ${items}
+</fieldset>
 ${picker}
-<button type="submit" name="decision" value="approve">Approve</button>
+<div class="actions"><button type="submit" name="decision" value="approve">Allow what is ticked</button></div>
 </form>
-<form method="post" action="/auth/interaction/${escapeHtml(uid)}/abort"><button type="submit">Deny</button></form>`);
+<form method="post" action="/auth/interaction/${escapeHtml(uid)}/abort"><div class="actions"><button type="submit" class="secondary-action">Deny and go back to the app</button></div></form>`);
 }
 
 /** Server-rendered login and approval pages for the authorization code flow. */
@@ -73,19 +128,23 @@ export function interactionRouter(o: InteractionOptions): express.Router {
   r.use(express.urlencoded({ extended: false, limit: '16kb' }));
   r.use((_req, res, next) => {
     res.set('Cache-Control', 'no-store');
-    res.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'");
+    res.set('Content-Security-Policy', pagePolicy());
     next();
   });
 
-  const clientName = async (clientId: string) => {
-    const c = o.registry.getClient(clientId);
-    return c?.name || clientId;
+  const appOf = (clientId: string): App => {
+    const name = o.registry.getClient(clientId)?.name?.trim();
+    return name ? { clientId, name } : { clientId };
+  };
+  const allowRedirect = (res: Response, params: Record<string, unknown>) => {
+    res.set('Content-Security-Policy', pagePolicy(typeof params.redirect_uri === 'string' ? params.redirect_uri : undefined));
   };
 
   r.get('/:uid', async (req: Request, res: Response, next: NextFunction) => {
     try {
       const details = await o.provider.interactionDetails(req, res);
-      const name = await clientName(String(details.params.client_id));
+      allowRedirect(res, details.params);
+      const name = appOf(String(details.params.client_id));
       if (details.prompt.name === 'login') {
         res.type('html').send(loginPage(details.uid, name));
         return;
@@ -105,6 +164,7 @@ export function interactionRouter(o: InteractionOptions): express.Router {
   r.post('/:uid/login', async (req: Request, res: Response, next: NextFunction) => {
     try {
       const details = await o.provider.interactionDetails(req, res);
+      allowRedirect(res, details.params);
       const body = req.body as Record<string, string | undefined>;
       const username = String(body.username ?? '');
       const clientId = String(details.params.client_id);
@@ -115,7 +175,7 @@ export function interactionRouter(o: InteractionOptions): express.Router {
       };
       const refuse = async (r: LoginRefusal) => {
         record(429);
-        res.status(429).set('Retry-After', String(r.retryAfterSeconds)).type('html').send(loginPage(details.uid, await clientName(clientId), refusalMessage(r)));
+        res.status(429).set('Retry-After', String(r.retryAfterSeconds)).type('html').send(loginPage(details.uid, appOf(clientId), refusalMessage(r), username));
       };
       const gate = o.throttle.begin(username, address);
       if ('refused' in gate) {
@@ -137,7 +197,7 @@ export function interactionRouter(o: InteractionOptions): express.Router {
         const { locked, lockSeconds } = gate.ticket.failed();
         if (locked) o.logger.warn({ locked, lockSeconds, address }, 'login locked after repeated failures');
         record(401);
-        res.status(401).type('html').send(loginPage(details.uid, await clientName(clientId), 'Unknown username or wrong password.'));
+        res.status(401).type('html').send(loginPage(details.uid, appOf(clientId), 'Unknown username or wrong password.', username));
         return;
       }
       gate.ticket.succeeded();
@@ -151,6 +211,7 @@ export function interactionRouter(o: InteractionOptions): express.Router {
   r.post('/:uid/confirm', async (req: Request, res: Response, next: NextFunction) => {
     try {
       const details = await o.provider.interactionDetails(req, res);
+      allowRedirect(res, details.params);
       const accountId = details.session?.accountId;
       const user = accountId ? o.registry.getUser(accountId) : undefined;
       if (!user || details.prompt.name !== 'consent') throw new Error('no signed-in user for this authorization request');
@@ -167,7 +228,7 @@ export function interactionRouter(o: InteractionOptions): express.Router {
       else if (approved.includes('launch/patient')) {
         const picked = String(body.patient ?? '').trim();
         if (!/^[A-Za-z0-9\-.]{1,64}$/.test(picked) || !(await o.patientExists(picked))) {
-          res.status(400).type('html').send(approvePage(details.uid, await clientName(String(details.params.client_id)), user, asked, true, `No patient with id "${picked}".`));
+          res.status(400).type('html').send(approvePage(details.uid, appOf(String(details.params.client_id)), user, asked, true, `No patient with id "${picked}".`));
           return;
         }
         patient = picked;
@@ -192,6 +253,7 @@ export function interactionRouter(o: InteractionOptions): express.Router {
 
   r.post('/:uid/abort', async (req: Request, res: Response, next: NextFunction) => {
     try {
+      allowRedirect(res, (await o.provider.interactionDetails(req, res)).params);
       await o.provider.interactionFinished(req, res, { error: 'access_denied', error_description: 'The user denied the request' }, { mergeWithLastSubmission: false });
     } catch (err) {
       next(err);
@@ -204,6 +266,13 @@ export function interactionRouter(o: InteractionOptions): express.Router {
     res.status(400).type('html').send(page('Authorization error', `<p class="err">${escapeHtml(message)}</p><p>Start again from the app.</p>`));
   });
   return r;
+}
+
+/** GET handler for the pages' stylesheet (/auth/assets/pages.css). */
+export function pageStyleHandler(_req: Request, res: Response): void {
+  res.set('Cache-Control', 'public, max-age=86400');
+  res.set('X-Content-Type-Options', 'nosniff');
+  res.type('text/css').send(PAGE_STYLE);
 }
 
 function needsPatientPick(user: UserRecord, scopes: string[], launch: string | undefined): boolean {

@@ -10,7 +10,7 @@ import type { MasterKeys } from '../store/index.js';
 import { AccessTokenVerifier, looksLikeJwt, TokenError, unverifiedClaims } from './access-tokens.js';
 import { openAuthDb } from './auth-db.js';
 import { grantRowId } from './oidc-adapter.js';
-import { interactionRouter } from './interactions.js';
+import { interactionRouter, pageStyleHandler } from './interactions.js';
 import { LaunchContexts } from './launch-context.js';
 import { LoginThrottle, type LoginThrottleOptions } from './login-throttle.js';
 import { PasswordHasher } from './passwords.js';
@@ -99,6 +99,11 @@ export class SmartAuth {
     provider.on('grant.success', (ctx: KoaContextWithOIDC) => tokenEvent(ctx, 200));
     provider.on('grant.error', (ctx: KoaContextWithOIDC, err: { statusCode?: number }) => tokenEvent(ctx, err?.statusCode ?? 400));
     return auth;
+  }
+
+  /** Express handler for GET /auth/assets/pages.css (the stylesheet of the login and approval pages). */
+  pageStyle() {
+    return pageStyleHandler;
   }
 
   /** Express handler for /auth/interaction (login and approval pages). */
