@@ -7,13 +7,13 @@ import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { getPatientCompartmentParams, loadDefinitions } from '../src/fhir/definitions.js';
 import { ownersFromIndex, ownersOfRefs } from '../src/fhir/audit-note.js';
 import { Blinder, createIndexer, SqliteStore } from '../src/store/index.js';
-import { FIXTURES, tempDir } from './helpers.js';
+import { FIXTURES, tempDir, WITH_FIXTURES } from './helpers.js';
 
 /**
  * A write's AuditEvent names the patients of what was written from the index rows in hand
  * (ownersFromIndex); a read's, from the store (ownersOfRefs). Both must name the same patients.
  */
-describe('owners of a written resource for its AuditEvent', () => {
+describe('owners of a written resource for its AuditEvent', WITH_FIXTURES, () => {
   let store: SqliteStore;
   const written: Array<{ resource: Resource; owners: string[] }> = [];
   after(async () => { await store?.close(); });

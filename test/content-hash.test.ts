@@ -3,12 +3,13 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import canonicalize from 'canonicalize';
 import { canonicalJson } from '../src/store/content-hash.js';
+import { FIXTURES, WITH_FIXTURES } from './helpers.js';
 
 const reference = canonicalize as unknown as (v: unknown) => string | undefined;
-const FIX = '/work/shared/fixtures/hl7-examples/r4-core';
+const FIX = `${FIXTURES}/hl7-examples/r4-core`;
 
 describe('canonical JSON (RFC 8785), the input of every content hash', () => {
-  it('is byte-identical to the canonicalize package on the R4 examples', () => {
+  it('is byte-identical to the canonicalize package on the R4 examples', WITH_FIXTURES, () => {
     const files = readdirSync(FIX).filter((f) => f.endsWith('.json')).slice(0, 400);
     assert.ok(files.length > 50);
     for (const f of files) {

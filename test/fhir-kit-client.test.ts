@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Client } from 'fhir-kit-client';
-import { readFixture, testServer } from './helpers.js';
+import { readFixture, testServer, WITH_FIXTURES } from './helpers.js';
 
 /** A real third-party FHIR client against a listening server. */
 describe('fhir-kit-client', () => {
@@ -37,7 +37,7 @@ describe('fhir-kit-client', () => {
     await assert.rejects(client.read({ resourceType: 'Patient', id: created.id }), (e: any) => e.response?.status === 410);
   });
 
-  it('runs a transaction and searches it with paging', async () => {
+  it('runs a transaction and searches it with paging', WITH_FIXTURES, async () => {
     const bundle = readFixture('synthea/inferno-us-core/uscore_bundle_patient_907.json');
     const resp = (await client.transaction({ body: bundle })) as any;
     assert.equal(resp.type, 'transaction-response');

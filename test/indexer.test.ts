@@ -6,8 +6,9 @@ import { loadDefinitions } from '../src/fhir/definitions.js';
 import { Blinder, normalizeString } from '../src/store/blind.js';
 import { isBlinded, isParamBlinded } from '../src/store/blinding-policy.js';
 import { createIndexer, expressionRoots, MAX_TIME, numberRange, parseDateRange, parseReference } from '../src/store/indexer.js';
+import { FIXTURES, WITH_FIXTURES } from './helpers.js';
 
-const R4 = '/work/shared/fixtures/hl7-examples/r4-core';
+const R4 = `${FIXTURES}/hl7-examples/r4-core`;
 const fixture = (name: string): Resource => JSON.parse(readFileSync(`${R4}/${name}.json`, 'utf8')) as Resource;
 
 loadDefinitions();
@@ -85,7 +86,7 @@ describe('blinding policy', () => {
   });
 });
 
-describe('indexer', () => {
+describe('indexer', WITH_FIXTURES, () => {
   it('indexes an Observation: codes, quantity, date, references', () => {
     const rows = indexer.extract(fixture('Observation-example'));
     assert.ok(rows.token.some((t) => t.param === 'code' && t.system === 'http://loinc.org' && t.code === '29463-7'));

@@ -8,10 +8,10 @@ import { searchBundle } from '../src/fhir/search-service.js';
 import { loadMasterKeys } from '../src/store/index.js';
 import { createLogger } from '../src/logger.js';
 import { WorkerPool } from '../src/workers.js';
-import { FHIR_JSON, readFixture, testApp } from './helpers.js';
+import { FHIR_JSON, readFixture, testApp, WITH_FIXTURES } from './helpers.js';
 
 /** Searches in worker threads (own read connections) answer exactly as on the main thread. */
-describe('search worker threads', () => {
+describe('search worker threads', WITH_FIXTURES, () => {
   let t: Awaited<ReturnType<typeof testApp>>;
   let pool: WorkerPool<SearchArgs, SearchReply>;
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
 import type { Express } from 'express';
-import { FHIR_JSON, readFixture, testApp } from './helpers.js';
+import { FHIR_JSON, readFixture, testApp, WITH_FIXTURES } from './helpers.js';
 import { getResourceTypes } from '../src/fhir/definitions.js';
 
 let app: Express;
@@ -315,7 +315,7 @@ describe('errors never crash the server', () => {
     assert.equal((await get('metadata')).status, 200);
   });
 
-  it('loads an HL7 example unchanged and round-trips it', async () => {
+  it('loads an HL7 example unchanged and round-trips it', WITH_FIXTURES, async () => {
     const obs = readFixture('hl7-examples/r4-core/Observation-f001.json');
     const res = await put(`Observation/${obs.id}`, obs);
     assert.equal(res.status, 201, JSON.stringify(res.body));

@@ -5,7 +5,7 @@ import type { Resource } from '@medplum/fhirtypes';
 import { loadDefinitions } from '../src/fhir/definitions.js';
 import { InlinePreparer, WorkerPreparer } from '../src/fhir/write-pool.js';
 import { createLogger } from '../src/logger.js';
-import { readFixture } from './helpers.js';
+import { readFixture, WITH_FIXTURES } from './helpers.js';
 
 describe('write preparation in worker threads', () => {
   const key = randomBytes(32);
@@ -21,7 +21,7 @@ describe('write preparation in worker threads', () => {
   });
   after(async () => pool.close());
 
-  it('returns the same index rows and validation issues as the inline path', async () => {
+  it('returns the same index rows and validation issues as the inline path', WITH_FIXTURES, async () => {
     for (const file of ['Observation-example.json', 'Patient-example.json', 'Observation-bmd.json']) {
       const r = readFixture<Resource>(`hl7-examples/r4-core/${file}`);
       assert.deepEqual(await pool.prepare(r), inline.prepareNow(r), file);
