@@ -9,7 +9,7 @@ import { metricsAccess } from './metrics-access.js';
 import { Metrics } from './metrics.js';
 
 export { ChainProbe } from './chain-probe.js';
-export { isLoopback } from './metrics-access.js';
+export { isLoopback, metricsAccess } from './metrics-access.js';
 export { interactionLabel } from './interaction-label.js';
 export type { Readiness } from './health.js';
 
