@@ -179,5 +179,34 @@ describe('patient-limited tokens stay in their patient\'s compartment', () => {
     assert.equal((await call(t, 'GET', `Observation/${id.oB}`)).status, 404);
     assert.ok(!ids((await call(t, 'GET', 'Observation')).body).includes(`Observation/${id.oB}`));
   });
-});
 
+  it('instance history pages hold only the versions that were the patient\'s, however they interleave with another\'s', async () => {
+    // 30 versions alternating between A and B: A's token sees the 15 that were A's, page by page.
+    const first = await admin('POST', 'Observation', obs(id.A, 0));
+    const oid = first.body.id as string;
+    for (let i = 1; i < 30; i++) {
+      const r = await admin('PUT', `Observation/${oid}`, { ...obs(i % 2 === 0 ? id.A : id.B, i, { note: [{ text: `v${i + 1}-${i % 2 === 0 ? 'a' : 'bravo-only'}` }] }), id: oid });
+      assert.equal(r.status, 200, r.text);
+    }
+    // The current version (30) is B's: A cannot see the resource at all.
+    assert.equal((await call(tokenA, 'GET', `Observation/${oid}/_history`)).status, 404);
+    await admin('PUT', `Observation/${oid}`, { ...obs(id.A, 31), id: oid });
+    const seen: string[] = [];
+    let url: string | undefined = `${server.base}/Observation/${oid}/_history?_count=4`;
+    let pages = 0;
+    let lastTotal: number | undefined;
+    while (url && pages < 20) {
+      const page = await call(tokenA, 'GET', url.slice(server.base.length + 1));
+      assert.equal(page.status, 200, page.text);
+      assert.ok(!page.text.includes('bravo-only'), 'no version of B\'s in any page');
+      assert.ok((page.body.entry ?? []).length <= 4);
+      seen.push(...(page.body.entry ?? []).map((e: { resource: Observation }) => e.resource.meta!.versionId!));
+      lastTotal = page.body.total;
+      url = page.body.link.find((l: { relation: string }) => l.relation === 'next')?.url;
+      pages++;
+    }
+    const expected = Array.from({ length: 31 }, (_, i) => i + 1).filter((v) => v % 2 === 1).map(String).reverse();
+    assert.deepEqual(seen, expected, 'every version of A\'s, newest first, each once');
+    assert.equal(lastTotal, expected.length, 'the last page knows the total of visible versions');
+  });
+});

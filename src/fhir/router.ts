@@ -231,7 +231,7 @@ export class FhirRouter {
     if (vid !== undefined) {
       if (!/^[1-9]\d{0,15}$/.test(vid)) throw badRequest(`Invalid version id "${vid.slice(0, 40)}"`);
       version = Number(vid);
-      if (op.checksOwnAccess !== true && decision && isConstrained(decision)) {
+      if (decision && isConstrained(decision)) {
         const v = await (tx ?? this.opts.store).vread(type, id, version);
         if (v && !this.versionVisible(decision, v)) throw notFound(`${type}/${id} has no version ${vid}`);
       }
@@ -660,10 +660,12 @@ export class FhirRouter {
     const visible: StoredVersion[] = [];
     let raw = 0;
     for (;;) {
-      const page = await reader.history({ ...q, offset: raw, count: HISTORY_SCAN_PAGE });
+      // Read (and decrypt) about as many as the page still needs, not a whole scan step at once.
+      const step = Math.min(HISTORY_SCAN_PAGE, Math.max(want - visible.length, 20));
+      const page = await reader.history({ ...q, offset: raw, count: step });
       for (const v of page.versions) if (this.versionVisible(d, v)) visible.push(v);
       raw += page.versions.length;
-      if (page.versions.length < HISTORY_SCAN_PAGE || raw >= page.total) {
+      if (page.versions.length < step || raw >= page.total) {
         return { versions: visible.slice(q.offset, q.offset + q.count), total: visible.length };
       }
       if (visible.length >= want) return { versions: visible.slice(q.offset, q.offset + q.count), hasMore: true };
