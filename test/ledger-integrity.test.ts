@@ -203,7 +203,9 @@ describe('integrity check (custos integrity-check and $integrity-check)', () => 
     assert.match(run.stdout, /quantity value-quantity \(1 changed\)/);
     assert.match(run.stdout, /reference subject \(1 removed\)/);
     // No PHI in the findings: ids, hashes and parameter names only.
-    for (const phi of [FAMILY, 'Ada', 'MRN-777', '1970', 'heart rate', '8867-4', '1234-5']) assert.ok(!run.stdout.includes(phi), phi);
+    // Hashes, ids and transaction hashes are hex: a birth year can turn up inside one by chance, so they are left out of the search.
+    const words = run.stdout.replace(/[0-9a-f]{8,}(?:-[0-9a-f]{4,})*/gi, '#');
+    for (const phi of [FAMILY, 'Ada', 'MRN-777', '1970', 'heart rate', '8867-4', '1234-5']) assert.ok(!words.includes(phi), phi);
 
     const json = await cli(['--json'], env);
     assert.equal(json.code, 1);
