@@ -40,6 +40,8 @@ export interface Config {
     clockSkewSeconds: number;
     login: LoginThrottleConfig;
   };
+  /** The patient portal at /portal/: where its build is (PORTAL_DIR, default dist/web) and the chain RPC URL browsers use (PORTAL_CHAIN_RPC_URL; default the embedded node's). */
+  portal: { dir?: string; chainRpcUrl?: string };
   /** Limits on how long a client may take to send a request, and how long an idle connection stays open (ms). */
   http: { requestTimeoutMs: number; headersTimeoutMs: number; keepAliveTimeoutMs: number };
 }
@@ -183,7 +185,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       login: loginFrom(env),
     },
     http: httpFrom(env),
+    portal: portalFrom(env),
   };
+}
+
+function portalFrom(env: NodeJS.ProcessEnv): Config['portal'] {
+  const rpc = env.PORTAL_CHAIN_RPC_URL?.trim();
+  if (rpc) {
+    let u: URL;
+    try { u = new URL(rpc); } catch { throw new Error(`PORTAL_CHAIN_RPC_URL must be an http(s) URL, got "${rpc}"`); }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`PORTAL_CHAIN_RPC_URL must be an http(s) URL, got "${rpc}"`);
+  }
+  return { ...(env.PORTAL_DIR ? { dir: path.resolve(env.PORTAL_DIR) } : {}), ...(rpc ? { chainRpcUrl: rpc } : {}) };
 }
 
 function metricsFrom(env: NodeJS.ProcessEnv): Config['metrics'] {

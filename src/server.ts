@@ -15,6 +15,7 @@ import { consentAccess, type ConsentAccess } from './consent/consent-access.js';
 import { accessReportOperation, AuditRecorder, AuditWriterThread, securityFacts } from './audit/index.js';
 import { Blinder } from './store/index.js';
 import { opsEndpoints } from './ops/index.js';
+import { defaultPortalDir, ensurePortalClient, PORTAL_SCOPE, portalRoutes } from './portal/index.js';
 
 export interface App {
   app: express.Express;
@@ -56,7 +57,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
     clockSkewSeconds: config.auth.clockSkewSeconds, login: config.auth.login,
     patientExists: async (id) => { const v = await store.read('Patient', id); return !!v && !v.deleted; },
   });
-  const ledger = await LedgerService.start({ config: config.ledger, dataDir: config.dataDir, store, logger });
+  const ledger = await LedgerService.start({ config: config.ledger, dataDir: config.dataDir, store, logger, allowOrigin: new URL(config.baseUrl).origin });
   const consent = await openConsentChain({ config: config.consent, chain: ledger.chainAccess(), dataDir: config.dataDir, indexKey: keys.indexKey, logger })
     .catch(async (err: unknown) => { await ledger.stop(); throw err; });
   const ledgerOps = ledgerOperations(ledger, store);
@@ -107,6 +108,14 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   app.use('/auth/interaction', auth.interactions());
   app.post('/auth/token', auth.publicRefresh());
   app.use('/auth', auth.oauth());
+  // The browser asks the chain itself (it trusts nobody else for proofs): the embedded node, or the
+  // public RPC an operator names for an external chain (LEDGER_RPC_URL may carry a provider's key).
+  const portalRpc = config.portal.chainRpcUrl ?? ledger.status().rpcUrl;
+  const portalClient = ensurePortalClient(auth.registry, config.baseUrl);
+  app.use('/portal', portalRoutes({
+    dir: config.portal.dir ?? defaultPortalDir(), clientId: portalClient.clientId, fhirBase: config.baseUrl, scope: PORTAL_SCOPE,
+    ...(portalRpc ? { chainRpcUrl: portalRpc } : {}),
+  }));
   app.use('/fhir', auth.authenticate(), fhirHttpRouter(router, { maxBodyBytes: config.maxBodyBytes, jsonLimits: config.jsonLimits, logger }));
   app.use((req, res) => {
     sendOutcome(res, new FhirError(404, 'not-found', `No route for ${req.method} ${req.path.slice(0, 200)}; the FHIR base is /fhir`));

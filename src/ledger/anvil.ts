@@ -32,6 +32,12 @@ export interface StartLocalNodeOptions {
   stateIntervalS?: number;
   /** How long to wait for the RPC to answer (default 60 s; loading a large state takes a while). */
   startTimeoutMs?: number;
+  /**
+   * The one web origin whose pages may call the node's RPC (the patient portal checks proofs
+   * against the chain itself); default none (CORS off). Never "*": a page of any other site the
+   * patient visits could otherwise drive the node's development methods.
+   */
+  allowOrigin?: string;
   /** Path of the anvil executable; default: the one inside `@foundry-rs/anvil`'s platform package. */
   binary?: string;
 }
@@ -217,7 +223,7 @@ async function launch(o: StartLocalNodeOptions & { binary: string; chainId: numb
     '--state', o.stateFile,
     '--state-interval', String(o.stateIntervalS ?? 10),
     '--accounts', '0',
-    '--no-cors',
+    ...(o.allowOrigin ? ['--allow-origin', o.allowOrigin] : ['--no-cors']),
     '--quiet',
   ];
   const posix = process.platform !== 'win32';

@@ -86,7 +86,7 @@ export class LedgerService {
     private readonly access?: LedgerChainAccess,
   ) {}
 
-  static async start(o: { config: LedgerConfig; dataDir: string; store: Store; logger: Logger }): Promise<LedgerService> {
+  static async start(o: { config: LedgerConfig; dataDir: string; store: Store; logger: Logger; allowOrigin?: string }): Promise<LedgerService> {
     const { config, logger } = o;
     if (config.mode === 'off') return new LedgerService(o);
     let node: LocalNode | undefined;
@@ -94,7 +94,7 @@ export class LedgerService {
     let key: string;
     if (config.mode === 'embedded') {
       try {
-        node = await startLocalNode({ stateDir: path.join(o.dataDir, 'chain'), port: config.nodePort || undefined, logger });
+        node = await startLocalNode({ stateDir: path.join(o.dataDir, 'chain'), port: config.nodePort || undefined, logger, ...(o.allowOrigin ? { allowOrigin: o.allowOrigin } : {}) });
       } catch (err) {
         throw new Error(`the embedded ledger node (anvil) could not start: ${(err as Error).message}. `
           + 'Set LEDGER_RPC_URL (and LEDGER_KEY, LEDGER_CONTRACT, LEDGER_CHAIN_ID) for an external chain, or LEDGER=off to run without anchoring.', { cause: err });

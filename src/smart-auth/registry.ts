@@ -290,6 +290,26 @@ export class Registry {
     return rows.map(toClient);
   }
 
+  /**
+   * A client the server registers for itself (the patient portal), kept under `key`: made on the
+   * first call, and on later calls brought to `spec`'s name, redirect URIs and scope (the public
+   * URL may have changed). A revoked one is replaced, so an operator can reset it.
+   */
+  ensureOwnClient(key: string, spec: NewClient): ClientRecord {
+    const metaKey = `own-client/${key}`;
+    const id = this.db.prepare('SELECT value FROM meta WHERE key = ?').pluck().get(metaKey) as string | undefined;
+    const current = id === undefined ? undefined : this.getClient(id);
+    if (current && !current.revokedAt && current.type === spec.type) {
+      const scope = validateScope(spec.scope, spec.type);
+      this.db.prepare('UPDATE client SET name = ?, redirect_uris = ?, scope = ? WHERE client_id = ?')
+        .run(spec.name ?? null, JSON.stringify([...new Set(spec.redirectUris ?? [])]), scope, current.clientId);
+      return this.getClient(current.clientId)!;
+    }
+    const { client } = this.addClient(spec);
+    this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(metaKey, client.clientId);
+    return client;
+  }
+
   revokeClient(clientId: string): boolean {
     // A second revoke keeps the first time.
     const r = this.db.prepare('UPDATE client SET revoked_at = coalesce(revoked_at, ?) WHERE client_id = ?').run(Date.now(), clientId);

@@ -1,0 +1,5 @@
+import type { Session } from '../session.js';
+
+export function AccessPage({ session: _session }: { session: Session; params: URLSearchParams }) {
+  return <section aria-labelledby="page-title"><h1 id="page-title">Who saw my data</h1><p>This page is being built.</p></section>;
+}
