@@ -34,7 +34,7 @@ describe('patient portal: server side', () => {
     const csp = r.headers.get('content-security-policy')!;
     assert.match(csp, /script-src 'self'(;|$)/);
     assert.match(csp, /style-src 'self'(;|$)/);
-    assert.match(csp, /connect-src 'self'(;|$)/);
+    assert.match(csp, new RegExp(`connect-src 'self' ${s.url.replace(/[.[\]]/g, '\\$&')}(;|$)`));
     assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval|\*/);
     const html = await r.text();
     assert.doesNotMatch(html, /<script(?![^>]*\bsrc=)[^>]*>/, 'no inline script');
@@ -64,7 +64,7 @@ describe('patient portal: sign-in in a real browser', WITH_CHROMIUM, () => {
     const cfg = await (await fetch(`${s.url}/portal/config.json`)).json() as { chainRpcUrl: string };
     const rpc = new URL(cfg.chainRpcUrl).origin;
     const csp = (await fetch(`${s.url}/portal/`)).headers.get('content-security-policy')!;
-    assert.match(csp, new RegExp(`connect-src 'self' ${rpc.replace(/[.[\]]/g, '\\$&')}(;|$)`));
+    assert.match(csp, new RegExp(`connect-src 'self' ${s.url.replace(/[.[\]]/g, '\\$&')} ${rpc.replace(/[.[\]]/g, '\\$&')}(;|$)`));
     const pre = await fetch(cfg.chainRpcUrl, { method: 'POST', headers: { Origin: s.url, 'Content-Type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }) });
     assert.equal(pre.headers.get('access-control-allow-origin'), s.url);
   });

@@ -22,8 +22,9 @@ export function defaultPortalDir(): string {
  * The portal's Content-Security-Policy: its own scripts and styles only (nothing inline), and
  * network access to this server and the chain's RPC alone.
  */
-export function portalPolicy(chainRpcUrl?: string): string {
-  const rpc = chainRpcUrl ? ` ${new URL(chainRpcUrl).origin}` : '';
+export function portalPolicy(fhirBase: string, chainRpcUrl?: string): string {
+  // The FHIR base is named too: a person may open the portal as localhost while BASE_URL says 127.0.0.1.
+  const rpc = [new URL(fhirBase).origin, ...(chainRpcUrl ? [new URL(chainRpcUrl).origin] : [])].map((o) => ` ${o}`).join('');
   return [
     "default-src 'none'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:", "font-src 'self'",
     `connect-src 'self'${rpc}`, "base-uri 'none'", "form-action 'self'", "frame-ancestors 'none'", "manifest-src 'self'",
@@ -35,7 +36,7 @@ const NOT_BUILT = '<!doctype html><html lang="en"><head><meta charset="utf-8"><t
 /** Serves the portal at /portal/: its settings, its hashed assets (cached for good) and index.html. */
 export function portalRoutes(o: PortalRoutesOptions): express.Router {
   const router = express.Router();
-  const policy = portalPolicy(o.chainRpcUrl);
+  const policy = portalPolicy(o.fhirBase, o.chainRpcUrl);
   const settings = JSON.stringify({ clientId: o.clientId, fhirBase: o.fhirBase, scope: o.scope, ...(o.chainRpcUrl ? { chainRpcUrl: o.chainRpcUrl } : {}) });
   router.use((_req, res, next) => {
     res.set({

@@ -38,12 +38,14 @@ function refusalMessage(r: LoginRefusal): string {
 
 /** Served as /auth/assets/pages.css, so the pages need no inline style under their CSP. */
 export const PAGE_STYLE = `*,*::before,*::after{box-sizing:border-box}
-body{font-family:system-ui,sans-serif;line-height:1.5;color:#1b1b1b;background:#fff;margin:0}
-main{max-width:36rem;margin:0 auto;padding:1.5rem 1rem}
+body{font-family:system-ui,sans-serif;line-height:1.5;color:#1b1b1b;background:#f4f6fa;margin:0}
+.top{display:flex;align-items:center;gap:1rem;padding:.6rem 1rem;background:#1a4fa0;color:#fff}
+.top .brand{font-weight:700;font-size:1.15rem}
+main{max-width:36rem;margin:1.5rem auto;padding:1.5rem 1.25rem;background:#fff;border:1px solid #c4c4c4;border-radius:.35rem}
 h1{font-size:1.6rem;line-height:1.25;margin:0 0 1rem}
 label{display:block;margin:.6rem 0 .2rem;font-weight:600}
-input[type=text],input[type=password]{display:block;width:100%;padding:.6rem;font-size:1rem;border:1px solid #6b6b6b;border-radius:.25rem}
-fieldset{border:1px solid #c4c4c4;border-radius:.25rem;margin:1rem 0;padding:.5rem 1rem}
+input[type=text],input[type=password]{display:block;width:100%;padding:.55rem;font-size:1rem;border:1px solid #6b6b6b;border-radius:.35rem}
+fieldset{border:1px solid #c4c4c4;border-radius:.35rem;margin:1rem 0;padding:.5rem 1rem}
 legend{font-weight:700;padding:0 .3rem}
 .scope{display:flex;gap:.6rem;align-items:flex-start;margin:.6rem 0}
 .scope input{width:1.3rem;height:1.3rem;margin:.15rem 0 0;flex:none}
@@ -51,10 +53,13 @@ legend{font-weight:700;padding:0 .3rem}
 small,.secondary{display:block;color:#555;font-size:.85rem;font-weight:400;overflow-wrap:anywhere}
 code{background:#eee;padding:0 .2rem}
 .actions{display:flex;flex-wrap:wrap;gap:.6rem;margin-top:1rem}
-button{font-size:1rem;padding:.6rem 1.2rem;border-radius:.25rem;border:1px solid #1a4fa0;background:#1a4fa0;color:#fff;cursor:pointer}
+button{font:inherit;font-size:1rem;padding:.55rem 1.1rem;border-radius:.35rem;border:1px solid #1a4fa0;background:#1a4fa0;color:#fff;cursor:pointer}
+button:hover{background:#123a78}
 button.secondary-action{background:#fff;color:#1a4fa0}
+button.secondary-action:hover{background:#f4f6fa}
 :focus-visible{outline:3px solid #e0a100;outline-offset:2px}
 .err{color:#a00;font-weight:600}
+@media (max-width:40rem){main{margin:0;border:0;border-radius:0;padding:1rem .75rem}h1{font-size:1.35rem}}
 `;
 
 /** CSP of these pages; forms may also go to the app, since their submission ends in a redirect to it. */
@@ -76,7 +81,7 @@ function redirectSource(uri: string | undefined): string {
 interface App { clientId: string; name?: string }
 
 function page(title: string, body: string): string {
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>${escapeHtml(title)}</title><link rel="stylesheet" href="/auth/assets/pages.css"></head><body><main><h1>${escapeHtml(title)}</h1>${body}</main></body></html>`;
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>${escapeHtml(title)}</title><link rel="stylesheet" href="/auth/assets/pages.css"></head><body><header class="top"><span class="brand"><span aria-hidden="true">◆</span> Custos</span></header><main><h1>${escapeHtml(title)}</h1>${body}</main></body></html>`;
 }
 
 /** The app by its registered name; without one, said so, with the client id as secondary text. */
