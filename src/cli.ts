@@ -61,8 +61,8 @@ async function serve(): Promise<void> {
   // Loaded here so admin commands start fast and without the server's dependencies.
   const { startServer } = await import('./server.js');
   const running = await startServer(config, { logger });
-  logger.info({ url: `${running.url}/fhir`, dataDir: config.dataDir, baseUrl: config.baseUrl }, 'custos listening');
-  if (running.app.auth.registry.listClients().length === 0) {
+  logger.info({ url: `${running.url}/fhir`, portal: new URL('/portal/', config.baseUrl).href, dataDir: config.dataDir, baseUrl: config.baseUrl }, 'custos listening');
+  if (running.app.auth.registry.listClients().every((c) => c.clientId === running.app.portalClientId)) {
     logger.info({
       smart_configuration: `${config.baseUrl}/.well-known/smart-configuration`,
       token_endpoint: running.app.auth.endpoints.token,
@@ -72,6 +72,7 @@ async function serve(): Promise<void> {
         `2. DATA_DIR=${config.dataDir} custos client add --type backend --jwks keys.json --scope "system/*.rs" --trusted --json (--trusted: an operator's own integration, not limited by patient consent; a partner system registers with --actor Organization/<id> instead)`,
         `3. POST ${running.app.auth.endpoints.token} with grant_type=client_credentials, scope, client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer and client_assertion = a JWT signed with your private key (iss=sub=client_id, aud=the token endpoint, jti, exp <= 5 min)`,
         'Apps (SMART App Launch): custos client add --type public --redirect-uri <uri> --scope "..." and custos user add ...; see README "Authorization".',
+        `Patients: custos user add --username <name> --password <password> --patient <Patient id> gives a patient an account for the portal at ${new URL('/portal/', config.baseUrl).href}`,
       ],
     }, 'no OAuth clients registered yet: how to get a first token');
   }

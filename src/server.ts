@@ -30,6 +30,8 @@ export interface App {
   /** The audit trail (undefined with AUDIT=off); `flush()` resolves once every AuditEvent so far is durable. */
   audit?: AuditRecorder;
   logger: Logger;
+  /** The patient portal's own public client (registered on the first start). */
+  portalClientId: string;
   close(): Promise<void>;
 }
 
@@ -121,7 +123,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
     sendOutcome(res, new FhirError(404, 'not-found', `No route for ${req.method} ${req.path.slice(0, 200)}; the FHIR base is /fhir`));
   });
   return {
-    app, store, router, auth, ledger, consentChain: consent.view, consent: access, logger, ...(audit ? { audit } : {}),
+    app, store, router, auth, ledger, consentChain: consent.view, consent: access, logger, ...(audit ? { audit } : {}), portalClientId: portalClient.clientId,
     close: async () => { await readers?.close(); await preparer.close(); await audit?.close(); await consent.view.close(); await ledger.stop(); await store.close(); auth.close(); },
   };
 }
