@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Wallet } from 'ethers';
+import { ConsentRegistryClient } from '../src/consent/index.js';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { launchChromium, portalPage, portalServer, screenshots, scrollsSideways, seriousViolations, signIn, WITH_CHROMIUM, type PortalServer } from './portal-helpers.js';
 import { codeFlow, newCredentials, patientToken, UNUSED_REDIRECT_URI } from './smart-helpers.js';
@@ -172,7 +173,7 @@ describe('patient portal: Sharing and My key', WITH_CHROMIUM, () => {
     await ctx.close();
   });
 
-  test('the backup file restores the key in another browser (a wrong passphrase is refused first): it is the linked key there too', async () => {
+  test('the backup file restores the key in another browser (a wrong passphrase is refused first): it is the linked key there too, and cancels an operator key recovery', async () => {
     const ctx = await browser.newContext();
     const page = await portalPage(ctx);
     await signIn(page, s.url, ada);
@@ -188,6 +189,20 @@ describe('patient portal: Sharing and My key', WITH_CHROMIUM, () => {
     await page.getByText('in use in this browser').waitFor();
     await accessible(page, 'key');
     await screenshots(page, 'key');
+
+    // The operator starts a key recovery; the patient sees it and cancels it with the current key.
+    const adaTok = await patientToken(s, { patientId: ada.id, scope: 'patient/Consent.rs' });
+    const info = (await s.fhir('GET', `Patient/${ada.id}/$consent-key`, undefined, adaTok)).body as { parameter: Array<{ name: string; valueString?: string }> };
+    const get = (n: string) => info.parameter.find((x) => x.name === n)?.valueString!;
+    const operatorKey = fs.readFileSync(path.join(s.config.dataDir, 'keys', 'consent-relayer.key'), 'utf8').trim();
+    const operator = await ConsentRegistryClient.connect({ rpcUrl, address: get('contractAddress'), privateKey: operatorKey });
+    try { await operator.proposeRecovery(get('pid'), Wallet.createRandom().address); } finally { operator.close(); }
+    await page.reload();
+    await page.getByText('Someone asked to replace your key.').waitFor();
+    await page.locator('#pass-recovery').fill(PASS);
+    await page.getByRole('button', { name: 'Cancel this key change' }).click();
+    await page.getByText('The key change is cancelled.').waitFor();
+    assert.equal(await page.getByText('Someone asked to replace your key.').count(), 0);
     assert.deepEqual(page.problems, []);
     await ctx.close();
   });
