@@ -52,6 +52,15 @@ function filterOf(type: string, name: string, value: string): SearchFilter | und
 
 const escapeValue = (v: string) => v.replace(/[\\,$]/g, (c) => `\\${c}`);
 
+export const OBSERVATION_CATEGORY_SYSTEM = 'http://terminology.hl7.org/CodeSystem/observation-category';
+
+/** Resources whose search parameter `name` matches one of the tokens (false when the type has no such parameter). */
+function tokenCondition(type: string, name: string, tokens: string[]): AccessCondition {
+  if (tokens.length === 0) return false;
+  const f = filterOf(type, name, tokens.map(escapeValue).join(','));
+  return f ? { filter: f } : false;
+}
+
 /**
  * The store condition for resources of `type`, or undefined when the type is not patient data
  * (no consent applies). Atoms a type cannot have fold to constants, so SQL stays small.
@@ -82,11 +91,14 @@ function specialize(e: AccessExpr, type: string): AccessCondition {
     const ids = e.refs.filter((r) => r.startsWith(`${type}/`)).map((r) => r.slice(type.length + 1));
     return ids.length ? { ids } : false;
   }
-  if ('code' in e || 'security' in e) {
-    const [name, tokens] = 'code' in e ? ['code', e.code] : ['_security', e.security];
-    if (tokens.length === 0) return false;
-    const f = filterOf(type, name, tokens.map(escapeValue).join(','));
-    return f ? { filter: f } : false;
+  if ('security' in e) return tokenCondition(type, '_security', e.security);
+  if ('code' in e) {
+    // A Consent code is "found in an instance" (R4 ConsentProvision.code): an Observation
+    // category code (vital-signs, laboratory, ...) is found in its category, any other in its code.
+    const categories = e.code.filter((t) => t.startsWith(`${OBSERVATION_CATEGORY_SYSTEM}|`));
+    const codes = e.code.filter((t) => !categories.includes(t));
+    const parts = [tokenCondition(type, 'code', codes), tokenCondition(type, 'category', categories)].filter((c) => c !== false);
+    return parts.length === 0 ? false : parts.length === 1 ? parts[0]! : { or: parts };
   }
   const param = clinicalDateParam(type);
   if (!param) return e.unknown;
