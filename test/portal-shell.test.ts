@@ -125,7 +125,6 @@ describe('patient portal: sign-in in a real browser', WITH_CHROMIUM, () => {
     await page.getByLabel('Password').fill(patient.password);
     await page.getByRole('button', { name: /sign in/i }).click();
     await page.getByRole('button', { name: 'Allow what is ticked' }).click();
-    await page.waitForTimeout(3000); console.log('DEBUG', page.url(), await page.locator('body').innerText(), page.problems);
     await page.waitForURL(/\/portal\/#\/sharing/, { waitUntil: 'commit' });
     await page.getByText('Grace Hopper').waitFor();
     assert.deepEqual(page.problems, []);
