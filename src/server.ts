@@ -79,7 +79,7 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
   if (audit) auth.onSecurityEvent = (e) => audit.later(securityFacts(e));
   const router = new FhirRouter({
     store, baseUrl: config.baseUrl, search: config.search, policy: access.policy, security: auth.capabilitySecurity(), preparer, advise: access.advise, audit,
-    operations: { instance: { ...ledgerOps.instance, ...consentOps.instance, ...access.operations.instance, '$access-report': accessReportOperation(store, audit !== undefined) }, system: ledgerOps.system },
+    operations: { instance: { ...ledgerOps.instance, ...consentOps.instance, ...access.operations.instance, '$access-report': accessReportOperation(store, audit !== undefined, (id) => auth.registry.getClient(id)?.name) }, system: ledgerOps.system },
     searcher: readers ? (args) => readers.run(args) : undefined,
     jsonLimits: config.jsonLimits,
   });

@@ -17,12 +17,27 @@ function actorOf(e: AuditEvent): string {
   return client ? `client:${client.who!.identifier!.value}` : (e.agent?.[0]?.who?.display ?? 'unknown');
 }
 
+/** How an actor is named: a user's reference, a client by id (with the name it was registered under), or only a display. */
+function whoParts(actor: string, clientName: (clientId: string) => string | undefined): ParametersParameter[] {
+  if (actor.startsWith('client:')) {
+    const id = actor.slice('client:'.length);
+    const name = clientName(id);
+    return [{ name: 'client', valueString: id }, ...(name ? [{ name: 'name', valueString: name }] : [])];
+  }
+  // The server itself, or an anonymous caller: no reference to resolve, a display only.
+  if (!/^[A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.test(actor)) return [{ name: 'who', valueReference: { display: actor } }];
+  return [{ name: 'who', valueReference: { reference: actor } }];
+}
+
 /**
  * GET Patient/[id]/$access-report: per actor who touched the patient's data, the first and last
  * access, how many, which resource types, refusals and whether break-the-glass was used, as a
  * Parameters resource a portal can show. For the patient themself and trusted administrators.
+ * A client (an app or a system acting without a user) comes with the name it was registered
+ * under (`clientName`), so the patient reads "Clinic EHR" rather than a client id: the name an
+ * app shows on the approval page, no patient data.
  */
-export function accessReportOperation(store: StoreReader, enabled: boolean): InstanceOperation {
+export function accessReportOperation(store: StoreReader, enabled: boolean, clientName: (clientId: string) => string | undefined = () => undefined): InstanceOperation {
   const op: InstanceOperation = async (req: FhirRequest, target) => {
     if (target.resourceType !== 'Patient' || target.version !== undefined) throw new FhirError(400, 'invalid', '$access-report is an operation on Patient/[id]');
     const p = req.principal;
@@ -61,7 +76,7 @@ export function accessReportOperation(store: StoreReader, enabled: boolean): Ins
       parameter.push({
         name: 'actor',
         part: [
-          s.actor.startsWith('client:') ? { name: 'client', valueString: s.actor.slice('client:'.length) } : { name: 'who', valueReference: { reference: s.actor } },
+          ...whoParts(s.actor, clientName),
           { name: 'first', valueInstant: s.first },
           { name: 'last', valueInstant: s.last },
           { name: 'count', valueInteger: s.count },
