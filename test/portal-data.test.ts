@@ -143,11 +143,11 @@ describe('portal: my data and "is this value genuine?" in a real browser', WITH_
     await card('Heart rate').waitFor();
     await card('Blood pressure').waitFor();
     await card('Oxygen saturation (SpO2)').waitFor();
-    const hr = await card('Heart rate').locator('.latest').innerText();
+    const hr = await card('Heart rate').locator('.reading-latest').innerText();
     assert.match(hr, /60 beats\/minute/);
     assert.match(hr, /Measured by Pulse watch/);
-    assert.match(await card('Blood pressure').locator('.latest').innerText(), /120\/80 mmHg[\s\S]*Omron Evolv \(model BP7000, made by Omron\)/);
-    assert.match(await card('Oxygen saturation (SpO2)').locator('.latest').innerText(), /97 %/);
+    assert.match(await card('Blood pressure').locator('.reading-latest').innerText(), /120\/80 mmHg[\s\S]*Omron Evolv \(model BP7000, made by Omron\)/);
+    assert.match(await card('Oxygen saturation (SpO2)').locator('.reading-latest').innerText(), /97 %/);
     assert.match(await page.locator('main').innerText(), /Rosa Marsh[\s\S]*High blood pressure[\s\S]*Amlodipine 5 mg tablet/);
 
     // The default period is the last 30 days.

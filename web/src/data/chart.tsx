@@ -29,6 +29,8 @@ export function TimeChart({ xs, series, values }: { xs: number[]; series: Series
           value: (_u: uPlot, v: number | null) => (v === null ? '–' : `${v} ${s.unit}`),
         })),
       ],
+      // A little room above and below the readings; uPlot's own range for flat data runs from 0.
+      scales: { y: { range: (_u: uPlot, min: number, max: number) => { const pad = Math.max(1, (max - min) * 0.1); return [min - pad, max + pad]; } } },
       axes: [{}, { size: 50 }],
       legend: { show: true },
       cursor: { drag: { x: false, y: false } },

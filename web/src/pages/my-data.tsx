@@ -103,10 +103,11 @@ function ReadingCard({ session, group, devices }: { session: Session; group: Rea
   return (
     <section class="card reading" aria-labelledby={headingId} data-code={group.key}>
       <h3 id={headingId}>{group.name}</h3>
-      <div class="latest">
-        <p class="latest-value"><span class="secondary">Latest:</span> <strong>{valueText(latest) || 'no value'}</strong></p>
-        <p class="latest-when">{effectiveTime(latest) ? when(effectiveTime(latest)) : 'time not given'}</p>
-        <p class="latest-device"><DeviceLine device={device} reference={latest.device?.reference} /></p>
+      <div class="reading-latest">
+        <p class="secondary">Latest reading</p>
+        <p class="latest">{valueText(latest) || 'no value'}</p>
+        <p>{effectiveTime(latest) ? when(effectiveTime(latest)) : 'Time not given'}</p>
+        <p><DeviceLine device={device} reference={latest.device?.reference} /></p>
       </div>
       <VerifyPanel session={session} resource={latest} what={`the latest ${latestText}`} />
       {group.token ? <RangeChart session={session} group={group} /> : <p class="hint">This kind of reading has no code to chart it by.</p>}
