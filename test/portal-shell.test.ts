@@ -94,7 +94,7 @@ describe('patient portal: sign-in in a real browser', WITH_CHROMIUM, () => {
     await page.setViewportSize({ width: 1280, height: 800 });
     await page.getByRole('button', { name: 'Allow what is ticked' }).click();
     await page.waitForURL(/\/portal\//);
-    await page.getByText('Ada Lovelace').waitFor();
+    await page.getByRole('banner').getByText('Ada Lovelace').waitFor();
     assert.equal(new URL(page.url()).search, '', 'no code or state left in the address');
     const stored = await page.evaluate(() => ({ local: Object.keys(localStorage), session: Object.keys(sessionStorage) }));
     assert.deepEqual(stored.local, [], 'nothing in localStorage');
