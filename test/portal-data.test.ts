@@ -220,7 +220,7 @@ describe('portal: my data and "is this value genuine?" in a real browser', WITH_
     const condition = page.locator('li.record-item', { hasText: 'High blood pressure' });
     await condition.getByRole('button', { name: /Check this value/ }).click();
     const cst = await statuses(condition as unknown as ReturnType<typeof card>);
-    assert.match(cst.fetch!, /^failed: Failed[\s\S]*error while reading its stored copy/, cst.fetch);
+    assert.match(cst.fetch!, /^failed: Failed[\s\S]*its stored copy was changed outside the server/, cst.fetch);
     assert.match(await condition.locator('.verdict').innerText(), /step 1 failed/);
     assert.deepEqual(await seriousViolations(page), []);
     assert.deepEqual(page.problems, []);

@@ -1,3 +1,4 @@
+import { SEALED_DATA_DAMAGED } from '../store/index.js';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
 import type { Resource } from '@medplum/fhirtypes';
@@ -176,6 +177,11 @@ export function toFhirError(err: unknown, logger: Logger, req?: Request): FhirEr
     return badRequest(`Request body could not be read: ${e.message ?? ''}`.slice(0, 200));
   }
   if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) return new FhirError(e.status, 'invalid', (e.message ?? 'Bad request').slice(0, 200));
+  if (typeof e?.message === 'string' && e.message.startsWith(SEALED_DATA_DAMAGED)) {
+    // Worth its own answer: a person (the patient checking a value in the portal) can act on it.
+    logger.error({ err, method: req?.method, url: req ? redactUrl(req.originalUrl) : undefined }, 'a stored record failed its integrity check');
+    return new FhirError(500, 'exception', 'A stored record failed its integrity check: its encrypted bytes were changed outside the server. The operator can find it with custos integrity-check.');
+  }
   logger.error({ err, method: req?.method, url: req ? redactUrl(req.originalUrl) : undefined }, 'unhandled error');
   return new FhirError(500, 'exception', 'Internal server error');
 }

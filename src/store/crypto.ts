@@ -74,8 +74,15 @@ export function open(key: Buffer, sealed: Buffer, aad: string): Buffer {
   const decipher = createDecipheriv('aes-256-gcm', key, nonce);
   decipher.setAAD(Buffer.from(aad, 'utf8'));
   decipher.setAuthTag(tag);
-  return Buffer.concat([decipher.update(sealed.subarray(NONCE + TAG)), decipher.final()]);
+  try {
+    return Buffer.concat([decipher.update(sealed.subarray(NONCE + TAG)), decipher.final()]);
+  } catch (err) {
+    throw new Error(`${SEALED_DATA_DAMAGED}: ${aad}`, { cause: err });
+  }
 }
+
+/** Begins the message of every failed open (AES-GCM authentication): the bytes or the key are not those sealed. */
+export const SEALED_DATA_DAMAGED = 'sealed data failed its integrity check';
 
 export function newDataKey(): Buffer {
   return randomBytes(32);

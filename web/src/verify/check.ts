@@ -150,6 +150,10 @@ function statusOf(err: unknown): number {
 }
 
 function serverError(err: unknown, deps: CheckDeps): string {
-  if (statusOf(err) >= 500) return 'the server met an error while reading its stored copy, which is what a stored copy that was changed or damaged gives';
+  if (statusOf(err) >= 500) {
+    return /integrity check/.test((err as Error).message ?? '')
+      ? 'the server found that its stored copy was changed outside the server (it failed its integrity check)'
+      : 'the server met an error while reading its stored copy, which is what a stored copy that was changed or damaged gives';
+  }
   return deps.describe(err);
 }
