@@ -58,6 +58,8 @@ export function KeyPage({ session }: { session: Session; params: URLSearchParams
     const a = holder.address ?? await holder.account();
     if (a !== state.key) throw new KeyProblem('Only the key linked to your record can cancel this change, and the key in use here is another one.');
     await cancelRecovery(holder, { rpcUrl, contractAddress: state.contractAddress, pid: state.pid }, passphrase);
+    // The server follows the chain a moment later: wait until it no longer reports the change.
+    for (let i = 0; i < 30 && (await keyState(session)).recoveryKey; i++) await new Promise((r) => setTimeout(r, 500));
     return 'The key change is cancelled. Your key stays the one linked to your record.';
   });
 
