@@ -21,13 +21,15 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-# `npm ci` runs the `prepare` script (npm run build -> tsc + contracts), so the sources must be present.
+# `npm ci` runs the `prepare` script (npm run build -> tsc + contracts + portal), so the sources must be present.
 # NODE_ENV is deliberately not production here: the build needs the dev dependencies (typescript).
 COPY package.json package-lock.json tsconfig.json ./
 COPY src ./src
 # The build also compiles the Solidity contracts (solc-js) into dist/contracts.
 COPY contracts ./contracts
 COPY scripts ./scripts
+# The patient portal (Vite) is built into dist/web and served at /portal/.
+COPY web ./web
 RUN npm ci --no-audit --no-fund \
  && npm prune --omit=dev --no-audit --no-fund \
  && test -f dist/cli.js
