@@ -164,11 +164,22 @@ describe('patient portal: Sharing and My key', WITH_CHROMIUM, () => {
     await accessible(page, 'sharing');
     await screenshots(page, 'sharing');
 
+    // The patient sees the practitioner's reads in "Who saw my data".
+    await s.app.audit?.flush();
+    await page.getByRole('link', { name: 'Who saw my data' }).click();
+    await page.getByText(/Xavier Nguyen read your heart rate/).first().waitFor();
+    await page.getByText(/Xavier Nguyen tried to read your (glucose|.*) but was refused/).first().waitFor();
+    await page.getByRole('link', { name: 'Sharing' }).click();
+
     await page.getByRole('button', { name: 'Withdraw' }).click();
     await page.getByLabel('Passphrase of your key').fill(PASS);
     await page.getByRole('button', { name: 'Withdraw directly on the ledger' }).click();
     await page.locator('.badge', { hasText: 'Withdrawn' }).waitFor({ timeout: 20_000 });
     await until('the practitioner to be refused', async () => refused(await drReads(P.heart!)));
+    // ... and the refusal after the withdrawal in "Who saw my data".
+    await s.app.audit?.flush();
+    await page.getByRole('link', { name: 'Who saw my data' }).click();
+    await page.getByText(/Xavier Nguyen tried to read your heart rate but was refused/).first().waitFor();
     assert.deepEqual(page.problems, []);
     await ctx.close();
   });
