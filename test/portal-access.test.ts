@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import type { AuditFacts } from '../src/audit/index.js';
 import { fetchSystemToken } from './helpers.js';
-import { launchChromium, portalPage, portalServer, screenshots, scrollsSideways, seriousViolations, signIn, WITH_CHROMIUM, type PortalServer } from './portal-helpers.js';
+import { endSession, launchChromium, loginAndAllow, portalPage, portalServer, screenshots, scrollsSideways, seriousViolations, signIn, WITH_CHROMIUM, type PortalServer } from './portal-helpers.js';
 import { codeFlow, newCredentials, patientToken, UNUSED_REDIRECT_URI } from './smart-helpers.js';
 
 const LOINC = 'http://loinc.org';
@@ -241,20 +241,9 @@ describe('who saw my data', () => {
 
     test('the filters keep their values through a new sign-in', async () => {
       const from = isoDay(Date.now());
-      await page.evaluate(() => {
-        for (const k of Object.keys(sessionStorage)) {
-          const v = sessionStorage.getItem(k)!;
-          if (v.includes('access_token')) sessionStorage.setItem(k, v.replace(/"access_token":"[^"]+"/, '"access_token":"expired"').replace(/"refresh_token":"[^"]+"/, '"refresh_token":"expired"').replace(/"expiresAt":\d+/, '"expiresAt":1'));
-        }
-      });
-      await page.context().clearCookies();
-      await page.reload();
+      await endSession(page);
       await page.getByRole('button', { name: 'Sign in again' }).click();
-      await page.waitForURL(/\/auth\/interaction\//);
-      await page.getByLabel('Username').fill(ada.username);
-      await page.getByLabel('Password').fill(ada.password);
-      await page.getByRole('button', { name: /sign in/i }).click();
-      await page.getByRole('button', { name: 'Allow what is ticked' }).click();
+      await loginAndAllow(page, ada);
       await page.waitForURL(/\/portal\/#\/access/, { waitUntil: 'commit' });
       await page.getByRole('heading', { name: 'Who saw my data', level: 1 }).waitFor();
       await page.locator('ul.actors').waitFor();

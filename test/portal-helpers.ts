@@ -68,13 +68,30 @@ export async function portalPage(context: BrowserContext): Promise<Page & { prob
 export async function signIn(page: Page, origin: string, who: { username: string; password: string }): Promise<void> {
   await page.goto(`${origin}/portal/`);
   await page.getByRole('button', { name: 'Sign in' }).click();
+  await loginAndAllow(page, who);
+  await page.waitForURL(/\/portal\//);
+  await page.getByRole('navigation', { name: 'Portal' }).waitFor();
+}
+
+/** On the server's login page (after the portal sent the browser there): signs in and allows what is asked. */
+export async function loginAndAllow(page: Page, who: { username: string; password: string }): Promise<void> {
   await page.waitForURL(/\/auth\/interaction\//);
   await page.getByLabel('Username').fill(who.username);
   await page.getByLabel('Password').fill(who.password);
   await page.getByRole('button', { name: /sign in/i }).click();
   await page.getByRole('button', { name: 'Allow what is ticked' }).click();
-  await page.waitForURL(/\/portal\//);
-  await page.getByRole('navigation', { name: 'Portal' }).waitFor();
+}
+
+/** Ends the portal's session as a long pause would: token, refresh token and the server's login session gone; then reloads. */
+export async function endSession(page: Page): Promise<void> {
+  await page.context().clearCookies();
+  await page.evaluate(() => {
+    for (const k of Object.keys(sessionStorage)) {
+      const v = sessionStorage.getItem(k)!;
+      if (v.includes('access_token')) sessionStorage.setItem(k, v.replace(/"access_token":"[^"]+"/, '"access_token":"expired"').replace(/"refresh_token":"[^"]+"/, '"refresh_token":"expired"').replace(/"expiresAt":\d+/, '"expiresAt":1'));
+    }
+  });
+  await page.reload();
 }
 
 const axeSource = fs.readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');

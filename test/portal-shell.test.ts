@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Browser } from 'playwright-core';
-import { launchChromium, portalPage, portalServer, screenshots, scrollsSideways, seriousViolations, signIn, WITH_CHROMIUM, type PortalServer } from './portal-helpers.js';
+import { endSession, launchChromium, loginAndAllow, portalPage, portalServer, screenshots, scrollsSideways, seriousViolations, signIn, WITH_CHROMIUM, type PortalServer } from './portal-helpers.js';
 import { PORTAL_SCOPE, portalRedirectUris } from '../src/portal/index.js';
 
 describe('patient portal: server side', () => {
@@ -109,22 +109,10 @@ describe('patient portal: sign-in in a real browser', WITH_CHROMIUM, () => {
     const page = await portalPage(ctx);
     await signIn(page, s.url, patient);
     await page.getByRole('link', { name: 'Sharing' }).click();
-    // The token, the refresh token and the server's login session are gone, as after a long pause.
-    await ctx.clearCookies();
-    await page.evaluate(() => {
-      for (const k of Object.keys(sessionStorage)) {
-        const v = sessionStorage.getItem(k)!;
-        if (v.includes('access_token')) sessionStorage.setItem(k, v.replace(/"access_token":"[^"]+"/, '"access_token":"expired"').replace(/"refresh_token":"[^"]+"/, '"refresh_token":"expired"').replace(/"expiresAt":\d+/, '"expiresAt":1'));
-      }
-    });
-    await page.reload();
+    await endSession(page);
     await page.getByRole('link', { name: 'Sharing' }).waitFor();
     await page.getByRole('button', { name: 'Sign in again' }).click();
-    await page.waitForURL(/\/auth\/interaction\//);
-    await page.getByLabel('Username').fill(patient.username);
-    await page.getByLabel('Password').fill(patient.password);
-    await page.getByRole('button', { name: /sign in/i }).click();
-    await page.getByRole('button', { name: 'Allow what is ticked' }).click();
+    await loginAndAllow(page, patient);
     await page.waitForURL(/\/portal\/#\/sharing/, { waitUntil: 'commit' });
     await page.getByText('Grace Hopper').waitFor();
     assert.deepEqual(page.problems, []);
