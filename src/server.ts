@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import express from 'express';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -82,6 +83,8 @@ export async function createApp(config: Config, deps: { logger?: Logger } = {}):
     operations: { instance: { ...ledgerOps.instance, ...consentOps.instance, ...access.operations.instance, '$access-report': accessReportOperation(store, audit !== undefined, (id) => auth.registry.getClient(id)?.name) }, system: ledgerOps.system },
     searcher: readers ? (args) => readers.run(args) : undefined,
     jsonLimits: config.jsonLimits,
+    // Cursors stay valid across restarts and between the threads that serve searches.
+    cursorSecret: createHmac('sha256', keys.indexKey).update('custos/search-cursor').digest('base64url'),
   });
 
   const ops = opsEndpoints({ store, ledger, ...(audit ? { audit } : {}), consentView: consent.view, metricsToken: config.metrics.token, logger });

@@ -39,7 +39,7 @@ describe('search worker threads', WITH_FIXTURES, () => {
   });
 
   const args = (resourceType: string, qs: string): SearchArgs => ({
-    resourceType, query: [...new URLSearchParams(qs)], strict: false, defaultCount: 20, maxCount: 1000, baseUrl: t.config.baseUrl,
+    resourceType, query: [...new URLSearchParams(qs)], strict: false, defaultCount: 20, maxCount: 1000, baseUrl: t.config.baseUrl, cursorSecret: 'read-pool-test-secret',
   });
 
   it('returns the same Bundles, decrypted with the same keys', async () => {

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { newResourceId } from './resource-id.js';
 import jsonpatch from 'fast-json-patch';
 import type { Bundle, BundleEntry, CapabilityStatementRestSecurity, OperationOutcome, Parameters, Resource } from '@medplum/fhirtypes';
@@ -49,6 +50,8 @@ export interface RouterOptions {
   audit?: AuditSink;
   /** Limits on arrays and values per resource (the http layer applies them to bodies; the router to patched resources). */
   jsonLimits?: JsonLimits;
+  /** Key of the HMAC that binds paging cursors to their search (base64url); default: random per router. */
+  cursorSecret?: string;
   /** Runs a search in a worker thread, answering the serialized Bundle; undefined = on this thread. */
   searcher?: (args: SearchArgs) => Promise<SearchReply> | undefined;
 }
@@ -77,7 +80,10 @@ const httpDate = (iso: string) => new Date(iso).toUTCString();
  * writes happen inside that transaction (transaction Bundles); otherwise each write is its own.
  */
 export class FhirRouter {
-  constructor(private readonly opts: RouterOptions) {}
+  private readonly cursorSecret: string;
+  constructor(private readonly opts: RouterOptions) {
+    this.cursorSecret = opts.cursorSecret ?? randomBytes(32).toString('base64url');
+  }
 
   get baseUrl(): string {
     return this.opts.baseUrl;
@@ -582,6 +588,7 @@ export class FhirRouter {
       defaultCount: this.opts.search.defaultCount,
       maxCount: this.opts.search.maxCount,
       baseUrl: this.opts.baseUrl,
+      cursorSecret: this.cursorSecret,
     };
     // Inside a transaction the search must see its writes: only the transaction's connection does.
     // The worker also names what the page holds and whose it is, for the AuditEvent: that work

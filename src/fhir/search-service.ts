@@ -5,9 +5,10 @@ import type { AccessExpr } from './access-expr.js';
 import { entryRefs, ownersOfRefs } from './audit-note.js';
 import { bundleViewForPatient } from './audit-view.js';
 import { getPatientCompartmentParams, isResourceType } from './definitions.js';
-import { FhirError, notSupported } from './outcome.js';
-import { runSearch, type SearchContext } from './search/execute.js';
-import { parseSearch } from './search/parse.js';
+import { badRequest, FhirError, notSupported } from './outcome.js';
+import { cursorCodec, searchIdentity } from './search/cursor.js';
+import { runSearch, type SearchContext, type SearchPaging } from './search/execute.js';
+import { parseSearch, type ParsedSearch } from './search/parse.js';
 import { assertValidId } from './validate.js';
 
 /** Everything a search needs, as plain data (it may run in a worker thread). */
@@ -27,6 +28,8 @@ export interface SearchArgs {
   defaultCount: number;
   maxCount: number;
   baseUrl: string;
+  /** Key of the paging cursors' HMAC (base64url), the same in every thread of one server. */
+  cursorSecret: string;
   /**
    * Also name the patients whose data the page holds (for the AuditEvent), and with `refs` the
    * page's resources (for break-the-glass, which must see what was read).
@@ -55,6 +58,18 @@ export async function searchReply(reader: StoreReader, a: SearchArgs): Promise<S
   }
   if (unknown.length) for (const list of Object.values(await ownersOfRefs(reader, unknown))) for (const p of list) patients.add(p);
   return { bodyJson: JSON.stringify(bundle), audit: { patients: [...patients], ...(a.audit.refs ? { refs: entryRefs(bundle) } : {}) } };
+}
+
+/** The search's paging: where a `_cursor` says the page starts (SearchQuery.after), and how to make the next one. */
+function pagingOf(parsed: ParsedSearch, a: SearchArgs, selfPath: string): SearchPaging {
+  const codec = cursorCodec(Buffer.from(a.cursorSecret, 'base64url'));
+  const identity = searchIdentity(selfPath, a.query);
+  if (parsed.cursor === undefined) return { codec, identity, offset: parsed.query.offset };
+  if (a.query.some(([k]) => k === '_offset')) throw badRequest('Give _cursor or _offset, not both');
+  const at = codec.open(identity, parsed.cursor);
+  parsed.query.after = { keys: at.keys, pk: at.pk };
+  parsed.query.offset = 0;
+  return { codec, identity, offset: at.offset, cursor: parsed.cursor };
 }
 
 /** Bounds the SQL one search compiles to (SQLite allows 32,766 parameters per statement). */
@@ -95,8 +110,9 @@ export async function searchBundle(reader: StoreReader, a: SearchArgs, onPage?: 
     if (via.length) parsed.query.patientsVia = via;
   }
   const selfPath = c ? `${c.resourceType}/${c.id}/${a.resourceType}` : a.resourceType;
+  const paging = pagingOf(parsed, a, selfPath);
   const readRule = a.readRule && visible !== undefined ? { ...a.readRule, access: visible } : a.readRule;
-  const bundle = await runSearch(reader, parsed, { baseUrl: a.baseUrl, selfPath, query: a.query, confinedTo: a.confinedTo, readRule, ...(onPage ? { onPage } : {}) });
+  const bundle = await runSearch(reader, parsed, { baseUrl: a.baseUrl, selfPath, query: a.query, confinedTo: a.confinedTo, readRule, paging, ...(onPage ? { onPage } : {}) });
   return a.confinedTo !== undefined ? bundleViewForPatient(bundle, a.confinedTo) : bundle;
 }
 

@@ -78,6 +78,12 @@ export interface SearchQuery {
   compartment?: { resourceType: string; id: string; params: string[] };
   /** Restrict to resources with these ids (used by conditional operations within a tx). */
   ids?: string[];
+  /**
+   * Keyset paging: only matches after this position in the query's order (instead of `offset`),
+   * as SearchResult.last gave it. Costs the same however deep the page, and neither skips nor
+   * repeats a match when others are written or deleted between pages.
+   */
+  after?: SearchPosition;
   /** What the principal may see (patient consent), compiled into the same query. */
   access?: AccessCondition;
   /**
@@ -133,6 +139,14 @@ export interface SearchResult {
   total?: number;
   /** True when there are matches after this page. */
   hasMore: boolean;
+  /** Where the page ends in the query's order, when there is more and the store pages by keyset (SearchQuery.after). */
+  last?: SearchPosition;
+}
+
+/** A place in a search's order: the sort keys of a match (one per `_sort` rule) and its row key. */
+export interface SearchPosition {
+  keys: Array<string | number | null>;
+  pk: number;
 }
 
 export interface HistoryQuery {

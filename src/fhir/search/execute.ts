@@ -1,5 +1,6 @@
 import type { Bundle, BundleEntry, BundleLink, Resource } from '@medplum/fhirtypes';
-import type { StoredVersion, StoreReader } from '../../store/index.js';
+import type { SearchResult, StoredVersion, StoreReader } from '../../store/index.js';
+import type { CursorCodec } from './cursor.js';
 import { keepMembers, keepReadable, type ReadRule } from '../access-constraints.js';
 import { applyElements, applySummary } from '../shape.js';
 import type { IncludeSpec, ParsedSearch } from './parse.js';
@@ -19,6 +20,18 @@ export interface SearchContext {
   readRule?: ReadRule;
   /** Told the page's matches and the included resources it kept (for the AuditEvent). */
   onPage?: (matches: StoredVersion[], included: StoredVersion[]) => void;
+  /** Cursor paging (else `_offset` links only). */
+  paging?: SearchPaging;
+}
+
+export interface SearchPaging {
+  codec: CursorCodec;
+  /** searchIdentity of this search: what its cursors are bound to. */
+  identity: string;
+  /** Matches before this page. */
+  offset: number;
+  /** The request's own `_cursor`, when it had one. */
+  cursor?: string;
 }
 
 /** Runs a parsed search and assembles the searchset Bundle (matches, includes, paging links, outcome). */
@@ -56,7 +69,7 @@ export async function runSearch(reader: StoreReader, parsed: ParsedSearch, ctx: 
       } as Resource,
     });
   }
-  const bundle: Bundle = { resourceType: 'Bundle', type: 'searchset', link: links(ctx, parsed, result.hasMore) };
+  const bundle: Bundle = { resourceType: 'Bundle', type: 'searchset', link: links(ctx, parsed, result) };
   if (result.total !== undefined) bundle.total = result.total;
   // FHIR JSON has no empty arrays.
   if (entry.length > 0) bundle.entry = entry;
@@ -102,20 +115,29 @@ async function includes(reader: StoreReader, matches: StoredVersion[], include: 
   return out;
 }
 
-function links(ctx: SearchContext, parsed: ParsedSearch, hasMore: boolean): BundleLink[] {
+function links(ctx: SearchContext, parsed: ParsedSearch, result: SearchResult): BundleLink[] {
   const q = parsed.query;
-  const kept = ctx.query.filter(([k]) => k !== '_offset' && k !== '_count' && !parsed.unknown.includes(k));
-  const url = (offset: number) => {
+  const kept = ctx.query.filter(([k]) => k !== '_offset' && k !== '_count' && k !== '_cursor' && !parsed.unknown.includes(k));
+  const url = (param?: [string, string]) => {
     const p = new URLSearchParams(kept);
     p.set('_count', String(q.count));
-    if (offset > 0) p.set('_offset', String(offset));
+    if (param) p.set(param[0], param[1]);
     return `${ctx.baseUrl}/${ctx.selfPath}?${p.toString()}`;
   };
-  const out: BundleLink[] = [{ relation: 'self', url: url(q.offset) }];
+  const offset = (o: number): [string, string] | undefined => (o > 0 ? ['_offset', String(o)] : undefined);
+  const at = ctx.paging?.offset ?? q.offset;
+  const own = ctx.paging?.cursor;
+  const out: BundleLink[] = [{ relation: 'self', url: url(own !== undefined ? ['_cursor', own] : offset(at)) }];
   if (q.count > 0) {
-    out.push({ relation: 'first', url: url(0) });
-    if (q.offset > 0) out.push({ relation: 'previous', url: url(Math.max(0, q.offset - q.count)) });
-    if (hasMore) out.push({ relation: 'next', url: url(q.offset + q.count) });
+    out.push({ relation: 'first', url: url() });
+    if (at > 0) out.push({ relation: 'previous', url: url(offset(Math.max(0, at - q.count))) });
+    if (result.hasMore) {
+      // A cursor when the store gives the page's end: the next page then costs the same however deep.
+      const next: [string, string] | undefined = result.last && ctx.paging
+        ? ['_cursor', ctx.paging.codec.seal(ctx.paging.identity, { ...result.last, offset: at + q.count })]
+        : offset(at + q.count);
+      out.push({ relation: 'next', url: url(next) });
+    }
   }
   return out;
 }

@@ -32,6 +32,8 @@ export interface ParsedSearch {
   summary?: SummaryMode;
   /** Parameters that were ignored (unknown or unsupported); the caller reports them. */
   unknown: string[];
+  /** `_cursor`: where the page starts, as a `next` link of this search gave it (opened by search/cursor.ts). */
+  cursor?: string;
 }
 
 export interface ParseOptions {
@@ -79,6 +81,9 @@ function parseOne(resourceType: string, name: string, value: string, opts: Parse
   switch (base) {
     case '_count': return void (out.query.count = Math.min(parseNonNegativeInt(name, value), opts.maxCount));
     case '_offset': return void (out.query.offset = parseNonNegativeInt(name, value));
+    case '_cursor':
+      if (out.cursor !== undefined) throw badRequest('_cursor may be given once');
+      return void (out.cursor = value);
     case '_sort': return void (out.query.sort = parseSort(resourceType, value));
     case '_total': return void (out.query.total = parseEnum(name, value, TOTAL) as SearchQuery['total']);
     case '_summary': return void (out.summary = parseEnum(name, value, SUMMARY) as SummaryMode);

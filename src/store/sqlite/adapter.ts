@@ -11,7 +11,7 @@ import { DataKeyCache, type DataKeyRows } from '../data-keys.js';
 import { createIndexer } from '../indexer.js';
 import { VersionConflictError } from '../errors.js';
 import type {
-  HistoryQuery, HistoryResult, IndexRows, LedgerStore, ReadOptions, SearchQuery, SearchResult, Store, StoredVersion,
+  HistoryQuery, HistoryResult, IndexRows, LedgerStore, ReadOptions, SearchPosition, SearchQuery, SearchResult, Store, StoredVersion,
   StoreReader, StoreTransaction, VersionWriteHook, WriteInput,
   IndexRowTuple, IntegrityReader, LedgerBatch, LedgerLeaf, ScannedVersion,
 } from '../types.js';
@@ -204,11 +204,14 @@ class SqliteReader implements StoreReader {
     const c = compileSearch(q, this.ctx.blinder, (sql, params) => (this.stmt(sql).pluck().get(...params) as number));
     let matches: StoredVersion[] = [];
     let hasMore = false;
+    let last: SearchPosition | undefined;
     if (q.count > 0) {
-      const page = this.stmt(`SELECT c.pk, c.version FROM ${c.from} WHERE ${c.where} ORDER BY ${c.orderBy} LIMIT ? OFFSET ?`)
-        .all(...c.params, q.count + 1, q.offset) as Array<{ pk: number; version: number }>;
+      const where = c.after ? `${c.where} AND (${c.after.sql})` : c.where;
+      const page = this.stmt(`SELECT c.pk, c.version FROM ${c.from} WHERE ${where} ORDER BY ${c.orderBy} LIMIT ? OFFSET ?`)
+        .all(...c.whereParams, ...(c.after?.params ?? []), ...c.orderParams, q.count + 1, c.after ? 0 : q.offset) as Array<{ pk: number; version: number }>;
       hasMore = page.length > q.count;
       const rows = page.slice(0, q.count);
+      if (hasMore) last = this.positionOf(c.keys, rows[rows.length - 1]!.pk);
       if (q.patientsVia?.length) matches = this.versionsWithPatients(q.resourceType, q.patientsVia, rows);
       else {
         const vread = this.stmt(`SELECT ${VERSION_COLS} FROM resource_version v WHERE v.pk = ? AND v.version = ?`);
@@ -218,10 +221,17 @@ class SqliteReader implements StoreReader {
     let total: number | undefined;
     if (q.total !== 'none' || q.count === 0) {
       total = (this.stmt(`SELECT count(*) AS n FROM ${c.from} WHERE ${c.where}`).get(...c.whereParams) as { n: number }).n;
-    } else if (!hasMore && (matches.length > 0 || q.offset === 0)) {
+    } else if (!hasMore && !q.after && (matches.length > 0 || q.offset === 0)) {
       total = q.offset + matches.length;
     }
-    return { matches, total, hasMore };
+    return { matches, total, hasMore, ...(last ? { last } : {}) };
+  }
+
+  /** The sort keys of row `pk` (the page's last match), read back with the same expressions the order uses. */
+  private positionOf(keys: Array<{ sql: string; params: unknown[] }>, pk: number): SearchPosition {
+    if (keys.length === 0) return { keys: [], pk };
+    const row = this.stmt(`SELECT ${keys.map((k) => k.sql).join(', ')} FROM resource_current c WHERE c.pk = ?`).raw().get(...keys.flatMap((k) => k.params), pk) as Array<string | number | null>;
+    return { keys: row, pk };
   }
 
   /** Versions by (pk, version), each with the Patients its current index rows reference through `via`. */

@@ -5,7 +5,7 @@ import { isParamBlinded, isParamTextBlinded } from '../blinding-policy.js';
 import { storedParams } from '../param-aliases.js';
 import { ANY_ROW, referenceStorage } from '../reference-aliases.js';
 import { MAX_TIME, MIN_TIME, numberRange, parseDateRange, parseReference } from '../indexer.js';
-import type { AccessCondition, Prefix, SearchFilter, SearchParamType, SearchQuery } from '../types.js';
+import type { AccessCondition, Prefix, SearchFilter, SearchParamType, SearchPosition, SearchQuery } from '../types.js';
 import { indexTable, kindOf, type IndexKind } from './index-tables.js';
 
 /** Upper bound for "starts with" ranges: sorts after every valid UTF-8 string that has the prefix. */
@@ -36,6 +36,12 @@ export interface CompiledSearch {
   params: unknown[];
   /** Parameters of `from` and `where` only (for count queries). */
   whereParams: unknown[];
+  /** Parameters of `orderBy`. */
+  orderParams: unknown[];
+  /** With SearchQuery.after: the condition "after that position" (ANDed to `where` for the page only, not for counts). */
+  after?: Sql;
+  /** The sort keys (one per _sort rule) as expressions on row `c`, for the position of a page's last match. */
+  keys: Sql[];
 }
 
 /** A filter on one index table, before it is placed in the query. Column names in `cond` are unqualified. */
@@ -103,8 +109,13 @@ export function compileSearch(query: SearchQuery, blinder: Blinder, estimate?: E
   const whereSql = [typeSql, ...where.map((w) => `(${w.sql})`)].join(' AND ');
   const whereParams = [query.resourceType, ...where.flatMap((w) => w.params)];
   // The driver's index already yields rows in res (= pk) order: ordering by it avoids a sort.
-  const order = driverAt >= 0 ? { orderBy: 'd.res', params: [] } : compileOrderBy(query, 'c');
-  return { from, where: whereSql, orderBy: order.orderBy, params: [...whereParams, ...order.params], whereParams };
+  const terms = driverAt >= 0 ? [] : orderTerms(query, 'c');
+  const order = driverAt >= 0 ? { orderBy: 'd.res', params: [] } : joinTerms(terms, 'c');
+  const after = query.after ? afterClause(terms, query.after, driverAt >= 0 ? 'd.res' : 'c.pk') : undefined;
+  return {
+    from, where: whereSql, orderBy: order.orderBy, params: [...whereParams, ...order.params], whereParams, orderParams: order.params,
+    ...(after ? { after } : {}), keys: terms.map((t) => ({ sql: t.sql, params: t.params })),
+  };
 }
 
 /** Equality lookups (tokens, references, uris, strings) narrow better than ranges (dates, numbers). */
@@ -610,22 +621,54 @@ const SORT_COLUMNS: Partial<Record<SearchParamType, { kind: IndexKind; asc: stri
   uri: { kind: 'uri', asc: 'MIN(value)', desc: 'MAX(value)' },
 };
 
+/** One `_sort` rule as an expression on the row; `nullable`: resources without a value (they sort last). */
+interface OrderTerm extends Sql { descending: boolean; nullable: boolean }
+
+function orderTerms(query: SearchQuery, alias: string): OrderTerm[] {
+  return query.sort.map((rule) => {
+    if (rule.code === '_id') return { sql: `${alias}.id`, params: [], descending: rule.descending, nullable: false };
+    if (rule.code === '_lastUpdated') return { sql: `${alias}.last_updated`, params: [], descending: rule.descending, nullable: false };
+    return { ...sortExpression(query.resourceType, rule.code, rule.descending, alias), descending: rule.descending, nullable: true };
+  });
+}
+
+function joinTerms(terms: OrderTerm[], alias: string): { orderBy: string; params: unknown[] } {
+  const parts = terms.map((t) => `${t.sql} ${t.descending ? 'DESC' : 'ASC'}${t.nullable ? ' NULLS LAST' : ''}`);
+  parts.push(`${alias}.pk ASC`);
+  return { orderBy: parts.join(', '), params: terms.flatMap((t) => t.params) };
+}
+
 /** ORDER BY for the query's _sort rules; resources without a value sort last; always ends with pk. */
 export function compileOrderBy(query: SearchQuery, alias = 'c'): { orderBy: string; params: unknown[] } {
-  const terms: string[] = [];
-  const params: unknown[] = [];
-  for (const rule of query.sort) {
-    const dir = rule.descending ? 'DESC' : 'ASC';
-    if (rule.code === '_id') terms.push(`${alias}.id ${dir}`);
-    else if (rule.code === '_lastUpdated') terms.push(`${alias}.last_updated ${dir}`);
-    else {
-      const expr = sortExpression(query.resourceType, rule.code, rule.descending, alias);
-      terms.push(`${expr.sql} ${dir} NULLS LAST`);
-      params.push(...expr.params);
+  return joinTerms(orderTerms(query, alias), alias);
+}
+
+/**
+ * The rows after `at` in the order (terms..., pk ASC), nulls last: for each term, "equal on every
+ * earlier term and beyond on this one", then "equal on all and a greater pk".
+ */
+function afterClause(terms: OrderTerm[], at: SearchPosition, pk: string): Sql {
+  if (at.keys.length !== terms.length) throw badRequest('The paging cursor does not fit this search\'s sort order');
+  const alternatives: Sql[] = [];
+  const equal: Sql[] = [];
+  terms.forEach((t, i) => {
+    const key = at.keys[i] ?? null;
+    if (key !== null) {
+      const op = t.descending ? '<' : '>';
+      const beyond = t.nullable ? `(${t.sql} ${op} ? OR ${t.sql} IS NULL)` : `${t.sql} ${op} ?`;
+      alternatives.push(allOf([...equal, { sql: beyond, params: t.nullable ? [...t.params, key, ...t.params] : [...t.params, key] }]));
+      equal.push({ sql: `${t.sql} = ?`, params: [...t.params, key] });
+    } else {
+      // Nothing sorts after a missing value but other missing values (by pk).
+      equal.push({ sql: `${t.sql} IS NULL`, params: t.params });
     }
-  }
-  terms.push(`${alias}.pk ASC`);
-  return { orderBy: terms.join(', '), params };
+  });
+  alternatives.push(allOf([...equal, { sql: `${pk} > ?`, params: [at.pk] }]));
+  return { sql: alternatives.map((a) => `(${a.sql})`).join(' OR '), params: alternatives.flatMap((a) => a.params) };
+}
+
+function allOf(parts: Sql[]): Sql {
+  return { sql: parts.map((p) => `(${p.sql})`).join(' AND '), params: parts.flatMap((p) => p.params) };
 }
 
 function sortExpression(resourceType: string, code: string, descending: boolean, alias: string): Sql {
