@@ -108,6 +108,17 @@ describe('search paging by cursor', () => {
     assert.equal((await call('GET', `Observation?code=2222-2&_sort=-date&_count=5&_cursor=${cursor}`)).status, 200);
   });
 
+  it('pages the audit trail newest first while each page\'s own read adds to it: none repeated, none skipped', async () => {
+    await s.app.audit?.flush();
+    const before = ids((await call('GET', 'AuditEvent?_sort=-date&_count=1000')).body);
+    assert.ok(before.length > 20, `a trail to page through (${before.length})`);
+    await s.app.audit?.flush();
+    const pages = await walk('AuditEvent?_sort=-date&_count=7', async () => { await s.app.audit?.flush(); });
+    const seen = pages.flat();
+    assert.equal(new Set(seen).size, seen.length, 'no AuditEvent twice');
+    for (const id of before) assert.ok(seen.includes(id), `AuditEvent/${id} shown`);
+  });
+
   it('fhir-kit-client follows the cursor links to the last page', async () => {
     const client = new Client({ baseUrl: s.base, bearerToken: s.token });
     let page = (await client.search({ resourceType: 'Observation', searchParams: { code: '2222-2', _sort: '-date', _count: '2' } })) as any;

@@ -25,8 +25,8 @@ import type { Blinder } from '../blind.js';
 import { canonicalJson } from '../content-hash.js';
 import { open, seal } from '../crypto.js';
 import { parseDateRange, parseReference } from '../indexer.js';
-import type { AccessCondition, Prefix, SearchFilter, SearchQuery } from '../types.js';
-import { splitToken } from './search.js';
+import type { AccessCondition, Prefix, SearchFilter, SearchPosition, SearchQuery } from '../types.js';
+import { afterClause, splitToken, type OrderTerm } from './search.js';
 
 export const AUDIT_JOURNAL_SCHEMA = `
 CREATE TABLE IF NOT EXISTS audit_batch (
@@ -226,17 +226,25 @@ export class AuditJournal {
   }
 
   /** One page of the sequence numbers that match, in order, and the total when asked. */
-  search(q: SearchQuery, blinder: Blinder): { seqs: number[]; total?: number; hasMore: boolean } {
+  search(q: SearchQuery, blinder: Blinder): { seqs: number[]; total?: number; hasMore: boolean; last?: SearchPosition } {
     const where = compileJournalWhere(q, blinder);
-    const order = journalOrder(q);
-    const page = this.db.prepare(`SELECT e.seq FROM audit_event e WHERE ${where.sql} ORDER BY ${order} LIMIT ? OFFSET ?`).pluck()
-      .all(...where.params, q.count + 1, q.offset) as number[];
+    const terms = journalTerms(q);
+    const order = [...terms.map((t) => `${t.sql} ${t.descending ? 'DESC' : 'ASC'}`), 'e.seq ASC'].join(', ');
+    const after = q.after ? afterClause(terms, q.after, 'e.seq') : undefined;
+    const page = this.db.prepare(`SELECT e.seq FROM audit_event e WHERE ${where.sql}${after ? ` AND (${after.sql})` : ''} ORDER BY ${order} LIMIT ? OFFSET ?`).pluck()
+      .all(...where.params, ...(after?.params ?? []), q.count + 1, after ? 0 : q.offset) as number[];
     const hasMore = page.length > q.count;
     const seqs = page.slice(0, q.count);
     let total: number | undefined;
     if (q.total !== 'none' || q.count === 0) total = this.db.prepare(`SELECT count(*) FROM audit_event e WHERE ${where.sql}`).pluck().get(...where.params) as number;
-    else if (!hasMore && (seqs.length > 0 || q.offset === 0)) total = q.offset + seqs.length;
-    return { seqs, total, hasMore };
+    else if (!hasMore && !after && (seqs.length > 0 || q.offset === 0)) total = q.offset + seqs.length;
+    let last: SearchPosition | undefined;
+    if (hasMore) {
+      const seq = seqs[seqs.length - 1]!;
+      const keys = terms.length ? this.db.prepare(`SELECT ${terms.map((t) => t.sql).join(', ')} FROM audit_event e WHERE e.seq = ?`).raw().get(seq) as Array<string | number | null> : [];
+      last = { keys, pk: seq };
+    }
+    return { seqs, total, hasMore, ...(last ? { last } : {}) };
   }
 }
 
@@ -436,16 +444,11 @@ function dateSql(column: string, prefix: Prefix, value: string): Sql {
   }
 }
 
-function journalOrder(q: SearchQuery): string {
-  const terms = q.sort.map((rule) => {
-    const dir = rule.descending ? 'DESC' : 'ASC';
-    switch (rule.code) {
-      case 'date': return `e.recorded ${dir}`;
-      case '_lastUpdated': return `e.last_updated ${dir}`;
-      case '_id': return `e.seq ${dir}`;
-      default: throw notSupported(`Cannot sort AuditEvents by '${rule.code}'; by date, _lastUpdated or _id`);
-    }
+/** The journal's sort keys: columns of audit_event, never missing (the tie-breaker e.seq follows). */
+function journalTerms(q: SearchQuery): OrderTerm[] {
+  return q.sort.map((rule) => {
+    const column = ({ date: 'e.recorded', _lastUpdated: 'e.last_updated', _id: 'e.seq' } as Record<string, string>)[rule.code];
+    if (!column) throw notSupported(`Cannot sort AuditEvents by '${rule.code}'; by date, _lastUpdated or _id`);
+    return { sql: column, params: [], descending: rule.descending, nullable: false };
   });
-  terms.push('e.seq ASC');
-  return terms.join(', ');
 }

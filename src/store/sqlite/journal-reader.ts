@@ -65,7 +65,7 @@ export class JournalReader {
 
   search(q: SearchQuery): SearchResult {
     const found = this.journal.search(q, this.blinder);
-    return { matches: q.count > 0 ? this.versions(found.seqs) : [], total: found.total, hasMore: found.hasMore };
+    return { matches: q.count > 0 ? this.versions(found.seqs) : [], total: found.total, hasMore: found.hasMore, ...(found.last ? { last: found.last } : {}) };
   }
 
   /** The Patients each AuditEvent names (id -> patient ids). */

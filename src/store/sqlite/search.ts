@@ -622,7 +622,7 @@ const SORT_COLUMNS: Partial<Record<SearchParamType, { kind: IndexKind; asc: stri
 };
 
 /** One `_sort` rule as an expression on the row; `nullable`: resources without a value (they sort last). */
-interface OrderTerm extends Sql { descending: boolean; nullable: boolean }
+export interface OrderTerm extends Sql { descending: boolean; nullable: boolean }
 
 function orderTerms(query: SearchQuery, alias: string): OrderTerm[] {
   return query.sort.map((rule) => {
@@ -647,7 +647,7 @@ export function compileOrderBy(query: SearchQuery, alias = 'c'): { orderBy: stri
  * The rows after `at` in the order (terms..., pk ASC), nulls last: for each term, "equal on every
  * earlier term and beyond on this one", then "equal on all and a greater pk".
  */
-function afterClause(terms: OrderTerm[], at: SearchPosition, pk: string): Sql {
+export function afterClause(terms: OrderTerm[], at: SearchPosition, pk: string): Sql {
   if (at.keys.length !== terms.length) throw badRequest('The paging cursor does not fit this search\'s sort order');
   const alternatives: Sql[] = [];
   const equal: Sql[] = [];
