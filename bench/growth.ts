@@ -43,7 +43,7 @@ import type autocannon from 'autocannon';
 import { summarizeProfile } from './cpu-profile.js';
 import { CODES, patient, rng, transactionBundle } from './fixtures.js';
 import { consentingPatient, custos, password, pool, PATIENT_SCOPE, PRACTITIONER_SCOPE, REDIRECT_URI, userToken } from './consent.js';
-import { dbFileSizes, fhirRequest, log, processMemory, startServer, type ServerProcess } from './server-process.js';
+import { dbFileSizes, fhirRequest, log, processMemory, serverCpuSeconds, startServer, type ServerProcess } from './server-process.js';
 
 export const GROWTH_TARGETS = { growth_rps_ratio_min: round(1 / 1.5, 3), growth_p99_ms_max: 50 };
 
@@ -186,6 +186,23 @@ async function load(server: ServerProcess, trusted: string, patientIds: string[]
       ? { main: round((server_thread_cpu_s.main * 1000) / done, 3), other: round((server_thread_cpu_s.other * 1000) / done, 3) }
       : null,
   };
+}
+
+/**
+ * Waits until the server is idle (under 10 % of a core over a second; at most 30 s) so the first
+ * query measured after a load is not charged with what the load left behind (the last ledger
+ * anchor, the audit writer, WAL checkpoints).
+ */
+async function settle(server: ServerProcess): Promise<number> {
+  const t0 = performance.now();
+  let prev = serverCpuSeconds(server.pid);
+  while (prev !== null && performance.now() - t0 < 30_000) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const now = serverCpuSeconds(server.pid);
+    if (now === null || now - prev < 0.1) break;
+    prev = now;
+  }
+  return seconds(t0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -451,12 +468,13 @@ export async function measureGrowth(o: GrowthBenchOptions): Promise<Record<strin
       log(`growth: loading to ${target} Observations in Bundles of ${CFG.bundleSize}`);
       const loaded = await load(server, trusted, patientIds, r, stored, target, last, o.tools);
       stored = await countObservations(server.origin, trusted);
-      log(`growth: ${stored} Observations stored (${loaded.observations_per_s}/s); measuring`);
+      const settled = await settle(server);
+      log(`growth: ${stored} Observations stored (${loaded.observations_per_s}/s); server idle after ${settled} s; measuring`);
       const t1 = performance.now();
       const m = await measureStep(server, o.tools, trusted, who, rotation, target, o.phaseSeconds);
       steps.push({
         observations: stored,
-        load: loaded,
+        load: { ...loaded, settle_s: settled },
         ...m,
         measure_s: seconds(t1),
         server_memory: processMemory(server.pid),
