@@ -398,7 +398,15 @@ function summarize(steps: StepResult[]) {
     const b = last.queries[name];
     if (a && b && 'rps' in a && 'rps' in b) {
       const ratio = a.rps > 0 ? round(b.rps / a.rps, 3) : null;
-      ratios[name] = { [`rps_at_${first.observations}`]: a.rps, [`rps_at_${last.observations}`]: b.rps, ratio, meets_target: ratio !== null && ratio >= GROWTH_TARGETS.growth_rps_ratio_min };
+      // Server CPU per request varies far less between runs than the rate on this shared machine.
+      const ca = a.server_cpu_ms_per_request_by_thread?.all;
+      const cb = b.server_cpu_ms_per_request_by_thread?.all;
+      ratios[name] = {
+        [`rps_at_${first.observations}`]: a.rps, [`rps_at_${last.observations}`]: b.rps, ratio,
+        meets_target: ratio !== null && ratio >= GROWTH_TARGETS.growth_rps_ratio_min,
+        [`cpu_ms_per_request_at_${first.observations}`]: ca ?? null, [`cpu_ms_per_request_at_${last.observations}`]: cb ?? null,
+        cpu_ratio: ca && cb ? round(cb / ca, 2) : null,
+      };
     }
     p99[name] = Object.fromEntries(steps.map((s) => {
       const f = s.queries[name];
