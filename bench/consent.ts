@@ -33,9 +33,9 @@ import { dbFileSizes, fhirRequest, log, processMemory, startServer, type ServerP
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const FHIR_JSON = 'application/fhir+json';
-const REDIRECT_URI = 'http://127.0.0.1:9/bench/callback';
-const PATIENT_SCOPE = 'launch/patient patient/*.rs patient/Consent.rus';
-const PRACTITIONER_SCOPE = 'user/*.rs';
+export const REDIRECT_URI = 'http://127.0.0.1:9/bench/callback';
+export const PATIENT_SCOPE = 'launch/patient patient/*.rs patient/Consent.rus';
+export const PRACTITIONER_SCOPE = 'user/*.rs';
 const execFileP = promisify(execFile);
 
 export const CONSENT_TARGETS = { consent_slowdown_pct_max: 15, consent_revocation_p99_ms_max: 5000 };
@@ -97,7 +97,7 @@ function param(p: Parameters, name: string): string | undefined {
 }
 
 /** Runs `fn` over `items` with at most `n` at a time. */
-async function pool<T, R>(items: readonly T[], n: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+export async function pool<T, R>(items: readonly T[], n: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
   let next = 0;
   await Promise.all(Array.from({ length: Math.min(n, items.length) }, async () => {
@@ -110,7 +110,7 @@ async function pool<T, R>(items: readonly T[], n: number, fn: (item: T, i: numbe
 }
 
 /** `custos <args>` against the server's DATA_DIR, as an operator would run it while the server runs. */
-async function custos(server: ServerProcess, args: string[]): Promise<any> {
+export async function custos(server: ServerProcess, args: string[]): Promise<any> {
   const { stdout } = await execFileP(process.execPath, [path.join(ROOT, 'dist', 'cli.js'), ...args, '--json'], {
     env: { ...process.env, DATA_DIR: server.dataDir }, encoding: 'utf8',
   });
@@ -118,10 +118,10 @@ async function custos(server: ServerProcess, args: string[]): Promise<any> {
 }
 
 // (a leading '-' would read as an option to the CLI)
-const password = () => `pw${randomBytes(12).toString('base64url')}`;
+export const password = () => `pw${randomBytes(12).toString('base64url')}`;
 
 /** A user's access token through the real authorization code flow (login, approval, PKCE exchange). */
-async function userToken(endpoints: { authorize: string; token: string }, base: string, o: { clientId: string; scope: string; username: string; password: string }): Promise<string> {
+export async function userToken(endpoints: { authorize: string; token: string }, base: string, o: { clientId: string; scope: string; username: string; password: string }): Promise<string> {
   const pkce = pkcePair();
   const url = authorizeUrl(endpoints.authorize, { clientId: o.clientId, redirectUri: REDIRECT_URI, scope: o.scope, aud: base, codeChallenge: pkce.challenge });
   const { code } = await authorizeWithLogin({ authorizeUrl: url, username: o.username, password: o.password });
@@ -192,7 +192,7 @@ function consentFor(patientId: string, practitionerId: string): Record<string, u
   };
 }
 
-interface ConsentingPatient {
+export interface ConsentingPatient {
   patientId: string;
   consentId: string;
   wallet: Wallet;
@@ -202,7 +202,7 @@ interface ConsentingPatient {
 }
 
 /** Patient user + token, Consent (by the EHR), key bound, Consent granted on chain by the patient's key. */
-async function consentingPatient(server: ServerProcess, trusted: string, ctx: { endpoints: { authorize: string; token: string }; base: string; clientId: string; practitionerId: string }, patientId: string, timing: Record<string, number>): Promise<ConsentingPatient> {
+export async function consentingPatient(server: ServerProcess, trusted: string, ctx: { endpoints: { authorize: string; token: string }; base: string; clientId: string; practitionerId: string }, patientId: string, timing: Record<string, number>): Promise<ConsentingPatient> {
   const o = server.origin;
   let t = performance.now();
   const lap = (k: string) => { const now = performance.now(); timing[k] = (timing[k] ?? 0) + (now - t); t = now; };

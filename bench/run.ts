@@ -16,6 +16,11 @@
  *                      AuditEvents written per second at that load (bench/audit.ts)
  *   write_costs        in-process CPU per Observation of each write stage and the throughput ceiling
  *                      of this machine's cores (bench/write-costs.ts)
+ *   growth             not in the default list (it adds ~6 min): on its own server, searches' first
+ *                      pages, latest values and deep pages at 10,000 and 100,000 Observations
+ *                      (BENCH_GROWTH_MAX=1000000: and 1,000,000; BENCH_QUICK: 10,000 only), for a
+ *                      trusted token, a consent-limited practitioner and a patient (bench/growth.ts).
+ *                      Run it with BENCH_SCENARIOS=growth.
  * Progress goes to stderr; the figures are one JSON object on stdout. Nothing here asserts
  * on timing.
  *
@@ -23,7 +28,8 @@
  * server with --cpu-prof and add its top self-time functions to the output),
  * BENCH_DURATION / BENCH_OBSERVATIONS (override phase seconds / fill target),
  * BENCH_SCENARIOS (comma list of scenarios to run; search_token_date includes the fill),
- * BENCH_SERVER_DIST (directory of another build of the server to run, for A/B comparisons).
+ * BENCH_SERVER_DIST (directory of another build of the server to run, for A/B comparisons),
+ * BENCH_GROWTH_MAX (largest step of `growth`), BENCH_GROWTH_BUNDLE (its load Bundles' size, 100).
  */
 import autocannon from 'autocannon';
 import fs from 'node:fs';
@@ -32,6 +38,7 @@ import path from 'node:path';
 import { measureAuthOverhead } from './auth-overhead.js';
 import { AUDIT_TARGETS, measureAudit } from './audit.js';
 import { CONSENT_TARGETS, measureConsent } from './consent.js';
+import { GROWTH_TARGETS, measureGrowth } from './growth.js';
 import { measureLedgerCosts } from './ledger.js';
 import { measureWriteCosts } from './write-costs.js';
 import { summarizeProfile, type ProfileSummary } from './cpu-profile.js';
@@ -39,7 +46,7 @@ import { heartRateObservation, observationBundle, patient, rng, searchPaths, tra
 import { dbFileSizes, fhirRequest, log, processMemory, serverCpuSeconds, serverThreadCpuSeconds, startServer, type ServerProcess } from './server-process.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
-/** BENCH_SCENARIOS=single_create,bundle_create,search_token_date,ledger,consent,audit,write_costs (default: all); handy with BENCH_CPU_PROF. */
+/** BENCH_SCENARIOS=single_create,bundle_create,search_token_date,ledger,consent,audit,write_costs (default: these), growth; handy with BENCH_CPU_PROF. */
 const SCENARIOS = new Set((process.env.BENCH_SCENARIOS || 'single_create,bundle_create,search_token_date,ledger,consent,audit,write_costs').split(',').map((x) => x.trim()));
 const CPU_PROF = process.env.BENCH_CPU_PROF === '1';
 const envInt = (name: string): number | undefined => {
@@ -67,6 +74,7 @@ const TARGETS = {
   ledger_gas_per_version_at_1000_writes_per_s_max: 50, ledger_on_slowdown_pct_max: 5, auth_slowdown_pct_max: 10,
   ...CONSENT_TARGETS,
   ...AUDIT_TARGETS,
+  ...GROWTH_TARGETS,
 };
 const FHIR_JSON = 'application/fhir+json';
 
@@ -492,6 +500,16 @@ async function main(): Promise<void> {
     } catch (err) {
       log(`audit FAILED: ${(err as Error).stack ?? String(err)}`);
       out.audit = { error: String((err as Error).message ?? err) };
+    }
+  }
+  if (SCENARIOS.has('growth') && !failed) {
+    try {
+      const max = envInt('BENCH_GROWTH_MAX') ?? (QUICK ? 10_000 : 100_000);
+      const steps = [...[10_000, 100_000, 1_000_000].filter((n) => n < max), max];
+      out.growth = await measureGrowth({ steps, phaseSeconds: envInt('BENCH_DURATION') ?? (QUICK ? 3 : 8), cpuProfile: CPU_PROF, tools: { cannon, withCpu } });
+    } catch (err) {
+      log(`growth FAILED: ${(err as Error).stack ?? String(err)}`);
+      out.growth = { error: String((err as Error).message ?? err) };
     }
   }
   if (SCENARIOS.has('write_costs') && !process.env.BENCH_SERVER_DIST) {
