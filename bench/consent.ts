@@ -138,18 +138,19 @@ async function signTd(w: Wallet, td: ConsentTypedData): Promise<string> {
 // ---------------------------------------------------------------------------------------------
 // Setup
 
-async function createPatients(server: ServerProcess, trusted: string): Promise<string[]> {
+/** `count` Patients (bench/fixtures.ts) in transaction Bundles of `bundleSize`; their ids in order. */
+export async function createPatients(server: ServerProcess, trusted: string, o: { count: number; bundleSize: number; label: string }): Promise<string[]> {
   const ids: string[] = [];
-  for (let start = 0; start < CFG.patients; start += CFG.patientBundleSize) {
-    const resources = Array.from({ length: Math.min(CFG.patientBundleSize, CFG.patients - start) }, (_, i) => patient(start + i));
-    const json = await must('creating patients', call(server.origin, 'POST', '/fhir', trusted, transactionBundle(resources)));
+  for (let start = 0; start < o.count; start += o.bundleSize) {
+    const resources = Array.from({ length: Math.min(o.bundleSize, o.count - start) }, (_, i) => patient(start + i));
+    const json = await must('creating patients', call(server.origin, 'POST', '/fhir', trusted, transactionBundle(resources), { prefer: 'return=minimal' }));
     for (const e of json.entry as Array<{ resource?: { id?: string }; response?: { location?: string } }>) {
       const id = e.resource?.id ?? /Patient\/([^/]+)/.exec(e.response?.location ?? '')?.[1];
       if (!id) throw new Error(`no id in transaction response entry ${JSON.stringify(e).slice(0, 300)}`);
       ids.push(id);
     }
   }
-  log(`consent: created ${ids.length} patients`);
+  log(`${o.label}: created ${ids.length} patients`);
   return ids;
 }
 
@@ -441,7 +442,7 @@ export async function measureConsent(o: ConsentBenchOptions): Promise<Record<str
     if (!rpcUrl) throw new Error(`$ledger-status names no rpcUrl: ${JSON.stringify(ledger).slice(0, 300)}`);
 
     t = performance.now();
-    const patientIds = await createPatients(server, trusted);
+    const patientIds = await createPatients(server, trusted, { count: CFG.patients, bundleSize: CFG.patientBundleSize, label: 'consent' });
     setup.patients_s = seconds(t);
     t = performance.now();
     const fill = await fillObservations(server, o.tools, trusted, patientIds, o.observations, o.quick ? 500 : 1000);

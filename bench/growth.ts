@@ -44,8 +44,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type autocannon from 'autocannon';
 import { summarizeProfile } from './cpu-profile.js';
-import { CODES, patient, rng, transactionBundle } from './fixtures.js';
-import { consentingPatient, custos, password, pool, PATIENT_SCOPE, PRACTITIONER_SCOPE, REDIRECT_URI, userToken } from './consent.js';
+import { CODES, rng, transactionBundle } from './fixtures.js';
+import { consentingPatient, createPatients, custos, password, pool, PATIENT_SCOPE, PRACTITIONER_SCOPE, REDIRECT_URI, userToken } from './consent.js';
 import { dbFileSizes, fhirRequest, log, processMemory, serverCpuSeconds, startServer, type ServerProcess } from './server-process.js';
 
 export const GROWTH_TARGETS = { growth_rps_ratio_min: round(1 / 1.5, 3), growth_p99_ms_max: 50 };
@@ -135,20 +135,6 @@ async function must(what: string, r: Promise<Res>, expected = [200, 201]): Promi
   return res.json;
 }
 
-async function createPatients(server: ServerProcess, trusted: string): Promise<string[]> {
-  const ids: string[] = [];
-  for (let start = 0; start < CFG.patients; start += CFG.patientBundleSize) {
-    const resources = Array.from({ length: Math.min(CFG.patientBundleSize, CFG.patients - start) }, (_, i) => patient(start + i));
-    const json = await must('creating patients', call(server.origin, '/fhir', trusted, 'POST', transactionBundle(resources), { prefer: 'return=minimal' }));
-    for (const e of json.entry as Array<{ resource?: { id?: string }; response?: { location?: string } }>) {
-      const id = e.resource?.id ?? /Patient\/([^/]+)/.exec(e.response?.location ?? '')?.[1];
-      if (!id) throw new Error(`no id in transaction response entry ${JSON.stringify(e).slice(0, 300)}`);
-      ids.push(id);
-    }
-  }
-  log(`growth: created ${ids.length} patients`);
-  return ids;
-}
 
 async function countObservations(origin: string, token: string): Promise<number> {
   const json = await must('count', call(origin, '/fhir/Observation?_summary=count', token));
@@ -482,7 +468,7 @@ export async function measureGrowth(o: GrowthBenchOptions): Promise<Record<strin
     if (!trusted) throw new Error('the server has no SMART auth: the growth scenario needs it');
     const setup: Record<string, number> = {};
     let t = performance.now();
-    const patientIds = await createPatients(server, trusted);
+    const patientIds = await createPatients(server, trusted, { count: CFG.patients, bundleSize: CFG.patientBundleSize, label: 'growth' });
     setup.patients_s = seconds(t);
     t = performance.now();
     const who = await principals(server, trusted, patientIds);

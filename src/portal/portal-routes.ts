@@ -48,14 +48,13 @@ export function portalRoutes(o: PortalRoutesOptions): express.Router {
   router.get('/config.json', (_req, res) => { res.set('Cache-Control', 'no-store').type('application/json').send(settings); });
   router.use('/assets', express.static(path.join(o.dir, 'assets'), { immutable: true, maxAge: '365d', index: false, fallthrough: false }));
   const index = path.join(o.dir, 'index.html');
-  router.get('/', (req, res, next) => {
+  router.get('/', (req, res) => {
     // /portal (no slash) would resolve the portal's relative URLs against / instead.
     if (!req.originalUrl.split('?')[0]!.endsWith('/')) { res.redirect(301, `${req.baseUrl}/${req.originalUrl.slice(req.baseUrl.length)}`); return; }
     fs.readFile(index, (err, html) => {
       if (err) { res.status(503).type('html').send(NOT_BUILT); return; }
       res.set('Cache-Control', 'no-cache').type('html').send(html);
     });
-    void next;
   });
   return router;
 }
