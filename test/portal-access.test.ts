@@ -145,6 +145,9 @@ describe('who saw my data', () => {
       const said = await emergency.innerText();
       assert.match(said, new RegExp(`Dr Omar Haddad opened your record in an emergency ${onDayAt(grantedAt)}`));
       assert.ok(said.includes(`Reason given: “${reason}”`) || said.includes(reason), said);
+      // The people and the trail load after the emergency section: wait until both are on the page.
+      await page.locator('#actors-title').waitFor();
+      await page.locator('ol.trail').waitFor();
       const first = await page.evaluate(() => {
         const e = document.querySelector('section.emergency')!;
         return !!(e.compareDocumentPosition(document.getElementById('actors-title')!) & Node.DOCUMENT_POSITION_FOLLOWING)
