@@ -9,7 +9,8 @@ import { loadDefinitions } from '../src/fhir/definitions.js';
 import { parseSearch } from '../src/fhir/search/parse.js';
 import { Blinder, SqliteStore } from '../src/store/index.js';
 import { AUDIT_JOURNAL_SCHEMA, AuditJournal, compileJournalWhere, journalEntry } from '../src/store/sqlite/audit-journal.js';
-import { compileSearch } from '../src/store/sqlite/search.js';
+import { compileSearch } from '../src/store/sqlite/search-plan.js';
+import { compiledIds } from './compiled-search.js';
 import { tempDir } from './helpers.js';
 
 /**
@@ -76,7 +77,7 @@ describe('audit journal', () => {
   /** The generic search engine's answer (index tables) for AuditEvents written as ordinary resources. */
   const genericSearch = (q: ReturnType<typeof parseSearch>['query']) => {
     const c = compileSearch(q, blinder);
-    return generic.prepare(`SELECT c.id FROM ${c.from} WHERE ${c.where} ORDER BY ${c.orderBy} LIMIT ? OFFSET ?`).pluck().all(...c.params, q.count, q.offset) as string[];
+    return compiledIds(generic, c, q.count, q.offset);
   };
   const both = async (qs: string): Promise<{ generic: string[]; journal: string[] }> => {
     const parsed = parseSearch('AuditEvent', [...new URLSearchParams(qs)], { strict: true, defaultCount: 1000, maxCount: 1000 });

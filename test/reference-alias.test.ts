@@ -7,7 +7,8 @@ import type { Resource } from '@medplum/fhirtypes';
 import { loadDefinitions } from '../src/fhir/definitions.js';
 import { parseSearch } from '../src/fhir/search/parse.js';
 import { Blinder, SqliteStore } from '../src/store/index.js';
-import { compileSearch } from '../src/store/sqlite/search.js';
+import { compileSearch } from '../src/store/sqlite/search-plan.js';
+import { compiledIds } from './compiled-search.js';
 import { referenceAliases } from '../src/store/reference-aliases.js';
 import { tempDir } from './helpers.js';
 
@@ -126,7 +127,7 @@ describe('reference aliases (patient stored with subject)', () => {
       const c = compileSearch(parsed.query, new Blinder(keys.indexKey));
       const reader = new Database(file, { readonly: true });
       try {
-        return (reader.prepare(`SELECT c.id FROM ${c.from} WHERE ${c.where} ORDER BY ${c.orderBy}`).pluck().all(...c.params) as string[]).sort();
+        return compiledIds(reader, c, 1000).sort();
       } finally {
         reader.close();
       }

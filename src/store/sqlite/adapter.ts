@@ -24,7 +24,8 @@ import { IndexRowWriter, primaryDateLo, storedReferenceRows } from './index-rows
 import { INDEX_KINDS, indexTable, type IndexKind } from './index-tables.js';
 import { AuditJournal, batchAad, journalEntry, journalRowTuples } from './audit-journal.js';
 import { auditVersion, JournalReader } from './journal-reader.js';
-import { accessClause, compileSearch, NARROW_SPAN, referenceParamSql } from './search.js';
+import { accessClause, NARROW_SPAN, referenceParamSql } from './search.js';
+import { compileSearch, pageRows } from './search-plan.js';
 import type { WriterTurns } from './writer-turns.js';
 
 export interface SqliteStoreOptions {
@@ -206,9 +207,7 @@ class SqliteReader implements StoreReader {
     let hasMore = false;
     let last: SearchPosition | undefined;
     if (q.count > 0) {
-      const where = c.after ? `${c.where} AND (${c.after.sql})` : c.where;
-      const page = this.stmt(`SELECT c.pk, c.version FROM ${c.from} WHERE ${where} ORDER BY ${c.orderBy} LIMIT ? OFFSET ?`)
-        .all(...c.whereParams, ...(c.after?.params ?? []), ...c.orderParams, q.count + 1, c.after ? 0 : q.offset) as Array<{ pk: number; version: number }>;
+      const page = pageRows((sql, params) => this.stmt(sql).all(...params) as Array<{ pk: number; version: number }>, c, q.count + 1, q.after ? 0 : q.offset);
       hasMore = page.length > q.count;
       const rows = page.slice(0, q.count);
       if (hasMore) last = this.positionOf(c.keys, rows[rows.length - 1]!.pk);
@@ -220,7 +219,7 @@ class SqliteReader implements StoreReader {
     }
     let total: number | undefined;
     if (q.total !== 'none' || q.count === 0) {
-      total = (this.stmt(`SELECT count(*) AS n FROM ${c.from} WHERE ${c.where}`).get(...c.whereParams) as { n: number }).n;
+      total = this.stmt(c.count.sql).pluck().get(...c.count.params) as number;
     } else if (!hasMore && !q.after && (matches.length > 0 || q.offset === 0)) {
       total = q.offset + matches.length;
     }

@@ -12,7 +12,7 @@ import { indexTable, kindOf, type IndexKind } from './index-tables.js';
 const MAX_CHAR = '\u{10FFFF}';
 
 /** SQL text plus its positional parameters, built up clause by clause. */
-interface Sql {
+export interface Sql {
   sql: string;
   params: unknown[];
   /** Equality on every key column of the table's (param, ..., res) index: one row per resource, in res order. */
@@ -27,25 +27,8 @@ export interface Ctx {
   resourceType: string;
 }
 
-/** A compiled search: `SELECT <cols> FROM ${from} WHERE ${where} ORDER BY ${orderBy}` with params in that order. */
-export interface CompiledSearch {
-  from: string;
-  where: string;
-  orderBy: string;
-  /** Parameters of `from` and `where`, then of `orderBy`. */
-  params: unknown[];
-  /** Parameters of `from` and `where` only (for count queries). */
-  whereParams: unknown[];
-  /** Parameters of `orderBy`. */
-  orderParams: unknown[];
-  /** With SearchQuery.after: the condition "after that position" (ANDed to `where` for the page only, not for counts). */
-  after?: Sql;
-  /** The sort keys (one per _sort rule) as expressions on row `c`, for the position of a page's last match. */
-  keys: Sql[];
-}
-
 /** A filter on one index table, before it is placed in the query. Column names in `cond` are unqualified. */
-interface IndexFilter {
+export interface IndexFilter {
   kind: 'index';
   table: string;
   params: string[];
@@ -57,166 +40,13 @@ interface IndexFilter {
   loBounds?: [number, number];
 }
 
-/** Counts index rows matching a filter, up to a cap (a cheap cardinality probe). */
-export type Estimator = (sql: string, params: unknown[]) => number;
-const PROBE_CAP = 1000;
-/** A lead with at most this many rows is taken without probing the other filters. */
-const GOOD_ENOUGH = 100;
-/** Only a way to start the query (its conditions are also filters of their own); never rendered otherwise. */
-/** A lead that only selects candidates; `implies` is a filter every one of its rows satisfies. */
-interface LeadOnly { kind: 'lead'; rows: Sql; implies?: IndexFilter }
-type SqlFilter = { kind: 'sql'; sql: Sql };
-type Compiled = IndexFilter | LeadOnly | SqlFilter;
-
-/**
- * Compiles a search so SQLite drives it from the index tables and stops at the page:
- * - one filter leads (pickLead: a code/subject + date range, else the fewest index rows);
- * - with the default order, a lead that is an exact token (system|code) or reference becomes
- *   the driving join: its index yields one row per resource in pk order, so no sort is needed;
- *   any other lead is an `IN` list (materialized, pk-ordered);
- * - every other filter is a correlated EXISTS / NOT EXISTS on the (res, param, ...) index.
- * The unary `+` on c.type / c.deleted keeps the planner from scanning the type index instead.
- */
-export function compileSearch(query: SearchQuery, blinder: Blinder, estimate?: Estimator): CompiledSearch {
-  const ctx: Ctx = { blinder, alias: 'c', resourceType: query.resourceType };
-  const filters: Compiled[] = mergeDateFilters(query.filters.map((f) => compileFilter(f, ctx)));
-  if (query.compartment) filters.push(compartmentFilter(query.compartment, query.resourceType));
-  if (query.ids) filters.push({ kind: 'sql', sql: inList('c.id', query.ids) });
-  if (query.access !== undefined) filters.push({ kind: 'sql', sql: accessClause(query.access, ctx) });
-  filters.push(...codeDateLeads(filters));
-
-  const lead = pickLead(filters, estimate);
-  const driverAt = lead >= 0 && query.sort.length === 0 && isJoinDriver(filters[lead]!) ? lead : -1;
-  const inAt = driverAt >= 0 ? -1 : lead;
-  let from = 'resource_current c';
-  const where: Sql[] = [];
-  // A code (or subject) + date lead yields only rows of that code: its own check would repeat it.
-  const implied = inAt >= 0 && filters[inAt]!.kind === 'lead' ? (filters[inAt] as LeadOnly).implies : undefined;
-  filters.forEach((f, i) => {
-    if (f === implied) return;
-    if (f.kind === 'sql') where.push(f.sql);
-    else if (f.kind === 'lead') {
-      if (i === inAt) where.push({ sql: `c.pk IN (${f.rows.sql})`, params: f.rows.params });
-    } else if (i === driverAt) {
-      from = `${f.table} d JOIN resource_current c ON c.pk = d.res`;
-      where.push(paramCond(f, 'd.param'));
-    } else if (i === inAt) {
-      where.push(inClause(f, 'c'));
-    } else where.push(existsClause(f, 'c'));
-  });
-  const driven = driverAt >= 0 || inAt >= 0;
-  const typeSql = driven ? '+c.type = ? AND +c.deleted = 0' : 'c.type = ? AND c.deleted = 0';
-  const whereSql = [typeSql, ...where.map((w) => `(${w.sql})`)].join(' AND ');
-  const whereParams = [query.resourceType, ...where.flatMap((w) => w.params)];
-  // The driver's index already yields rows in res (= pk) order: ordering by it avoids a sort.
-  const terms = driverAt >= 0 ? [] : orderTerms(query, 'c');
-  const order = driverAt >= 0 ? { orderBy: 'd.res', params: [] } : joinTerms(terms, 'c');
-  const after = query.after ? afterClause(terms, query.after, driverAt >= 0 ? 'd.res' : 'c.pk') : undefined;
-  return {
-    from, where: whereSql, orderBy: order.orderBy, params: [...whereParams, ...order.params], whereParams, orderParams: order.params,
-    ...(after ? { after } : {}), keys: terms.map((t) => ({ sql: t.sql, params: t.params })),
-  };
-}
-
-/** Equality lookups (tokens, references, uris, strings) narrow better than ranges (dates, numbers). */
-const EQUALITY_KINDS = new Set<IndexKind>(['token', 'reference', 'uri', 'string']);
-
-const isPositive = (f: Compiled): f is IndexFilter | LeadOnly => f.kind === 'lead' || (f.kind === 'index' && !f.negate && f.cond.sql !== '1');
-
-/**
- * The filter the query starts from: the one with the fewest index rows (probed, capped), or
- * without an estimator the first reference, then token, then any positive filter.
- */
-function pickLead(filters: Compiled[], estimate: Estimator | undefined): number {
-  const candidates = filters.map((f, i) => [f, i] as const).filter(([f]) => isPositive(f));
-  if (candidates.length === 0) return -1;
-  // A key + date range on one index (code or subject with date) beats the filters it combines;
-  // only several such leads need comparing.
-  const leads = candidates.filter(([f]) => f.kind === 'lead');
-  if (leads.length === 1) return leads[0]![1];
-  if (leads.length > 1) return estimate ? fewestRows(leads, estimate) : leads[0]![1];
-  if (estimate && candidates.length > 1) return fewestRows(candidates, estimate);
-  const ref = candidates.find(([f]) => isJoinDriver(f) && kindOf((f as IndexFilter).table) === 'reference');
-  const exact = candidates.find(([f]) => isJoinDriver(f));
-  const eq = candidates.find(([f]) => f.kind === 'index' && EQUALITY_KINDS.has(kindOf(f.table)));
-  return (ref ?? exact ?? eq ?? candidates[0]!)[1];
-}
+export type SqlFilter = { kind: 'sql'; sql: Sql };
 
 /** The date parameter whose value idx_token.dlo carries. */
 export const PRIMARY_DATE_PARAM = 'date';
 
-/**
- * code=system|code (or subject=Patient/x) with date=...: one seek on (param, key, dlo), plus the
- * rows whose resource has no single narrow date (dlo NULL). The date filter itself still applies.
- */
-function codeDateLeads(filters: Compiled[]): LeadOnly[] {
-  const date = filters.find((f): f is IndexFilter => f.kind === 'index' && kindOf(f.table) === 'date' && !f.negate
-    && f.params.length === 1 && f.params[0] === PRIMARY_DATE_PARAM && f.loBounds !== undefined);
-  if (!date) return [];
-  const [min, max] = date.loBounds!;
-  if (min <= MIN_TIME && max >= MAX_TIME) return [];
-  return filters
-    .filter((f): f is IndexFilter => f.kind === 'index' && (kindOf(f.table) === 'token' || kindOf(f.table) === 'reference') && isJoinDriver(f))
-    .map((t) => {
-      const c = paramCond(t, 'param');
-      return {
-        kind: 'lead',
-        implies: t,
-        rows: {
-          sql: `SELECT res FROM ${t.table} WHERE ${c.sql} AND dlo >= ? AND dlo <= ? UNION ALL SELECT res FROM ${t.table} WHERE ${c.sql} AND dlo IS NULL`,
-          params: [...c.params, min, max, ...c.params],
-        },
-      };
-    });
-}
-
-/** The candidate with the fewest index rows (counted up to PROBE_CAP); likely-narrow ones first. */
-function fewestRows(candidates: Array<readonly [Compiled, number]>, estimate: Estimator): number {
-  const rank = (f: Compiled) => (f.kind === 'lead' && f.rows.sql.includes('idx_reference') ? 0 : isJoinDriver(f) ? 1 : 2);
-  const ordered = [...candidates].sort((a, b) => rank(a[0]) - rank(b[0]));
-  let best = -1;
-  let bestCount = Infinity;
-  for (const [f, i] of ordered) {
-    const rows = f.kind === 'lead' ? f.rows : rowsSql(f as IndexFilter);
-    const n = estimate(`SELECT count(*) FROM (${rows.sql} LIMIT ${PROBE_CAP})`, rows.params);
-    // Ties go to the earlier (join driver over IN list), which also spares a sort.
-    if (n < bestCount) {
-      best = i;
-      bestCount = n;
-    }
-    if (bestCount <= GOOD_ENOUGH) break;
-  }
-  return best;
-}
-
-/** date=geA&date=ltB on one parameter is one range: one index seek instead of two half-open scans. */
-function mergeDateFilters(filters: Compiled[]): Compiled[] {
-  const out: Compiled[] = [];
-  const byParam = new Map<string, IndexFilter>();
-  for (const f of filters) {
-    if (f.kind !== 'index' || kindOf(f.table) !== 'date' || f.negate || !f.loBounds || f.params.length !== 1) {
-      out.push(f);
-      continue;
-    }
-    const prev = byParam.get(f.params[0]!);
-    if (!prev) {
-      const copy = { ...f };
-      byParam.set(f.params[0]!, copy);
-      out.push(copy);
-      continue;
-    }
-    prev.cond = { sql: `(${prev.cond.sql}) AND (${f.cond.sql})`, params: [...prev.cond.params, ...f.cond.params] };
-    prev.loBounds = [Math.max(prev.loBounds![0], f.loBounds[0]), Math.min(prev.loBounds![1], f.loBounds[1])];
-  }
-  return out;
-}
-
-function isJoinDriver(f: Compiled): boolean {
-  return f.kind === 'index' && !f.negate && f.params.length === 1 && f.cond.exactKey === true;
-}
-
 /** `param = ? AND (cond)` (or `param IN (...)` for several params). */
-function paramCond(f: IndexFilter, column: string): Sql {
+export function paramCond(f: IndexFilter, column: string): Sql {
   const p = paramSql(f.params, f.masks, column);
   return { sql: `${p.sql} AND (${f.cond.sql})`, params: [...p.params, ...f.cond.params] };
 }
@@ -259,7 +89,7 @@ function tableParams(table: string, resourceType: string, params: string[]): { p
   return kindOf(table) === 'reference' ? referenceParams(resourceType, params) : { params };
 }
 
-function inClause(f: IndexFilter, alias: string): Sql {
+export function inClause(f: IndexFilter, alias: string): Sql {
   const rows = rowsSql(f);
   return { sql: `${alias}.pk ${f.negate ? 'NOT IN' : 'IN'} (${rows.sql})`, params: rows.params };
 }
@@ -268,7 +98,7 @@ function inClause(f: IndexFilter, alias: string): Sql {
  * `SELECT res FROM <index> WHERE ...` for a filter. A bounded date filter is a UNION ALL of a seek
  * on `lo` among narrow rows and a scan of the (few) wide rows, which SQLite will not plan from an OR.
  */
-function rowsSql(f: IndexFilter): Sql {
+export function rowsSql(f: IndexFilter): Sql {
   const cond = paramCond(f, 'param');
   const b = f.loBounds;
   if (!b || (b[0] <= MIN_TIME && b[1] >= MAX_TIME)) return { sql: `SELECT res FROM ${f.table} WHERE ${cond.sql}`, params: cond.params };
@@ -282,12 +112,12 @@ function rowsSql(f: IndexFilter): Sql {
  * `+x.param` keeps the planner on the (res, n) key, a seek to the resource's few rows; on the
  * param index it would scan every row of the parameter.
  */
-function existsClause(f: IndexFilter, alias: string): Sql {
+export function existsClause(f: IndexFilter, alias: string): Sql {
   const inner = paramCond(f, '+x.param');
   return { sql: `${f.negate ? 'NOT ' : ''}EXISTS (SELECT 1 FROM ${f.table} x WHERE x.res = ${alias}.pk AND ${inner.sql})`, params: inner.params };
 }
 
-function compartmentFilter(c: NonNullable<SearchQuery['compartment']>, resourceType: string): IndexFilter {
+export function compartmentFilter(c: NonNullable<SearchQuery['compartment']>, resourceType: string): IndexFilter {
   return {
     kind: 'index',
     table: indexTable('reference'),
@@ -297,12 +127,12 @@ function compartmentFilter(c: NonNullable<SearchQuery['compartment']>, resourceT
   };
 }
 
-function inList(column: string, values: readonly unknown[]): Sql {
+export function inList(column: string, values: readonly unknown[]): Sql {
   if (values.length === 0) return { sql: '0', params: [] };
   return { sql: `${column} IN (${values.map(() => '?').join(', ')})`, params: [...values] };
 }
 
-function compileFilter(f: SearchFilter, ctx: Ctx): IndexFilter | SqlFilter {
+export function compileFilter(f: SearchFilter, ctx: Ctx): IndexFilter | SqlFilter {
   if (f.chain) return { kind: 'sql', sql: chainClause(f, ctx) };
   if (f.param === '_id') return { kind: 'sql', sql: idClause(f, ctx.alias) };
   if (f.param === '_lastUpdated') return { kind: 'sql', sql: orValues(f, (v) => dateCondition(`${ctx.alias}.last_updated`, `${ctx.alias}.last_updated`, v.prefix, v.value)) };
@@ -598,7 +428,7 @@ export function accessClause(a: AccessCondition, ctx: Ctx): Sql {
 }
 
 /** `column IN (...)`; long lists as one JSON parameter (SQLite caps the parameters of a statement). */
-function valueList(column: string, values: readonly string[]): Sql {
+export function valueList(column: string, values: readonly string[]): Sql {
   if (values.length <= 64) return inList(column, values);
   return { sql: `${column} IN (SELECT value FROM json_each(?))`, params: [JSON.stringify(values)] };
 }
@@ -614,7 +444,9 @@ function isChainBlinded(type: string, filter: SearchFilter): boolean {
 const SORT_COLUMNS: Partial<Record<SearchParamType, { kind: IndexKind; asc: string; desc: string }>> = {
   token: { kind: 'token', asc: 'MIN(code)', desc: 'MAX(code)' },
   string: { kind: 'string', asc: 'MIN(value)', desc: 'MAX(value)' },
-  date: { kind: 'date', asc: 'MIN(lo)', desc: 'MAX(hi)' },
+  // By the start of each value in both directions (as HAPI does): a resource with one narrow date
+  // then sorts by its dlo, which lets a page walk the (key, dlo, res) indexes in date order.
+  date: { kind: 'date', asc: 'MIN(lo)', desc: 'MAX(lo)' },
   number: { kind: 'number', asc: 'MIN(value)', desc: 'MAX(value)' },
   quantity: { kind: 'quantity', asc: 'MIN(value)', desc: 'MAX(value)' },
   reference: { kind: 'reference', asc: "MIN(COALESCE(target_type || '/' || target_id, url))", desc: "MAX(COALESCE(target_type || '/' || target_id, url))" },
@@ -624,7 +456,7 @@ const SORT_COLUMNS: Partial<Record<SearchParamType, { kind: IndexKind; asc: stri
 /** One `_sort` rule as an expression on the row; `nullable`: resources without a value (they sort last). */
 export interface OrderTerm extends Sql { descending: boolean; nullable: boolean }
 
-function orderTerms(query: SearchQuery, alias: string): OrderTerm[] {
+export function orderTerms(query: SearchQuery, alias: string): OrderTerm[] {
   return query.sort.map((rule) => {
     if (rule.code === '_id') return { sql: `${alias}.id`, params: [], descending: rule.descending, nullable: false };
     if (rule.code === '_lastUpdated') return { sql: `${alias}.last_updated`, params: [], descending: rule.descending, nullable: false };
@@ -632,22 +464,18 @@ function orderTerms(query: SearchQuery, alias: string): OrderTerm[] {
   });
 }
 
-function joinTerms(terms: OrderTerm[], alias: string): { orderBy: string; params: unknown[] } {
+/** ORDER BY for the _sort rules; resources without a value sort last; ties by pk, in the first rule's direction. */
+export function joinTerms(terms: OrderTerm[], alias: string, pkDescending = terms[0]?.descending ?? false): { orderBy: string; params: unknown[] } {
   const parts = terms.map((t) => `${t.sql} ${t.descending ? 'DESC' : 'ASC'}${t.nullable ? ' NULLS LAST' : ''}`);
-  parts.push(`${alias}.pk ASC`);
+  parts.push(`${alias}.pk ${pkDescending ? 'DESC' : 'ASC'}`);
   return { orderBy: parts.join(', '), params: terms.flatMap((t) => t.params) };
 }
 
-/** ORDER BY for the query's _sort rules; resources without a value sort last; always ends with pk. */
-export function compileOrderBy(query: SearchQuery, alias = 'c'): { orderBy: string; params: unknown[] } {
-  return joinTerms(orderTerms(query, alias), alias);
-}
-
 /**
- * The rows after `at` in the order (terms..., pk ASC), nulls last: for each term, "equal on every
- * earlier term and beyond on this one", then "equal on all and a greater pk".
+ * The rows after `at` in the order (terms..., pk), nulls last: for each term, "equal on every
+ * earlier term and beyond on this one", then "equal on all and beyond on pk".
  */
-export function afterClause(terms: OrderTerm[], at: SearchPosition, pk: string): Sql {
+export function afterClause(terms: OrderTerm[], at: SearchPosition, pk: string, pkDescending = false): Sql {
   if (at.keys.length !== terms.length) throw badRequest('The paging cursor does not fit this search\'s sort order');
   const alternatives: Sql[] = [];
   const equal: Sql[] = [];
@@ -663,7 +491,7 @@ export function afterClause(terms: OrderTerm[], at: SearchPosition, pk: string):
       equal.push({ sql: `${t.sql} IS NULL`, params: t.params });
     }
   });
-  alternatives.push(allOf([...equal, { sql: `${pk} > ?`, params: [at.pk] }]));
+  alternatives.push(allOf([...equal, { sql: `${pk} ${pkDescending ? '<' : '>'} ?`, params: [at.pk] }]));
   return { sql: alternatives.map((a) => `(${a.sql})`).join(' OR '), params: alternatives.flatMap((a) => a.params) };
 }
 
