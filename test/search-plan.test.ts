@@ -116,7 +116,10 @@ const CASES: Array<{ qs: string; access?: AccessCondition; walk?: PlanKind; read
   { qs: `code=${LOINC}|8867-4&_sort=-date`, access: consent, walk: 'walk-date' },
   { qs: `code=${LOINC}|8867-4&date=ge2025-01-05`, access: consent, walk: 'walk' },
   { qs: 'status=final&_sort=-date' },
-  { qs: `code=${LOINC}|8867-4&_sort=-_lastUpdated` },
+  { qs: `code=${LOINC}|8867-4&_sort=-_lastUpdated`, walk: 'scan' },
+  { qs: `code=${LOINC}|9279-1&_sort=_lastUpdated`, walk: 'scan' },
+  { qs: 'date=ge2025-01-10', walk: 'scan' },
+  { qs: '', walk: 'scan', read: 'scan' },
 ];
 
 describe('search plans', () => {

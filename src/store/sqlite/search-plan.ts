@@ -31,7 +31,8 @@ type Compiled = IndexFilter | LeadOnly | SqlFilter;
 
 /**
  * How a page is read:
- * - scan: the type's rows (no filter can lead);
+ * - scan: the type's rows, in pk order or along the (type, deleted, last_updated) index, with every
+ *   filter tested on each (no filter is narrow and no exact key's index has the order asked);
  * - in: the narrowest filter's rows, materialized and ordered (`c.pk IN (...)`);
  * - walk: an exact key's index (system|code, Type/id) in resource order, for the default order;
  * - walk-date: an exact key's (key, dlo, res) index in date order, for `_sort=[-]date`, plus the
@@ -76,7 +77,7 @@ export function compileSearch(query: SearchQuery, blinder: Blinder, estimate?: E
   const walking = plan.kind === 'walk' || plan.kind === 'walk-date';
 
   let from = 'resource_current c';
-  const where: Sql[] = [{ sql: walking || plan.kind === 'in' ? '+c.type = ? AND +c.deleted = 0' : 'c.type = ? AND c.deleted = 0', params: [query.resourceType] }];
+  const where: Sql[] = [{ sql: plan.typeIndex ? 'c.type = ? AND c.deleted = 0' : '+c.type = ? AND +c.deleted = 0', params: [query.resourceType] }];
   // A code (or subject) + date lead yields only rows of that code: its own check would repeat it.
   const implied = plan.kind === 'in' && lead?.kind === 'lead' ? lead.implies : undefined;
   filters.forEach((f, i) => {
@@ -165,7 +166,13 @@ export function pageRows<R extends { pk: number; version: number; k?: number | n
 
 // ---- choosing the plan ----
 
-interface Plan { kind: PlanKind; at: number }
+interface Plan {
+  kind: PlanKind;
+  /** The filter that leads (in) or whose index is walked (walk, walk-date). */
+  at: number;
+  /** Read the type's rows through its (type, deleted, last_updated) index, not in pk order. */
+  typeIndex?: boolean;
+}
 
 /** Equality lookups (tokens, references, uris, strings) narrow better than ranges (dates, numbers). */
 const EQUALITY_KINDS = new Set<IndexKind>(['token', 'reference', 'uri', 'string']);
@@ -184,21 +191,37 @@ function isJoinDriver(f: Compiled): f is IndexFilter {
  */
 function choosePlan(filters: Compiled[], query: SearchQuery, estimate: Estimator | undefined, cap: number): Plan {
   const candidates = filters.flatMap((f, i) => (isPositive(f) ? [[f, i] as const] : []));
-  if (candidates.length === 0) return { kind: 'scan', at: -1 };
   const drivers = candidates.filter(([f]) => isJoinDriver(f)) as Array<readonly [IndexFilter, number]>;
   // A patient's data is narrower than a code's: walk a reference when there is one.
   const driver = drivers.find(([f]) => kindOf(f.table) === 'reference') ?? drivers[0];
-  const ordered: PlanKind | undefined = query.sort.length === 0 ? 'walk' : sortsByPrimaryDate(query) && driver && hasDateIndex(driver[0]) ? 'walk-date' : undefined;
+  const byLastUpdated = query.sort.length === 1 && query.sort[0]!.code === '_lastUpdated';
+  const ordered: Plan | undefined = query.sort.length === 0 ? (driver ? { kind: 'walk', at: driver[1] } : undefined)
+    : sortsByPrimaryDate(query) && driver && hasDateIndex(driver[0]) ? { kind: 'walk-date', at: driver[1] }
+      : byLastUpdated ? { kind: 'scan', at: -1, typeIndex: true } : undefined;
+  if (candidates.length === 0) return scanPlan(query, estimate, cap);
   if (!estimate) {
-    if (ordered && driver) return { kind: ordered, at: driver[1] };
+    if (ordered && ordered.kind !== 'scan') return ordered;
     const ref = candidates.find(([f]) => f.kind === 'lead' && f.narrow);
     const eq = candidates.find(([f]) => f.kind === 'index' && EQUALITY_KINDS.has(kindOf(f.table)));
     return { kind: 'in', at: (ref ?? eq ?? candidates[0]!)[1] };
   }
   const best = fewestRows(candidates, estimate, cap);
   if (query.sort.length === 0 && isJoinDriver(filters[best.at]!)) return { kind: 'walk', at: best.at };
-  if (ordered && driver && best.rows >= cap) return { kind: ordered, at: driver[1] };
+  if (best.rows < cap) return { kind: 'in', at: best.at };
+  // Every filter is wide: walk an order the indexes have and stop at the page.
+  if (ordered) return ordered;
+  if (query.sort.length === 0) return { kind: 'scan', at: -1 };
   return { kind: 'in', at: best.at };
+}
+
+/**
+ * The type's rows, no filter leading: in pk order when the type has many (the walk meets them
+ * soon), else through the type index, sorted; along that index when sorted by _lastUpdated.
+ */
+function scanPlan(query: SearchQuery, estimate: Estimator | undefined, cap: number): Plan {
+  if (query.sort.length > 0 || !estimate) return { kind: 'scan', at: -1, typeIndex: true };
+  const rows = estimate(`SELECT count(*) FROM (SELECT 1 FROM resource_current WHERE type = ? AND deleted = 0 LIMIT ${cap})`, [query.resourceType]);
+  return { kind: 'scan', at: -1, typeIndex: rows < cap };
 }
 
 /** The candidate with the fewest index rows (counted up to `cap`); likely-narrow ones first. */
