@@ -475,7 +475,7 @@ export async function measureConsent(o: ConsentBenchOptions): Promise<Record<str
     const perPatient = Object.fromEntries(Object.entries(timing).map(([k, v]) => [k, round(v / chosen.length, 0)]));
 
     const count = async (token: string) => {
-      const r = await call(server.origin, 'GET', '/fhir/Observation?_summary=count', token);
+      const r = await call(server.origin, 'GET', '/fhir/Observation?_summary=count&_total=accurate', token);
       return r.status === 200 && typeof r.json?.total === 'number' ? r.json.total as number : `HTTP ${r.status}`;
     };
     const visible = { trusted: await count(trusted), practitioner: await count(drToken) };

@@ -137,7 +137,7 @@ async function must(what: string, r: Promise<Res>, expected = [200, 201]): Promi
 
 
 async function countObservations(origin: string, token: string): Promise<number> {
-  const json = await must('count', call(origin, '/fhir/Observation?_summary=count', token));
+  const json = await must('count', call(origin, '/fhir/Observation?_summary=count&_total=accurate', token));
   return json.total as number;
 }
 

@@ -91,7 +91,7 @@ function fhir(origin: string, method: string, p: string, body?: unknown, headers
 }
 
 async function countObservations(origin: string): Promise<number> {
-  const { status, json } = await fhir(origin, 'GET', '/fhir/Observation?_summary=count');
+  const { status, json } = await fhir(origin, 'GET', '/fhir/Observation?_summary=count&_total=accurate');
   if (status !== 200 || typeof json?.total !== 'number') throw new Error(`count failed: ${status} ${JSON.stringify(json).slice(0, 300)}`);
   return json.total as number;
 }

@@ -135,13 +135,18 @@ export interface SearchFilter {
 export interface SearchResult {
   /** The page of matches, in order. */
   matches: StoredVersion[];
-  /** Exact count when asked for (total = accurate|estimate), else undefined. */
+  /** The count when asked for (total = accurate|estimate), else undefined; exact unless `estimate` says otherwise. */
   total?: number;
+  /** Set when `total` was estimated (total = estimate, many matches): its 95 % margin and what it was drawn from. */
+  estimate?: TotalEstimate;
   /** True when there are matches after this page. */
   hasMore: boolean;
   /** Where the page ends in the query's order, when there is more and the store pages by keyset (SearchQuery.after). */
   last?: SearchPosition;
 }
+
+/** An estimated total: total ± margin (95 %), from `sample` rows drawn from a population of `population`. */
+export interface TotalEstimate { margin: number; sample: number; population: number }
 
 /** A place in a search's order: the sort keys of a match (one per `_sort` rule) and its row key. */
 export interface SearchPosition {

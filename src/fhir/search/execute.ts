@@ -1,5 +1,5 @@
 import type { Bundle, BundleEntry, BundleLink, Resource } from '@medplum/fhirtypes';
-import type { SearchResult, StoredVersion, StoreReader } from '../../store/index.js';
+import type { SearchResult, StoredVersion, StoreReader, TotalEstimate } from '../../store/index.js';
 import type { CursorCodec } from './cursor.js';
 import { keepMembers, keepReadable, type ReadRule } from '../access-constraints.js';
 import { applyElements, applySummary } from '../shape.js';
@@ -40,7 +40,8 @@ export async function runSearch(reader: StoreReader, parsed: ParsedSearch, ctx: 
   const summaryCount = parsed.summary === 'count';
   if (summaryCount) {
     q.count = 0;
-    q.total = 'accurate';
+    // A count from statistics unless an exact one is asked for: counting a million matches costs seconds.
+    q.total = q.total === 'accurate' ? 'accurate' : 'estimate';
   }
   const result = await reader.search(q);
   const entry: BundleEntry[] = result.matches.map((v) => ({
@@ -60,6 +61,7 @@ export async function runSearch(reader: StoreReader, parsed: ParsedSearch, ctx: 
     }
   }
   ctx.onPage?.(result.matches, kept);
+  if (result.estimate) entry.push(estimateOutcome(result.total!, result.estimate));
   if (parsed.unknown.length > 0) {
     entry.push({
       search: { mode: 'outcome' },
@@ -74,6 +76,22 @@ export async function runSearch(reader: StoreReader, parsed: ParsedSearch, ctx: 
   // FHIR JSON has no empty arrays.
   if (entry.length > 0) bundle.entry = entry;
   return bundle;
+}
+
+/** Says that Bundle.total is an estimate, and how good (FHIR has no field for that). */
+function estimateOutcome(total: number, e: TotalEstimate): BundleEntry {
+  const n = (x: number) => x.toLocaleString('en-US');
+  return {
+    search: { mode: 'outcome' },
+    resource: {
+      resourceType: 'OperationOutcome',
+      issue: [{
+        severity: 'information',
+        code: 'informational',
+        diagnostics: `total is an estimate: ${n(total)} ± ${n(e.margin)} (95 %), from ${n(e.sample)} of ${n(e.population)} candidate resources drawn at random; ask _total=accurate for an exact count`,
+      }],
+    } as Resource,
+  };
 }
 
 const ref = (v: StoredVersion) => `${v.resourceType}/${v.id}`;

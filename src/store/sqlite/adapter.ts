@@ -11,7 +11,7 @@ import { DataKeyCache, type DataKeyRows } from '../data-keys.js';
 import { createIndexer } from '../indexer.js';
 import { VersionConflictError } from '../errors.js';
 import type {
-  HistoryQuery, HistoryResult, IndexRows, LedgerStore, ReadOptions, SearchPosition, SearchQuery, SearchResult, Store, StoredVersion,
+  HistoryQuery, HistoryResult, IndexRows, LedgerStore, ReadOptions, SearchPosition, SearchQuery, SearchResult, Store, StoredVersion, TotalEstimate,
   StoreReader, StoreTransaction, VersionWriteHook, WriteInput,
   IndexRowTuple, IntegrityReader, LedgerBatch, LedgerLeaf, ScannedVersion,
 } from '../types.js';
@@ -25,7 +25,11 @@ import { INDEX_KINDS, indexTable, type IndexKind } from './index-tables.js';
 import { AuditJournal, batchAad, journalEntry, journalRowTuples } from './audit-journal.js';
 import { auditVersion, JournalReader } from './journal-reader.js';
 import { accessClause, NARROW_SPAN, referenceParamSql } from './search.js';
-import { compileSearch, pageRows } from './search-plan.js';
+import { compileSearch, pageRows, type CompiledSearch, type Population } from './search-plan.js';
+
+/** _total=estimate counts populations up to this size exactly, and samples this many rows of larger ones. */
+const ESTIMATE_EXACT = 2000;
+const ESTIMATE_SAMPLE = 400;
 import type { WriterTurns } from './writer-turns.js';
 
 export interface SqliteStoreOptions {
@@ -218,12 +222,61 @@ class SqliteReader implements StoreReader {
       }
     }
     let total: number | undefined;
-    if (q.total !== 'none' || q.count === 0) {
+    let estimate: TotalEstimate | undefined;
+    if (q.total === 'estimate') {
+      ({ total, estimate } = this.estimateTotal(q, c));
+    } else if (q.total !== 'none' || q.count === 0) {
       total = this.stmt(c.count.sql).pluck().get(...c.count.params) as number;
     } else if (!hasMore && !q.after && (matches.length > 0 || q.offset === 0)) {
       total = q.offset + matches.length;
     }
-    return { matches, total, hasMore, ...(last ? { last } : {}) };
+    return { matches, total, hasMore, ...(last ? { last } : {}), ...(estimate ? { estimate } : {}) };
+  }
+
+  /**
+   * _total=estimate: counted when that is cheap (a narrow filter leads, or the smallest population
+   * has at most ESTIMATE_EXACT rows); else the share of ESTIMATE_SAMPLE rows drawn at random from
+   * the smallest population (an exact key's rows, the permitting patients' rows, or the type's
+   * resources, sized by search_stats) that match, times its size. A draw is a key picked by its
+   * size, then its first row at or after a random pk.
+   */
+  private estimateTotal(q: SearchQuery, c: CompiledSearch): { total: number; estimate?: TotalEstimate } {
+    const exact = () => ({ total: this.stmt(c.count.sql).pluck().get(...c.count.params) as number });
+    if (c.countIsCheap) return exact();
+    const stats = this.stmt('SELECT n FROM search_stats WHERE kind = ? AND a = ? AND b = ? AND c = ?').pluck();
+    const typeRows: Population = { keys: [{ stats: ['type', q.resourceType, '', ''], table: 'resource_current', column: 'pk', cond: { sql: '+type = ? AND +deleted = 0', params: [q.resourceType] } }] };
+    const sized = [...c.populations, typeRows].map((p) => {
+      const keys = p.keys.map((k) => ({ ...k, n: (stats.get(...k.stats) as number | undefined) ?? 0 })).filter((k) => k.n > 0);
+      return { keys, n: keys.reduce((sum, k) => sum + k.n, 0) };
+    }).sort((a, b) => a.n - b.n);
+    const pop = sized[0]!;
+    if (pop.n <= ESTIMATE_EXACT) return exact();
+    const range = this.stmt('SELECT (SELECT min(pk) FROM resource_current) AS lo, (SELECT max(pk) FROM resource_current) AS hi').get() as { lo: number; hi: number };
+    // Random positions, grouped by the key each draw picked (by its share of the rows).
+    const positions = pop.keys.map(() => [] as number[]);
+    for (let i = 0; i < ESTIMATE_SAMPLE; i++) {
+      let r = Math.random() * pop.n;
+      let k = 0;
+      while (k < pop.keys.length - 1 && r >= pop.keys[k]!.n) r -= pop.keys[k++]!.n;
+      positions[k]!.push(range.lo + Math.floor(Math.random() * (range.hi - range.lo + 1)));
+    }
+    const drawn: number[] = [];
+    pop.keys.forEach((k, i) => {
+      if (positions[i]!.length === 0) return;
+      const first = `SELECT ${k.column} FROM ${k.table} WHERE ${k.cond.sql}`;
+      // The key's first row at or after each position, wrapping around past its last row.
+      const sql = `SELECT coalesce((${first} AND ${k.column} >= s.value ORDER BY ${k.column} LIMIT 1), (${first} ORDER BY ${k.column} LIMIT 1)) FROM json_each(?) s`;
+      for (const pk of this.stmt(sql).pluck().all(...k.cond.params, ...k.cond.params, JSON.stringify(positions[i])) as Array<number | null>) {
+        if (pk !== null) drawn.push(pk);
+      }
+    });
+    if (drawn.length === 0) return exact();
+    const hits = this.stmt(`SELECT count(*) FROM json_each(?) s JOIN resource_current c ON c.pk = s.value WHERE ${c.test.sql}`).pluck()
+      .get(JSON.stringify(drawn), ...c.test.params) as number;
+    const share = hits / drawn.length;
+    // 95 % (normal approximation); with no hit, the "rule of three" bound.
+    const margin = hits === 0 ? (3 * pop.n) / drawn.length : 1.96 * pop.n * Math.sqrt((share * (1 - share)) / drawn.length);
+    return { total: Math.round(pop.n * share), estimate: { margin: Math.ceil(margin), sample: drawn.length, population: pop.n } };
   }
 
   /** The sort keys of row `pk` (the page's last match), read back with the same expressions the order uses. */
@@ -356,8 +409,8 @@ class SqliteWriter extends SqliteReader implements StoreTransaction {
 
   async write(input: WriteInput): Promise<StoredVersion> {
     const { resourceType, id } = input;
-    const cur = input.fresh ? undefined : this.stmt('SELECT pk, version, last_updated FROM resource_current WHERE type = ? AND id = ?')
-      .get(resourceType, id) as { pk: number; version: number; last_updated: number } | undefined;
+    const cur = input.fresh ? undefined : this.stmt('SELECT pk, version, last_updated, deleted FROM resource_current WHERE type = ? AND id = ?')
+      .get(resourceType, id) as { pk: number; version: number; last_updated: number; deleted: number } | undefined;
     if (input.ifMatch !== undefined && cur?.version !== input.ifMatch) {
       throw new VersionConflictError(resourceType, id, input.ifMatch, cur?.version);
     }
@@ -388,7 +441,7 @@ class SqliteWriter extends SqliteReader implements StoreTransaction {
     if (cur) {
       pk = cur.pk;
       this.stmt('UPDATE resource_current SET version = ?, last_updated = ?, deleted = ? WHERE pk = ?').run(version, now, deleted ? 1 : 0, pk);
-      this.indexRows.remove(pk);
+      this.indexRows.remove(pk, cur.deleted ? undefined : resourceType);
     } else {
       pk = Number(this.stmt('INSERT INTO resource_current (type, id, version, last_updated, deleted) VALUES (?, ?, ?, ?, ?)')
         .run(resourceType, id, version, now, deleted ? 1 : 0).lastInsertRowid);

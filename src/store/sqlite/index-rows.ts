@@ -8,6 +8,21 @@ import { NARROW_SPAN, PRIMARY_DATE_PARAM } from './search.js';
  * Writes and removes the search-index rows of one resource (resource_current.pk). Each table is
  * clustered on (res, n), n numbering the resource's rows in that table.
  */
+/** A search_stats key: ('token', param, system, code), ('reference', param, type, id) or ('type', type, '', ''). */
+export type StatsKey = [kind: string, a: string, b: string, c: string];
+
+/**
+ * Fills search_stats from the index tables (a database from before it was kept): one pass over
+ * the token and reference keys and the current resources. Runs in the caller's transaction.
+ */
+export function countSearchStats(db: Database.Database): number {
+  db.prepare('DELETE FROM search_stats').run();
+  return db.prepare(`INSERT INTO search_stats (kind, a, b, c, n)
+    SELECT 'token', param, system, code, count(*) FROM ${indexTable('token')} WHERE system IS NOT NULL AND code IS NOT NULL GROUP BY param, system, code
+    UNION ALL SELECT 'reference', param, target_type, target_id, count(*) FROM ${indexTable('reference')} WHERE target_type IS NOT NULL AND target_id IS NOT NULL GROUP BY param, target_type, target_id
+    UNION ALL SELECT 'type', type, '', '', count(*) FROM resource_current WHERE deleted = 0 GROUP BY type`).run().changes;
+}
+
 /** Columns of each index table after (res, n), in insert order. */
 const COLUMNS: { [K in IndexKind]: readonly string[] } = {
   token: ['param', 'system', 'code', 'dlo'],
@@ -28,11 +43,16 @@ export class IndexRowWriter {
   private readonly deleteRows: Database.Statement[];
   private readonly hasText: Database.Statement;
   private readonly insertPrefix: Database.Statement;
+  private readonly countKey: Database.Statement;
+  private readonly exactKeys: Database.Statement;
 
   constructor(private readonly db: Database.Database) {
     this.deleteRows = INDEX_KINDS.map((k) => db.prepare(`DELETE FROM ${indexTable(k)} WHERE res = ?`));
     this.hasText = db.prepare('SELECT 1 FROM text_prefix WHERE prefix = ? AND text = ?').pluck();
     this.insertPrefix = db.prepare('INSERT OR IGNORE INTO text_prefix (prefix, text) VALUES (?, ?)');
+    this.countKey = db.prepare('INSERT INTO search_stats (kind, a, b, c, n) VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, a, b, c) DO UPDATE SET n = n + excluded.n');
+    this.exactKeys = db.prepare(`SELECT 'token', param, system, code FROM ${indexTable('token')} WHERE res = ? AND system IS NOT NULL AND code IS NOT NULL
+      UNION ALL SELECT 'reference', param, target_type, target_id FROM ${indexTable('reference')} WHERE res = ? AND target_type IS NOT NULL AND target_id IS NOT NULL`).raw();
   }
 
   /** Stores a text's prefixes unless it is known: its longest prefix is written with the others, in one transaction. */
@@ -49,13 +69,31 @@ export class IndexRowWriter {
     this.rows('date', pk, idx.date.map((r) => [r.param, r.lo, r.hi, r.hi - r.lo > NARROW_SPAN ? 1 : 0]));
     this.rows('number', pk, idx.number.map((r) => [r.param, r.value, r.lo, r.hi]));
     this.rows('quantity', pk, idx.quantity.map((r) => [r.param, r.system, r.code, r.unit, r.value, r.lo, r.hi]));
-    this.rows('reference', pk, storedReferenceRows(resourceType, idx.reference).map((r) => [r.param, r.targetType, r.targetId, r.url, dlo, r.flags]));
+    const references = storedReferenceRows(resourceType, idx.reference);
+    this.rows('reference', pk, references.map((r) => [r.param, r.targetType, r.targetId, r.url, dlo, r.flags]));
     this.rows('uri', pk, idx.uri.map((r) => [r.param, r.value]));
     for (const t of idx.texts ?? []) this.addText(t);
+    this.count(1, [
+      ['type', resourceType, '', ''],
+      ...idx.token.flatMap((r): StatsKey[] => (r.system !== null && r.code !== null ? [['token', r.param, r.system, r.code]] : [])),
+      ...references.flatMap((r): StatsKey[] => (r.targetType !== null && r.targetId !== null ? [['reference', r.param, r.targetType, r.targetId]] : [])),
+    ]);
   }
 
-  remove(pk: number): void {
+  /** Removes a resource's rows; `resourceType` when they described a current resource (not a deleted one). */
+  remove(pk: number, resourceType: string | undefined): void {
+    const keys = this.keysOf(pk);
+    this.count(-1, resourceType === undefined ? keys : [['type', resourceType, '', ''], ...keys]);
     for (const s of this.deleteRows) s.run(pk);
+  }
+
+  /** The resource's exact token and reference keys, as search_stats keys (read back from its rows). */
+  private keysOf(pk: number): StatsKey[] {
+    return this.exactKeys.all(pk, pk) as StatsKey[];
+  }
+
+  private count(delta: number, keys: StatsKey[]): void {
+    for (const [kind, a, b, c] of keys) this.countKey.run(kind, a, b, c, delta);
   }
 
   private rows(kind: IndexKind, pk: number, rows: unknown[][]): void {

@@ -1,10 +1,10 @@
 import type Database from 'better-sqlite3';
 import type { Blinder } from '../blind.js';
 import { isStringBlindedType } from '../blinding-policy.js';
-import { IndexRowWriter } from './index-rows.js';
+import { countSearchStats, IndexRowWriter } from './index-rows.js';
 
 /** Schema versions SqliteStore.open upgrades in place (to SCHEMA_VERSION); any other is refused. */
-export const UPGRADABLE_VERSIONS: ReadonlySet<number> = new Set([7]);
+export const UPGRADABLE_VERSIONS: ReadonlySet<number> = new Set([7, 8]);
 
 const PAGE_RESOURCES = 10_000;
 
@@ -61,17 +61,20 @@ export function migrateTextRows(db: Database.Database, blinder: Blinder): Omit<M
 }
 
 /**
- * Upgrades a database of an UPGRADABLE_VERSIONS version to SCHEMA_VERSION in one transaction,
- * then rebuilds the file (VACUUM) and empties the WAL, so the clear text of the old rows is left
- * neither in free pages of custos.db nor in custos.db-wal. Costs a copy of the database once.
+ * Upgrades a database of an UPGRADABLE_VERSIONS version to SCHEMA_VERSION in one transaction:
+ * from 7 the text rows (then the file is rebuilt (VACUUM) and the WAL emptied, so the clear text
+ * of the old rows is left neither in free pages of custos.db nor in custos.db-wal: a copy of the
+ * database once); from 7 and 8 search_stats, counted from the index.
  */
 export function upgradeDatabase(db: Database.Database, from: number, to: number, blinder: Blinder): MigrationReport {
   if (!UPGRADABLE_VERSIONS.has(from)) throw new Error(`no upgrade from database schema version ${from}`);
   const done = db.transaction(() => {
-    const r = migrateTextRows(db, blinder);
+    const r = from === 7 ? migrateTextRows(db, blinder) : { resources: 0, clearRows: 0 };
+    countSearchStats(db);
     db.prepare("UPDATE meta SET value = ? WHERE key = 'schema_version'").run(String(to));
     return r;
   })();
+  if (from !== 7) return { from, ...done };
   // The copy VACUUM builds goes to a temporary file, not memory (it is as large as the database).
   db.pragma('temp_store = FILE');
   db.exec('VACUUM');

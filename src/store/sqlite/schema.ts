@@ -5,7 +5,8 @@ import { AUDIT_JOURNAL_SCHEMA } from './audit-journal.js';
  * owns the search-index rows (index rows always describe the current, non-deleted version).
  */
 // 8: the `:text` rows of patient data are blinded (migrate.ts upgrades a version 7 database).
-export const SCHEMA_VERSION = 8;
+// 9: search_stats (migrate.ts counts it from the index of a version 7 or 8 database).
+export const SCHEMA_VERSION = 9;
 
 export const SCHEMA = AUDIT_JOURNAL_SCHEMA + `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,6 +80,11 @@ CREATE INDEX IF NOT EXISTS idx_quantity_q ON idx_quantity (param, value, res);
 CREATE TABLE IF NOT EXISTS idx_reference (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, target_type TEXT, target_id TEXT, url TEXT, dlo INTEGER, flags INTEGER NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_reference_qd ON idx_reference (param, target_id, target_type, dlo, res, flags) WHERE target_type IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_reference_q ON idx_reference (param, target_id, target_type, res, flags);
+
+-- Row counts kept by the writer (index-rows.ts): of each exact token key (param, system, code) and
+-- reference key (param, target_type, target_id), the keys a page walks, and ('type', type) of
+-- each type's current resources. _total=estimate scales a sample by them.
+CREATE TABLE IF NOT EXISTS search_stats (kind TEXT NOT NULL, a TEXT NOT NULL, b TEXT NOT NULL, c TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (kind, a, b, c)) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS idx_uri (res INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (res, n)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_uri_q ON idx_uri (param, value, res);

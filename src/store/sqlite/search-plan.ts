@@ -3,10 +3,11 @@ import type { Blinder } from '../blind.js';
 import { MAX_TIME, MIN_TIME } from '../indexer.js';
 import { storedParams } from '../param-aliases.js';
 import type { AccessCondition, SearchPosition, SearchQuery } from '../types.js';
+import type { StatsKey } from './index-rows.js';
 import { indexTable, kindOf, type IndexKind } from './index-tables.js';
 import {
   accessClause, afterClause, compartmentFilter, compileFilter, existsClause, inClause, inList, joinTerms, orderTerms,
-  paramCond, PRIMARY_DATE_PARAM, referenceParamSql, rowsSql, valueList, type Ctx, type IndexFilter, type OrderTerm, type Sql, type SqlFilter,
+  paramCond, PRIMARY_DATE_PARAM, referenceParamSql, rowsSql, storedReferenceParams, valueList, type Ctx, type IndexFilter, type OrderTerm, type Sql, type SqlFilter,
 } from './search.js';
 
 /** Counts index rows matching a filter, up to a cap (a cheap cardinality probe). */
@@ -55,7 +56,19 @@ export interface CompiledSearch {
   keys: Sql[];
   /** Whether ties (and the default order) go by descending pk: the first sort rule's direction. */
   pkDescending: boolean;
+  /** For _total=estimate: whether counting every match is cheap (a narrow filter leads). */
+  countIsCheap: boolean;
+  /** The populations an estimate may sample (one per exact key; none: the type's resources). */
+  populations: Population[];
+  /** Every condition of the search on row `c` (no lead), to test sampled rows. */
+  test: Sql;
 }
+
+/**
+ * Rows an estimate may draw from: the union of some keys' rows (a code's; the permitting
+ * patients'), each sized by search_stats and found in `table` by `cond` on its `column`.
+ */
+export interface Population { keys: Array<{ stats: StatsKey; table: string; column: string; cond: Sql }> }
 
 /**
  * Compiles a search so SQLite drives it from the index tables and stops at the page. Every filter
@@ -93,6 +106,8 @@ export function compileSearch(query: SearchQuery, blinder: Blinder, estimate?: E
     } else where.push(inClause(f, 'c'));
   });
   const base = allOf(where);
+  const test = allOf([{ sql: '+c.type = ? AND +c.deleted = 0', params: [query.resourceType] },
+    ...filters.flatMap((f) => (f.kind === 'sql' ? [f.sql] : f.kind === 'index' ? [existsClause(f, 'c')] : []))]);
   const count = { sql: `SELECT count(*) FROM ${from} WHERE ${base.sql}`, params: base.params };
   const keys = terms.map((t) => ({ sql: t.sql, params: t.params }));
   const select = (extra: Sql | undefined, cols = 'c.pk AS pk, c.version AS version') => {
@@ -112,7 +127,30 @@ export function compileSearch(query: SearchQuery, blinder: Blinder, estimate?: E
     const order = joinTerms(terms, 'c', pkDescending);
     arms = [{ sql: `${s.sql} ORDER BY ${order.orderBy}`, params: [...s.params, ...order.params] }];
   }
-  return { plan: plan.kind, arms, count, keys, pkDescending };
+  return {
+    plan: plan.kind, arms, count, keys, pkDescending, countIsCheap: plan.kind === 'in' && plan.narrow === true, test,
+    populations: [...filters.filter(isJoinDriver).flatMap((f) => keyPopulation(f) ?? []), ...accessPopulations(query.access, query.resourceType)],
+  };
+}
+
+/** An exact token or reference key's rows (see isJoinDriver). */
+function keyPopulation(f: IndexFilter): Population | undefined {
+  const [x, y] = f.cond.params as [string, string];
+  const param = f.params[0]!;
+  if (f.table === indexTable('token')) return { keys: [{ stats: ['token', param, y, x], table: f.table, column: 'res', cond: { sql: 'param = ? AND code = ? AND system = ?', params: [param, x, y] } }] };
+  if (f.table === indexTable('reference')) return { keys: [referenceKey(param, y, x)] };
+  return undefined;
+}
+
+function referenceKey(param: string, type: string, id: string): Population['keys'][number] {
+  return { stats: ['reference', param, type, id], table: indexTable('reference'), column: 'res', cond: { sql: 'param = ? AND target_id = ? AND target_type = ?', params: [param, id, type] } };
+}
+
+/** The rows referencing the patients of each compartment lead of the access condition (through its stored params). */
+function accessPopulations(access: AccessCondition | undefined, resourceType: string): Population[] {
+  return compartmentConjuncts(access).map(({ patients, params }) => ({
+    keys: storedReferenceParams(resourceType, params).flatMap((param) => patients.map((id) => referenceKey(param, 'Patient', id))),
+  }));
 }
 
 /**
@@ -172,6 +210,8 @@ interface Plan {
   at: number;
   /** Read the type's rows through its (type, deleted, last_updated) index, not in pk order. */
   typeIndex?: boolean;
+  /** The lead was probed and is under the cap. */
+  narrow?: boolean;
 }
 
 /** Equality lookups (tokens, references, uris, strings) narrow better than ranges (dates, numbers). */
@@ -207,7 +247,7 @@ function choosePlan(filters: Compiled[], query: SearchQuery, estimate: Estimator
   }
   const best = fewestRows(candidates, estimate, cap);
   if (query.sort.length === 0 && isJoinDriver(filters[best.at]!)) return { kind: 'walk', at: best.at };
-  if (best.rows < cap) return { kind: 'in', at: best.at };
+  if (best.rows < cap) return { kind: 'in', at: best.at, narrow: true };
   // Every filter is wide: walk an order the indexes have and stop at the page.
   if (ordered) return ordered;
   if (query.sort.length === 0) return { kind: 'scan', at: -1 };
@@ -288,20 +328,22 @@ function codeDateLeads(filters: Compiled[]): LeadOnly[] {
  * them, so that a page need not test everything the principal cannot see.
  */
 function accessLeads(access: AccessCondition | undefined, resourceType: string): LeadOnly[] {
-  const conjuncts = (a: AccessCondition): AccessCondition[] => (typeof a === 'object' && 'and' in a ? a.and.flatMap(conjuncts) : [a]);
-  if (access === undefined) return [];
-  return conjuncts(access).flatMap((a): LeadOnly[] => {
-    if (typeof a !== 'object' || !('compartment' in a)) return [];
-    const { patients, params } = a.compartment;
-    if (patients.length === 0 || params.length === 0) return [];
+  return compartmentConjuncts(access).map(({ patients, params }): LeadOnly => {
     const p = referenceParamSql(resourceType, params, 'param');
     const targets = valueList('target_id', patients);
-    return [{
+    return {
       kind: 'lead',
       narrow: true,
       rows: { sql: `SELECT res FROM ${indexTable('reference')} WHERE ${p.sql} AND target_type = 'Patient' AND ${targets.sql}`, params: [...p.params, ...targets.params] },
-    }];
+    };
   });
+}
+
+/** The "in the compartment of one of these patients" conjuncts of an access condition (nonempty ones). */
+function compartmentConjuncts(access: AccessCondition | undefined): Array<{ patients: string[]; params: string[] }> {
+  const conjuncts = (a: AccessCondition): AccessCondition[] => (typeof a === 'object' && 'and' in a ? a.and.flatMap(conjuncts) : [a]);
+  if (access === undefined) return [];
+  return conjuncts(access).flatMap((a) => (typeof a === 'object' && 'compartment' in a && a.compartment.patients.length > 0 && a.compartment.params.length > 0 ? [a.compartment] : []));
 }
 
 /** date=geA&date=ltB on one parameter is one range: one index seek instead of two half-open scans. */

@@ -74,6 +74,11 @@ export function referenceParamSql(resourceType: string, params: string[], column
   return paramSql(r.params, r.masks, column);
 }
 
+/** The stored parameter names whose rows hold these reference params' rows. */
+export function storedReferenceParams(resourceType: string, params: string[]): string[] {
+  return referenceParams(resourceType, params).params;
+}
+
 /** Stored names and flags masks of reference params: an alias (Observation.patient) reads its base's rows. */
 function referenceParams(resourceType: string, params: string[]): { params: string[]; masks?: number[] } {
   const byName = new Map<string, number>();
