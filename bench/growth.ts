@@ -33,6 +33,9 @@
  *                          11 (101), requested over and over: the cost of fetching that one page
  *     practitioner_first_page  first_page with the practitioner's user/*.rs token (sees 1 % of the data)
  *     patient_first_page       first_page with the patient-confined token
+ *     summary_count        Observation?code=<c>&date=ge2025-07-01&_summary=count (half of <c> matches):
+ *                          estimated from statistics on large sets; `estimate` compares it once
+ *                          with _total=accurate (error, stated margin, time of each)
  *   Each with rps, p50/p99 and the server's CPU per request (main thread, other threads), and the
  *   latency of one request alone before the phase. A query slow enough that a phase would see only
  *   a few responses per connection gets a longer phase (about 6 rounds of 16 connections, at most
@@ -357,6 +360,27 @@ async function measureQuery(server: ServerProcess, tools: GrowthBenchTools, labe
   };
 }
 
+/** Half of the main code's Observations match: a count the server estimates on large sets. */
+const SUMMARY_COUNT = `/fhir/Observation?code=${CODE_PARAM}&date=ge2025-07-01&_summary=count`;
+
+/** The estimate `_summary=count` gives (with its stated margin) against the exact count, and what each took. */
+async function estimateCheck(origin: string, token: string) {
+  let t = performance.now();
+  const est = await must('estimated count', call(origin, SUMMARY_COUNT, token), [200]);
+  const estimateMs = performance.now() - t;
+  t = performance.now();
+  const exact = await must('exact count', call(origin, `${SUMMARY_COUNT}&_total=accurate`, token), [200]);
+  const accurateMs = performance.now() - t;
+  const said = (est.entry as Array<{ resource?: { issue?: Array<{ diagnostics?: string }> } }> | undefined)?.[0]?.resource?.issue?.[0]?.diagnostics;
+  const margin = said ? Number(/± ([\d,]+)/.exec(said)?.[1]?.replace(/,/g, '')) : 0;
+  const error = est.total - exact.total;
+  return {
+    estimate: est.total as number, margin_95: margin, accurate: exact.total as number, error,
+    error_pct: exact.total > 0 ? round((100 * error) / exact.total, 2) : 0,
+    within_margin: Math.abs(error) <= margin, estimate_ms: round(estimateMs), accurate_ms: round(accurateMs), said: said ?? 'exact (no outcome entry)',
+  };
+}
+
 function querySpecs(trusted: string, who: Principals, rotation: string[]): QuerySpec[] {
   const first = `/fhir/Observation?code=${CODE_PARAM}&date=ge2025-01-01&_count=${CFG.pageSize}`;
   const by = (f: (p: string) => string) => rotation.map(f);
@@ -369,6 +393,7 @@ function querySpecs(trusted: string, who: Principals, rotation: string[]): Query
     { name: 'patient_code_latest', paths: by((p) => `/fhir/Observation?patient=Patient/${p}&code=${CODE_PARAM}&_sort=-date&_count=1`), token: trusted },
     { name: 'practitioner_first_page', paths: [first], token: who.practitioner },
     { name: 'patient_first_page', paths: [first], token: who.patient },
+    { name: 'summary_count', paths: [SUMMARY_COUNT], token: trusted },
   ];
 }
 
@@ -390,7 +415,9 @@ async function measureStep(server: ServerProcess, tools: GrowthBenchTools, trust
     else queries[name] = { error: `only ${found.reached} pages` };
   }
   for (const q of specs.slice(6)) await measure(q);
-  return { queries, deep_pages: deep };
+  const estimate = await estimateCheck(server.origin, trusted);
+  log(`growth ${observations}: _summary=count ${estimate.said}; exact ${estimate.accurate} (${estimate.accurate_ms} ms vs ${estimate.estimate_ms} ms)`);
+  return { queries, deep_pages: deep, estimate };
 }
 
 // ---------------------------------------------------------------------------------------------

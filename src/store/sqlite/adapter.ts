@@ -235,10 +235,12 @@ class SqliteReader implements StoreReader {
 
   /**
    * _total=estimate: counted when that is cheap (a narrow filter leads, or the smallest population
-   * has at most ESTIMATE_EXACT rows); else the share of ESTIMATE_SAMPLE rows drawn at random from
+   * has at most ESTIMATE_EXACT rows); else estimated from ESTIMATE_SAMPLE rows drawn at random from
    * the smallest population (an exact key's rows, the permitting patients' rows, or the type's
-   * resources, sized by search_stats) that match, times its size. A draw is a key picked by its
-   * size, then its first row at or after a random pk.
+   * resources, sized by search_stats). A draw picks a key by its share of the rows, then the key's
+   * first row at or after a random position in its pk range: a row is drawn in proportion to the
+   * gap before it, so each draw is weighted by the inverse (Horvitz-Thompson), and the total is
+   * the population's size times the weighted share that matches (a ratio estimator).
    */
   private estimateTotal(q: SearchQuery, c: CompiledSearch): { total: number; estimate?: TotalEstimate } {
     const exact = () => ({ total: this.stmt(c.count.sql).pluck().get(...c.count.params) as number });
@@ -251,32 +253,43 @@ class SqliteReader implements StoreReader {
     }).sort((a, b) => a.n - b.n);
     const pop = sized[0]!;
     if (pop.n <= ESTIMATE_EXACT) return exact();
-    const range = this.stmt('SELECT (SELECT min(pk) FROM resource_current) AS lo, (SELECT max(pk) FROM resource_current) AS hi').get() as { lo: number; hi: number };
-    // Random positions, grouped by the key each draw picked (by its share of the rows).
-    const positions = pop.keys.map(() => [] as number[]);
+    const positions = pop.keys.map(() => 0);
     for (let i = 0; i < ESTIMATE_SAMPLE; i++) {
       let r = Math.random() * pop.n;
       let k = 0;
       while (k < pop.keys.length - 1 && r >= pop.keys[k]!.n) r -= pop.keys[k++]!.n;
-      positions[k]!.push(range.lo + Math.floor(Math.random() * (range.hi - range.lo + 1)));
+      positions[k]!++;
     }
-    const drawn: number[] = [];
+    const draws: Array<{ pk: number; weight: number }> = [];
     pop.keys.forEach((k, i) => {
-      if (positions[i]!.length === 0) return;
-      const first = `SELECT ${k.column} FROM ${k.table} WHERE ${k.cond.sql}`;
-      // The key's first row at or after each position, wrapping around past its last row.
-      const sql = `SELECT coalesce((${first} AND ${k.column} >= s.value ORDER BY ${k.column} LIMIT 1), (${first} ORDER BY ${k.column} LIMIT 1)) FROM json_each(?) s`;
-      for (const pk of this.stmt(sql).pluck().all(...k.cond.params, ...k.cond.params, JSON.stringify(positions[i])) as Array<number | null>) {
-        if (pk !== null) drawn.push(pk);
+      if (positions[i] === 0) return;
+      const rows = `SELECT ${k.column} FROM ${k.table} WHERE ${k.cond.sql}`;
+      const [lo, hi] = this.stmt(`SELECT (${rows} ORDER BY ${k.column} LIMIT 1), (${rows} ORDER BY ${k.column} DESC LIMIT 1)`).raw()
+        .get(...k.cond.params, ...k.cond.params) as [number | null, number | null];
+      if (lo === null || hi === null) return;
+      const at = Array.from({ length: positions[i]! }, () => lo + Math.floor(Math.random() * (hi - lo + 1)));
+      // Each draw with the row before it: the draw covers the positions in between.
+      const drawn = this.stmt(`SELECT d.pk, (${rows} AND ${k.column} < d.pk ORDER BY ${k.column} DESC LIMIT 1) FROM (SELECT (${rows} AND ${k.column} >= s.value ORDER BY ${k.column} LIMIT 1) AS pk FROM json_each(?) s) d`)
+        .raw().all(...k.cond.params, ...k.cond.params, JSON.stringify(at)) as Array<[number, number | null]>;
+      for (const [pk, prev] of drawn) {
+        const gap = prev === null ? 1 : pk - prev;
+        // 1 / P(draw): P = (n_k / N) * gap / span_k.
+        draws.push({ pk, weight: (pop.n / k.n) * ((hi - lo + 1) / gap) });
       }
     });
-    if (drawn.length === 0) return exact();
-    const hits = this.stmt(`SELECT count(*) FROM json_each(?) s JOIN resource_current c ON c.pk = s.value WHERE ${c.test.sql}`).pluck()
-      .get(JSON.stringify(drawn), ...c.test.params) as number;
-    const share = hits / drawn.length;
-    // 95 % (normal approximation); with no hit, the "rule of three" bound.
-    const margin = hits === 0 ? (3 * pop.n) / drawn.length : 1.96 * pop.n * Math.sqrt((share * (1 - share)) / drawn.length);
-    return { total: Math.round(pop.n * share), estimate: { margin: Math.ceil(margin), sample: drawn.length, population: pop.n } };
+    if (draws.length === 0) return exact();
+    const matching = new Set(this.stmt(`SELECT DISTINCT c.pk FROM json_each(?) s JOIN resource_current c ON c.pk = s.value WHERE ${c.test.sql}`).pluck()
+      .all(JSON.stringify(draws.map((d) => d.pk)), ...c.test.params) as number[]);
+    const m = draws.length;
+    const weights = draws.reduce((sum, d) => sum + d.weight, 0);
+    const share = draws.reduce((sum, d) => sum + (matching.has(d.pk) ? d.weight : 0), 0) / weights;
+    const hits = draws.filter((d) => matching.has(d.pk)).length;
+    // 95 %: the ratio estimator's variance (normal approximation); with no hit or all hits, the
+    // "rule of three" bound on what the sample could have missed.
+    const mean = weights / m;
+    const spread = draws.reduce((sum, d) => sum + (d.weight * ((matching.has(d.pk) ? 1 : 0) - share)) ** 2, 0) / (m * (m - 1) * mean * mean);
+    const margin = hits === 0 || hits === m ? (3 * pop.n) / m : 1.96 * pop.n * Math.sqrt(spread);
+    return { total: Math.round(pop.n * share), estimate: { margin: Math.ceil(margin), sample: m, population: pop.n } };
   }
 
   /** The sort keys of row `pk` (the page's last match), read back with the same expressions the order uses. */
