@@ -53,6 +53,8 @@ before(() => {
     const resources: Resource[] = [
       ...Array.from({ length: 5 }, (_, i) => ({ resourceType: 'Patient', id: `p${i}` }) as Resource),
       ...Array.from({ length: 400 }, (_, i) => observation(i)),
+      // A rare code of one patient: walking it beats walking the patient's rows.
+      ...[400, 401, 402].map((i) => ({ ...observation(i), code: { coding: [{ system: LOINC, code: 'rare-1' }] }, subject: { reference: 'Patient/p2' } }) as Resource),
     ];
     resources.forEach((r, i) => {
       const pk = Number(insert.run(r.resourceType, r.id, Date.UTC(2025, 5, 1) + (i % 50) * 1000).lastInsertRowid);
@@ -136,6 +138,14 @@ describe('search plans', () => {
       }
     });
   }
+
+  it('walks the exact key with the fewest rows (by the kept row counts), whatever its kind', () => {
+    const c = PLANS.walks!(query(`patient=Patient/p2&code=${LOINC}|rare-1&_sort=-date`));
+    assert.equal(c.plan, 'walk-date');
+    assert.match(c.arms[0]!.sql, /FROM idx_token d JOIN/);
+    assert.deepEqual(page(c, 10).map(idOf), ['o402', 'o401', 'o400']);
+    assert.match(PLANS.walks!(query(`patient=Patient/p2&code=${LOINC}|8867-4&_sort=-date`)).arms[0]!.sql, /FROM idx_reference d JOIN/);
+  });
 
   it('sorts by date descending as the exact reverse of ascending, missing dates last in both', () => {
     const asc = page(PLANS.reads!(query(`code=${LOINC}|8867-4&_sort=date`)), 1000).map(idOf);

@@ -232,8 +232,7 @@ function isJoinDriver(f: Compiled): f is IndexFilter {
 function choosePlan(filters: Compiled[], query: SearchQuery, estimate: Estimator | undefined, cap: number): Plan {
   const candidates = filters.flatMap((f, i) => (isPositive(f) ? [[f, i] as const] : []));
   const drivers = candidates.filter(([f]) => isJoinDriver(f)) as Array<readonly [IndexFilter, number]>;
-  // A patient's data is narrower than a code's: walk a reference when there is one.
-  const driver = drivers.find(([f]) => kindOf(f.table) === 'reference') ?? drivers[0];
+  const driver = narrowestDriver(drivers, estimate);
   const byLastUpdated = query.sort.length === 1 && query.sort[0]!.code === '_lastUpdated';
   const ordered: Plan | undefined = query.sort.length === 0 ? (driver ? { kind: 'walk', at: driver[1] } : undefined)
     : sortsByPrimaryDate(query) && driver && hasDateIndex(driver[0]) ? { kind: 'walk-date', at: driver[1] }
@@ -252,6 +251,19 @@ function choosePlan(filters: Compiled[], query: SearchQuery, estimate: Estimator
   if (ordered) return ordered;
   if (query.sort.length === 0) return { kind: 'scan', at: -1 };
   return { kind: 'in', at: best.at };
+}
+
+/**
+ * The exact key to walk: the one with the fewest rows by search_stats (a patient's readings of a
+ * rare code: the code), else a reference (a patient's data is narrower than a code's).
+ */
+function narrowestDriver(drivers: Array<readonly [IndexFilter, number]>, estimate: Estimator | undefined): readonly [IndexFilter, number] | undefined {
+  if (drivers.length < 2 || !estimate) return drivers.find(([f]) => kindOf(f.table) === 'reference') ?? drivers[0];
+  const rows = (f: IndexFilter) => {
+    const key = keyPopulation(f)?.keys[0]?.stats;
+    return key ? estimate('SELECT coalesce((SELECT n FROM search_stats WHERE kind = ? AND a = ? AND b = ? AND c = ?), 0)', key) : Infinity;
+  };
+  return drivers.map((d) => [d, rows(d[0])] as const).sort((a, b) => a[1] - b[1])[0]![0];
 }
 
 /**
