@@ -121,7 +121,7 @@ export function compileSearch(query: SearchQuery, blinder: Blinder, estimate?: E
     const s = select(query.after ? { sql: 'd.res > ?', params: [query.after.pk] } : undefined);
     arms = [{ sql: `${s.sql} ORDER BY d.res`, params: s.params }];
   } else if (plan.kind === 'walk-date') {
-    arms = dateWalkArms(terms[0]!, lead as IndexFilter, filters, query.after, select);
+    arms = dateWalkArms(terms[0]!, filters, query.after, select);
   } else {
     const s = select(query.after ? afterClause(terms, query.after, 'c.pk', pkDescending) : undefined);
     const order = joinTerms(terms, 'c', pkDescending);
@@ -159,7 +159,7 @@ function accessPopulations(access: AccessCondition | undefined, resourceType: st
  * none, several or a wide one), each with its sort key computed. A date filter on the same
  * parameter bounds dlo, so the walk starts at the range.
  */
-function dateWalkArms(term: OrderTerm, driver: IndexFilter, filters: Compiled[], after: SearchPosition | undefined, select: (extra: Sql | undefined, cols?: string) => Sql): PageArm[] {
+function dateWalkArms(term: OrderTerm, filters: Compiled[], after: SearchPosition | undefined, select: (extra: Sql | undefined, cols?: string) => Sql): PageArm[] {
   const dir = term.descending ? 'DESC' : 'ASC';
   const arms: PageArm[] = [];
   const key = after?.keys[0];
