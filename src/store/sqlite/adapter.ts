@@ -268,17 +268,21 @@ class SqliteReader implements StoreReader {
         .get(...k.cond.params, ...k.cond.params) as [number | null, number | null];
       if (lo === null || hi === null) return;
       const at = Array.from({ length: positions[i]! }, () => lo + Math.floor(Math.random() * (hi - lo + 1)));
-      // Each draw with the row before it: the draw covers the positions in between.
-      const drawn = this.stmt(`SELECT d.pk, (${rows} AND ${k.column} < d.pk ORDER BY ${k.column} DESC LIMIT 1) FROM (SELECT (${rows} AND ${k.column} >= s.value ORDER BY ${k.column} LIMIT 1) AS pk FROM json_each(?) s) d`)
-        .raw().all(...k.cond.params, ...k.cond.params, JSON.stringify(at)) as Array<[number, number | null]>;
-      for (const [pk, prev] of drawn) {
+      // Each draw, then the row before it: the draw covers the positions in between. (Two
+      // statements: as one, SQLite evaluates the draw again for every step of the second seek.)
+      const after = (op: string, dir: string) => this.stmt(`SELECT (${rows} AND ${k.column} ${op} s.value ORDER BY ${k.column} ${dir} LIMIT 1) FROM json_each(?) s`).pluck();
+      const drawn = after('>=', 'ASC').all(...k.cond.params, JSON.stringify(at)) as number[];
+      const before = after('<', 'DESC').all(...k.cond.params, JSON.stringify(drawn)) as Array<number | null>;
+      for (const [j, pk] of drawn.entries()) {
+        const prev = before[j] ?? null;
         const gap = prev === null ? 1 : pk - prev;
         // 1 / P(draw): P = (n_k / N) * gap / span_k.
         draws.push({ pk, weight: (pop.n / k.n) * ((hi - lo + 1) / gap) });
       }
     });
     if (draws.length === 0) return exact();
-    const matching = new Set(this.stmt(`SELECT DISTINCT c.pk FROM json_each(?) s JOIN resource_current c ON c.pk = s.value WHERE ${c.test.sql}`).pluck()
+    // CROSS JOIN keeps the drawn rows first: otherwise SQLite may scan the type and look each row up in the list.
+    const matching = new Set(this.stmt(`SELECT DISTINCT c.pk FROM json_each(?) s CROSS JOIN resource_current c ON c.pk = s.value WHERE ${c.test.sql}`).pluck()
       .all(JSON.stringify(draws.map((d) => d.pk)), ...c.test.params) as number[]);
     const m = draws.length;
     const weights = draws.reduce((sum, d) => sum + d.weight, 0);
