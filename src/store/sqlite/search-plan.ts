@@ -23,8 +23,11 @@ export interface PlanTuning {
 }
 
 const PROBE_CAP = 2000;
-/** A lead with at most this many rows is taken without probing the other filters. */
-const GOOD_ENOUGH = 100;
+/**
+ * A lead with at most this many rows is taken without probing the other filters: reading it
+ * costs less than probing them (each probe counts up to the cap).
+ */
+const GOOD_ENOUGH = 500;
 
 /** A way to start the query only (its conditions are also filters of their own, or `implies` one). */
 interface LeadOnly { kind: 'lead'; rows: Sql; implies?: IndexFilter; narrow: boolean }
@@ -259,11 +262,7 @@ function choosePlan(filters: Compiled[], query: SearchQuery, estimate: Estimator
  */
 function narrowestDriver(drivers: Array<readonly [IndexFilter, number]>, estimate: Estimator | undefined): readonly [IndexFilter, number] | undefined {
   if (drivers.length < 2 || !estimate) return drivers.find(([f]) => kindOf(f.table) === 'reference') ?? drivers[0];
-  const rows = (f: IndexFilter) => {
-    const key = keyPopulation(f)?.keys[0]?.stats;
-    return key ? estimate('SELECT coalesce((SELECT n FROM search_stats WHERE kind = ? AND a = ? AND b = ? AND c = ?), 0)', key) : Infinity;
-  };
-  return drivers.map((d) => [d, rows(d[0])] as const).sort((a, b) => a[1] - b[1])[0]![0];
+  return drivers.map((d) => [d, keyRows(d[0], estimate)] as const).sort((a, b) => a[1] - b[1])[0]![0];
 }
 
 /**
@@ -282,13 +281,24 @@ function fewestRows(candidates: Array<readonly [IndexFilter | LeadOnly, number]>
   const ordered = [...candidates].sort((a, b) => rank(a[0]) - rank(b[0]));
   let best = { at: -1, rows: Infinity };
   for (const [f, i] of ordered) {
-    const rows = f.kind === 'lead' ? f.rows : rowsSql(f);
-    const n = estimate(`SELECT count(*) FROM (${rows.sql} LIMIT ${cap})`, rows.params);
+    const n = f.kind === 'index' && isJoinDriver(f) ? Math.min(cap, keyRows(f, estimate)) : probe(f, estimate, cap);
     // Ties go to the earlier (join driver over IN list), which also spares a sort.
     if (n < best.rows) best = { at: i, rows: n };
     if (best.rows <= GOOD_ENOUGH) break;
   }
   return best;
+}
+
+/** Index rows of a filter, counted up to the cap. */
+function probe(f: IndexFilter | LeadOnly, estimate: Estimator, cap: number): number {
+  const rows = f.kind === 'lead' ? f.rows : rowsSql(f);
+  return estimate(`SELECT count(*) FROM (${rows.sql} LIMIT ${cap})`, rows.params);
+}
+
+/** An exact key's rows by the counts the writer keeps (no rows counted). */
+function keyRows(f: IndexFilter, estimate: Estimator): number {
+  const key = keyPopulation(f)?.keys[0]?.stats;
+  return key ? estimate('SELECT coalesce((SELECT n FROM search_stats WHERE kind = ? AND a = ? AND b = ? AND c = ?), 0)', key) : Infinity;
 }
 
 /** `_sort=date` or `-date` alone, where the type's `date` is the parameter dlo carries. */
