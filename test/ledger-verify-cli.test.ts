@@ -73,7 +73,9 @@ describe('custos verify (standalone verifier, embedded anvil, real contract)', (
 
   before(async () => {
     // Batches are cut on size (5) or by flush(): one Patient + 4 Observations make one batch of 5.
-    t = await testApp({ LEDGER: 'embedded', LEDGER_BATCH_SIZE: '5', LEDGER_BATCH_MS: '60000' });
+    // No worker threads: this app only serves the proofs the verifier checks, and each worker
+    // loads the FHIR definitions, seconds of CPU that the verifier processes need on a small machine.
+    t = await testApp({ LEDGER: 'embedded', LEDGER_BATCH_SIZE: '5', LEDGER_BATCH_MS: '60000', WRITE_WORKERS: '0', READ_WORKERS: '0' });
     rpc = t.ledger.status().rpcUrl!;
     assert.match(rpc, /^http:\/\/127\.0\.0\.1:\d+/);
     dir = tempDir('custos-verify-');
