@@ -18,6 +18,12 @@ import { authorizeUrl, CookieJar, jarFetch, newCredentials, pageText, pkcePair, 
 
 type Server = Awaited<ReturnType<typeof testServer>>;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/**
+ * These servers check sign-in, tokens and connections, not FHIR validation or searches in worker
+ * threads (write-pool, read-pool and the other suites cover those): without the threads a server
+ * starts without loading the FHIR definitions once per thread, seconds of CPU on a small machine.
+ */
+const NO_WORKERS = { WRITE_WORKERS: '0', READ_WORKERS: '0' };
 const LOCAL = new Set(['127.0.0.1', '::ffff:127.0.0.1']);
 
 /** A browser at the login form of one authorization request: post credentials to it as often as needed. */
@@ -69,7 +75,7 @@ describe('login throttling', () => {
   let s: Server;
   let clientId: string;
   before(async () => {
-    s = await testServer({ LOGIN_MAX_FAILURES: '3', LOGIN_ADDRESS_MAX_FAILURES: '100', LOGIN_LOCK_SECONDS: '2', LOGIN_WINDOW_SECONDS: '600' });
+    s = await testServer({ LOGIN_MAX_FAILURES: '3', LOGIN_ADDRESS_MAX_FAILURES: '100', LOGIN_LOCK_SECONDS: '2', LOGIN_WINDOW_SECONDS: '600', ...NO_WORKERS });
     clientId = publicClient(s);
   });
   after(async () => { await s?.close(); });
@@ -146,7 +152,7 @@ describe('login throttling', () => {
 describe('login throttling per network address', () => {
   let s: Server;
   before(async () => {
-    s = await testServer({ LOGIN_MAX_FAILURES: '10', LOGIN_ADDRESS_MAX_FAILURES: '4', LOGIN_LOCK_SECONDS: '2' });
+    s = await testServer({ LOGIN_MAX_FAILURES: '10', LOGIN_ADDRESS_MAX_FAILURES: '4', LOGIN_LOCK_SECONDS: '2', ...NO_WORKERS });
   });
   after(async () => { await s?.close(); });
 
@@ -205,7 +211,7 @@ describe('password hashing thread', () => {
 describe('access tokens and connections', () => {
   let s: Server;
   before(async () => {
-    s = await testServer({ REQUEST_TIMEOUT: '2' });
+    s = await testServer({ REQUEST_TIMEOUT: '2', ...NO_WORKERS });
   });
   after(async () => { await s?.close(); });
 

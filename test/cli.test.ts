@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -38,7 +38,11 @@ async function authorizedFetch(base: string, dataDir: string): Promise<typeof fe
   const token = await fetchSystemToken(tokenEndpoint, async (jwks) => {
     const file = path.join(tempDir(), 'jwks.json');
     fs.writeFileSync(file, JSON.stringify(jwks));
-    const r = spawnSync(process.execPath, [CLI, 'client', 'add', '--type', 'backend', '--jwks', file, '--scope', 'system/*.*', '--trusted', '--json'], { encoding: 'utf8', env: { ...process.env, DATA_DIR: dataDir } });
+    // Asynchronous (not spawnSync), so that two servers can be set up at once.
+    const r = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      execFile(process.execPath, [CLI, 'client', 'add', '--type', 'backend', '--jwks', file, '--scope', 'system/*.*', '--trusted', '--json'], { encoding: 'utf8', env: { ...process.env, DATA_DIR: dataDir } },
+        (err, stdout, stderr) => resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr: err && !stderr ? String(err) : stderr }));
+    });
     assert.equal(r.status, 0, r.stderr);
     return (JSON.parse(r.stdout) as { client_id: string }).client_id;
   });
@@ -62,13 +66,12 @@ describe('custos CLI', () => {
     const dirA = path.join(root, 'a', 'nested');
     const dirB = path.join(root, 'b');
     const [portA, portB] = [await freePort(), await freePort()];
-    const a = await serve({ PORT: String(portA), DATA_DIR: dirA });
-    const b = await serve({ PORT: String(portB), DATA_DIR: dirB });
+    // Independent servers: start them at once.
+    const [a, b] = await Promise.all([serve({ PORT: String(portA), DATA_DIR: dirA }), serve({ PORT: String(portB), DATA_DIR: dirB })]);
     assert.ok(fs.existsSync(path.join(dirA, 'keys', 'master.key')));
     assert.ok(fs.existsSync(path.join(dirB, 'custos.db')));
     assert.notEqual(fs.readFileSync(path.join(dirA, 'keys', 'master.key'), 'utf8'), fs.readFileSync(path.join(dirB, 'keys', 'master.key'), 'utf8'));
-    const fetchA = await authorizedFetch(a.base, dirA);
-    const fetchB = await authorizedFetch(b.base, dirB);
+    const [fetchA, fetchB] = await Promise.all([authorizedFetch(a.base, dirA), authorizedFetch(b.base, dirB)]);
     assert.equal((await fetch(`${a.base}/Patient`)).status, 401, 'no token, no data');
     const created = await fetchA(`${a.base}/Patient`, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Patient', gender: 'female' }) });
     assert.equal(created.status, 201);
@@ -126,7 +129,10 @@ describe('custos CLI', () => {
 
   it('audit trail durability: AuditEvents flushed before a SIGKILL survive it; a clean stop (SIGTERM) writes all that are queued', async () => {
     const dir = path.join(tempDir(), 'data');
-    const env = { DATA_DIR: dir, AUDIT: 'on', AUDIT_FLUSH_MS: '100', LEDGER: 'off' };
+    // The trail has its own writer thread; what this checks does not depend on the write and search
+    // worker pools (0: their work runs on the event loop), each of whose threads loads the FHIR
+    // definitions at start, seconds of CPU per server.
+    const env = { DATA_DIR: dir, AUDIT: 'on', AUDIT_FLUSH_MS: '100', LEDGER: 'off', WRITE_WORKERS: '0', READ_WORKERS: '0' };
     const count = () => {
       const db = new Database(path.join(dir, 'custos.db'), { readonly: true });
       try {

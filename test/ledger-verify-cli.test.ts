@@ -59,10 +59,10 @@ describe('custos verify (standalone verifier, embedded anvil, real contract)', (
     return { resource: write(`${base}.resource.json`, resource), proof: write(`${base}.proof.json`, proof) };
   }
   /** Runs the verifier with --json on these inputs; returns the exit code and the parsed report. */
-  async function verify(resource: unknown, proof: unknown, opts: { rpc?: string } = {}): Promise<Run & { report: Report; failed: string[] }> {
+  async function verify(resource: unknown, proof: unknown, opts: { rpc?: string; label?: string } = {}): Promise<Run & { report: Report; failed: string[] }> {
     const f = files(resource, proof);
     const run = await cli(['--resource', f.resource, '--proof', f.proof, '--rpc', opts.rpc ?? rpc, '--json']);
-    assert.equal(run.stderr, '', 'nothing on stderr');
+    assert.equal(run.stderr, '', `${opts.label ? `${opts.label}: ` : ''}nothing on stderr`);
     const report = JSON.parse(run.stdout) as Report;
     return { ...run, report, failed: report.steps.filter((s) => !s.ok).map((s) => s.step) };
   }
@@ -73,7 +73,9 @@ describe('custos verify (standalone verifier, embedded anvil, real contract)', (
 
   before(async () => {
     // Batches are cut on size (5) or by flush(): one Patient + 4 Observations make one batch of 5.
-    t = await testApp({ LEDGER: 'embedded', LEDGER_BATCH_SIZE: '5', LEDGER_BATCH_MS: '60000' });
+    // No worker threads: this app only serves the proofs the verifier checks, and each worker
+    // loads the FHIR definitions, seconds of CPU that the verifier processes need on a small machine.
+    t = await testApp({ LEDGER: 'embedded', LEDGER_BATCH_SIZE: '5', LEDGER_BATCH_MS: '60000', WRITE_WORKERS: '0', READ_WORKERS: '0' });
     rpc = t.ledger.status().rpcUrl!;
     assert.match(rpc, /^http:\/\/127\.0\.0\.1:\d+/);
     dir = tempDir('custos-verify-');
@@ -91,20 +93,30 @@ describe('custos verify (standalone verifier, embedded anvil, real contract)', (
   });
 
   it('verifies an untouched Observation and Patient: exit 0, every step ok', async () => {
-    for (const a of anchored) {
-      const r = await verify(a.resource, a.proof);
-      assert.equal(r.code, 0, r.stdout);
-      assert.deepEqual(r.failed, []);
-      assert.deepEqual(r.report.steps.map((s) => [s.step, s.ok]), [['hash', true], ['resource', true], ['path', true], ['chain', true]]);
-      assert.equal(r.report.ok, true);
-      assert.match(step(r.report, 'chain').detail, new RegExp(`anchored in 0x[0-9a-fA-F]{40} on chain ${t.ledger.chain!.chainId} for 5 leaves, block ${param(a.proof, 'blockNumber')!.valueInteger}`));
+    // Independent processes: run them at once, then check each in order, naming the version.
+    const label = (a: (typeof anchored)[number]) => `${a.resource.resourceType}/${a.resource.id}`;
+    const runs = await Promise.all(anchored.map((a) => verify(a.resource, a.proof, { label: label(a) })));
+    for (const [i, a] of anchored.entries()) {
+      const r = runs[i]!;
+      assert.equal(r.code, 0, `${label(a)}: ${r.stdout}`);
+      assert.deepEqual(r.failed, [], label(a));
+      assert.deepEqual(r.report.steps.map((s) => [s.step, s.ok]), [['hash', true], ['resource', true], ['path', true], ['chain', true]], label(a));
+      assert.equal(r.report.ok, true, label(a));
+      assert.match(step(r.report, 'chain').detail, new RegExp(`anchored in 0x[0-9a-fA-F]{40} on chain ${t.ledger.chain!.chainId} for 5 leaves, block ${param(a.proof, 'blockNumber')!.valueInteger}`), label(a));
     }
   });
 
   it('prints one line per step in text mode, and never the resource contents', async () => {
     const patient = anchored.find((a) => a.resource.resourceType === 'Patient')!;
     const f = files(patient.resource, patient.proof);
-    const ok = await cli(['--resource', f.resource, '--proof', f.proof, '--rpc', rpc]);
+    const changed = clone(patient.resource) as Patient;
+    changed.name![0]!.family = `${PATIENT_NAME}x`;
+    const f2 = files(changed, patient.proof);
+    // Two independent processes: the untouched Patient and a changed one, at once.
+    const [ok, bad] = await Promise.all([
+      cli(['--resource', f.resource, '--proof', f.proof, '--rpc', rpc]),
+      cli(['--resource', f2.resource, '--proof', f2.proof, '--rpc', rpc]),
+    ]);
     assert.equal(ok.code, 0, ok.stdout + ok.stderr);
     const lines = ok.stdout.trimEnd().split('\n');
     assert.equal(lines[0], `custos verify Patient/${patient.resource.id}/_history/1`);
@@ -112,11 +124,7 @@ describe('custos verify (standalone verifier, embedded anvil, real contract)', (
     assert.match(lines[5]!, /^verified/);
     assert.doesNotMatch(ok.stdout, new RegExp(PATIENT_NAME));
 
-    const changed = clone(patient.resource) as Patient;
-    changed.name![0]!.family = `${PATIENT_NAME}x`;
-    const f2 = files(changed, patient.proof);
-    const bad = await cli(['--resource', f2.resource, '--proof', f2.proof, '--rpc', rpc]);
-    assert.equal(bad.code, 1);
+    assert.equal(bad.code, 1, bad.stdout + bad.stderr);
     assert.match(bad.stdout, /^\s+hash\s+FAILED\s+the resource hashes to [0-9a-f]{64}, the proof's contentHash is [0-9a-f]{64}/m);
     assert.match(bad.stdout, /^\s+chain\s+ok/m);
     assert.match(bad.stdout, /NOT verified: failed step: hash/);
@@ -136,13 +144,13 @@ describe('custos verify (standalone verifier, embedded anvil, real contract)', (
 
   it('the resource of another version or id: exit 1, the resource step names what differs', async () => {
     const [a, b] = anchored.filter((x) => x.resource.resourceType === 'Observation');
-    const r = await verify(b!.resource, a!.proof);
+    const v2 = clone(a!.resource);
+    v2.meta = { ...v2.meta, versionId: '2' };
+    // Two independent processes, at once: another id, and another version.
+    const [r, r2] = await Promise.all([verify(b!.resource, a!.proof, { label: 'another id' }), verify(v2, a!.proof, { label: 'another version' })]);
     assert.equal(r.code, 1);
     assert.ok(r.failed.includes('resource'), JSON.stringify(r.report));
     assert.match(step(r.report, 'resource').detail, new RegExp(`id: expected ${a!.resource.id}, found ${b!.resource.id}`));
-    const v2 = clone(a!.resource);
-    v2.meta = { ...v2.meta, versionId: '2' };
-    const r2 = await verify(v2, a!.proof);
     assert.equal(r2.code, 1);
     assert.deepEqual(r2.failed, ['hash', 'resource']);
     assert.match(step(r2.report, 'resource').detail, /meta\.versionId: expected 1, found 2/);
@@ -227,13 +235,13 @@ describe('custos verify (standalone verifier, embedded anvil, real contract)', (
     const id = await create(obs(42));
     const v = await fetchVersion('Observation', id);
     assert.equal(param(v.proof, 'status')?.valueCode, 'pending');
-    const r = await verify(v.resource, v.proof);
+    const f = files(v.resource, v.proof);
+    // Two independent processes, at once: --json and text mode.
+    const [r, text] = await Promise.all([verify(v.resource, v.proof, { label: '--json' }), cli(['--resource', f.resource, '--proof', f.proof, '--rpc', rpc])]);
     assert.equal(r.code, 1);
     assert.deepEqual(r.failed, ['path', 'chain']);
     assert.equal(r.report.status, 'pending');
     for (const s of ['path', 'chain']) assert.match(step(r.report, s).detail, /^not anchored yet/);
-    const f = files(v.resource, v.proof);
-    const text = await cli(['--resource', f.resource, '--proof', f.proof, '--rpc', rpc]);
     assert.equal(text.code, 1);
     assert.match(text.stdout, /NOT verified: not anchored yet/);
   });
@@ -272,17 +280,20 @@ describe('custos verify (standalone verifier, embedded anvil, real contract)', (
       [['--resource', good.resource, '--proof', outcome, '--rpc', rpc], /is a OperationOutcome \("Ledger anchoring is turned off"\), not a Parameters/],
       [['--resource', good.resource, '--proof', good.proof, '--rpc', 'ws://127.0.0.1:1'], /--rpc must be an http\(s\) JSON-RPC URL/],
     ];
-    for (const [args, message] of cases) {
-      const r = await cli(args);
-      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
-      assert.match(r.stderr, message);
-      assert.match(r.stderr, /Usage: custos verify --resource <file> --proof <file> --rpc <url> \[--json\]/);
-      assert.equal(r.stdout, '');
-      assert.doesNotMatch(r.stderr, new RegExp(PATIENT_NAME), 'no file contents in messages');
+    // The runs are independent processes: start them all at once, then check each in order, every
+    // message naming its case (the arguments), so a failure says which one.
+    const [help, shortHelp, ...runs] = await Promise.all([cli(['--help']), cli(['-h']), ...cases.map(([args]) => cli(args))]);
+    for (const [i, [args, message]] of cases.entries()) {
+      const r = runs[i]!;
+      const label = `case ${i + 1} (verify ${args.join(' ') || '<no arguments>'})`;
+      assert.equal(r.code, 2, `${label}: exit code; stdout: ${r.stdout} stderr: ${r.stderr}`);
+      assert.match(r.stderr, message, `${label}: the message on stderr`);
+      assert.match(r.stderr, /Usage: custos verify --resource <file> --proof <file> --rpc <url> \[--json\]/, `${label}: the usage on stderr`);
+      assert.equal(r.stdout, '', `${label}: nothing on stdout`);
+      assert.doesNotMatch(r.stderr, new RegExp(PATIENT_NAME), `${label}: no file contents in messages`);
     }
-    const help = await cli(['--help']);
-    assert.equal(help.code, 0);
-    assert.match(help.stdout, /^Usage: custos verify/);
-    assert.equal((await cli(['-h'])).code, 0);
+    assert.equal(help.code, 0, `--help: exit code; stderr: ${help.stderr}`);
+    assert.match(help.stdout, /^Usage: custos verify/, '--help: the usage on stdout');
+    assert.equal(shortHelp.code, 0, `-h: exit code; stderr: ${shortHelp.stderr}`);
   });
 });
