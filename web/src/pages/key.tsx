@@ -27,7 +27,9 @@ export function KeyPage({ session }: { session: Session; params: URLSearchParams
   const address = holder?.kind === 'wallet' ? walletAddress : holder?.address;
   const run = async (what: string, fn: () => Promise<string>) => {
     setBusy(what); setProblem(undefined); setNews(undefined);
-    try { setNews(await fn()); setPassphrase(''); await reload(); } catch (e) { setProblem(consentError(e)); } finally { setBusy(undefined); }
+    // The news shows with the state it describes: reloaded first (else "cancelled" showed for a
+    // moment beside the notice of the change it cancelled).
+    try { const done = await fn(); setPassphrase(''); await reload(); setNews(done); } catch (e) { setProblem(consentError(e)); } finally { setBusy(undefined); }
   };
 
   const connectWallet = () => run('Asking your wallet…', async () => {
