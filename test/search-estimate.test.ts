@@ -80,6 +80,11 @@ describe('search statistics and estimated totals (store)', () => {
     const small = await search(`code=${LOINC}|9279-1&_total=estimate`);
     assert.equal(small.estimate, undefined, 'a population under 2,000 is counted');
     assert.equal(small.total, (await search(`code=${LOINC}|9279-1&_total=accurate`)).total);
+    const limited = parseSearch('Observation', [...new URLSearchParams(`code=${LOINC}|8867-4&status:not=preliminary&_total=estimate`)], { strict: true, defaultCount: 0, maxCount: 100, defaultTotal: 'none' }).query;
+    limited.access = { compartment: { patients: ['p1'], params: ['subject'] } };
+    const counted = await store.search(limited);
+    assert.equal(counted.estimate, undefined, 'no population or margin for a limited principal: they would tell what it may not see');
+    assert.ok(counted.total! > 0 && counted.total! < est.estimate.population);
     const confined = await search('subject=Patient/p1&_total=estimate');
     assert.equal(confined.estimate, undefined, 'the narrowest key (a patient\'s 700 rows) is the population');
   });

@@ -244,7 +244,9 @@ class SqliteReader implements StoreReader {
    */
   private estimateTotal(q: SearchQuery, c: CompiledSearch): { total: number; estimate?: TotalEstimate } {
     const exact = () => ({ total: this.stmt(c.count.sql).pluck().get(...c.count.params) as number });
-    if (c.countIsCheap) return exact();
+    // A principal the access condition limits gets a count: the population and margin of an
+    // estimate would tell how many rows exist that it may not see (another patient's, say).
+    if (c.countIsCheap || q.access !== undefined) return exact();
     const stats = this.stmt('SELECT n FROM search_stats WHERE kind = ? AND a = ? AND b = ? AND c = ?').pluck();
     const typeRows: Population = { keys: [{ stats: ['type', q.resourceType, '', ''], table: 'resource_current', column: 'pk', cond: { sql: '+type = ? AND +deleted = 0', params: [q.resourceType] } }] };
     const sized = [...c.populations, typeRows].map((p) => {
